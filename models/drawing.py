@@ -1,0 +1,49 @@
+"""Preview pictures: detections drawn on the reference photos (PIL, no OpenCV)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .face_analyzer import Detection
+
+CHOSEN = (60, 220, 90)
+OTHER = (250, 190, 40)
+MISSING = (235, 60, 60)
+# Keypoint colours: eyes, nose, mouth corners (the subject's right side first, as insightface orders them).
+KEYPOINT_COLOURS = [(80, 160, 255), (80, 160, 255), (255, 255, 255), (255, 110, 200), (255, 110, 200)]
+
+
+def _font(image_height: int):
+    size = max(12, image_height // 32)
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_detections(
+    image_rgb: np.ndarray,
+    detections: list[Detection],
+    chosen: Detection | None,
+    caption: str = "",
+) -> np.ndarray:
+    """Boxes, 5 keypoints and scores over a copy of ``image_rgb``; the kept face in green.
+
+    With ``chosen`` None the caption is drawn in red (the image was skipped).
+    """
+    picture = Image.fromarray(image_rgb)
+    draw = ImageDraw.Draw(picture)
+    line = max(1, min(picture.size) // 200)
+    font = _font(picture.size[1])
+    for detection in detections:
+        colour = CHOSEN if detection is chosen else OTHER
+        x1, y1, x2, y2 = (float(v) for v in detection.box)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=line)
+        radius = max(2, line + 1)
+        for (x, y), dot in zip(detection.keypoints, KEYPOINT_COLOURS):
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=dot)
+        draw.text((x1, max(0.0, y1 - font.size - 2)), f"{detection.score:.2f}", fill=colour, font=font)
+    if caption:
+        draw.text((4, picture.size[1] - font.size - 4), caption, fill=CHOSEN if chosen is not None else MISSING, font=font)
+    return np.asarray(picture)

@@ -1,0 +1,220 @@
+"""From reference photos to one identity: detect, choose a face, align, embed, aggregate, check.
+
+The identity is the re-normalised mean of the references' L2-normalised ArcFace embeddings (what
+Arc2Face and PuLID-style pipelines average). Each reference's cosine to that mean is reported, and a
+reference that does not look like the others (a different person slipped in) is flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GenAffectInputError
+from .face_analyzer import Detection, FaceAnalyzer
+from .images import rgb_to_bgr, too_small_for_a_face
+
+log = logging.getLogger(__name__)
+
+FACE_ORDERS = ("largest", "highest score", "left to right")
+NO_FACE_POLICIES = ("skip", "error")
+# Leave-one-out cosine below which a reference is flagged as another person. ArcFace verification
+# thresholds sit around 0.3 for single pairs; a mean of the others is cleaner than a single pair.
+DEFAULT_OUTLIER_THRESHOLD = 0.3
+
+
+@dataclass
+class ReferenceFace:
+    """The face kept from one reference image."""
+
+    image_index: int
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in that image's pixels
+    keypoints: np.ndarray  # (5, 2)
+    det_score: float
+    embedding: np.ndarray  # (512,) L2-normalised
+    crop_rgb: np.ndarray  # aligned crop the recognizer saw, RGB uint8 (112 x 112 for ArcFace)
+    faces_in_image: int = 1
+    cosine_to_identity: float = float("nan")
+    outlier: bool = False
+
+
+@dataclass
+class SkippedReference:
+    image_index: int
+    reason: str
+
+
+@dataclass
+class Identity:
+    """The GA_IDENTITY socket: what was found in each reference and the aggregated embedding."""
+
+    references: list[ReferenceFace]
+    embedding: np.ndarray  # (512,) L2-normalised mean of the kept references
+    skipped: list[SkippedReference] = field(default_factory=list)
+    recognition_model: str = ""
+    outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD
+
+    @property
+    def outliers(self) -> list[int]:
+        return [r.image_index for r in self.references if r.outlier]
+
+    def report(self) -> str:
+        lines = [f"identity from {len(self.references)} reference(s), recognition model {self.recognition_model}"]
+        for ref in self.references:
+            flag = "  <- looks like a different person" if ref.outlier else ""
+            lines.append(
+                f"  image {ref.image_index}: cosine to identity {ref.cosine_to_identity:.3f}, detection score "
+                f"{ref.det_score:.2f}, {ref.faces_in_image} face(s) in image{flag}"
+            )
+        for skip in self.skipped:
+            lines.append(f"  image {skip.image_index}: skipped ({skip.reason})")
+        return "\n".join(lines)
+
+
+def order_faces(detections: list[Detection], order: str) -> list[Detection]:
+    """Faces sorted so that index 0 is the first choice under ``order``."""
+    if order == "largest":
+        return sorted(detections, key=lambda d: -d.area)
+    if order == "highest score":
+        return sorted(detections, key=lambda d: -d.score)
+    if order == "left to right":
+        return sorted(detections, key=lambda d: (d.box[0] + d.box[2]) / 2)
+    raise GenAffectInputError(f"face order must be one of {FACE_ORDERS}, got {order!r}.")
+
+
+def mean_identity(embeddings: np.ndarray) -> np.ndarray:
+    """Re-normalised mean of L2-normalised embeddings ``(N, D)`` -> ``(D,)``."""
+    mean = embeddings.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    if norm < 1e-6:
+        raise GenAffectInputError("the reference embeddings cancel out; the references show unrelated faces.")
+    return (mean / norm).astype(np.float32)
+
+
+def leave_one_out_cosines(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine of each embedding to the normalised mean of all the others (NaN with one reference)."""
+    count = embeddings.shape[0]
+    if count < 2:
+        return np.full(count, np.nan, dtype=np.float32)
+    total = embeddings.sum(axis=0)
+    others = total[None, :] - embeddings
+    others /= np.linalg.norm(others, axis=1, keepdims=True).clip(min=1e-12)
+    return np.einsum("nd,nd->n", embeddings, others).astype(np.float32)
+
+
+def extract_identity(
+    analyzer: FaceAnalyzer,
+    images_rgb: list[np.ndarray],
+    *,
+    face_order: str = "largest",
+    face_index: int = 0,
+    on_no_face: str = "skip",
+    outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+    drop_outliers: bool = False,
+    on_progress=None,
+) -> tuple[Identity, list[list[Detection]]]:
+    """Build an :class:`Identity` from RGB uint8 reference images.
+
+    Returns the identity and every image's detections (for previews). A reference without a usable
+    face is skipped with a warning (``on_no_face="skip"``) or is an error (``"error"``); no face in
+    any reference is always an error. ``on_progress(i, n)`` is called after each image.
+    """
+    if on_no_face not in NO_FACE_POLICIES:
+        raise GenAffectInputError(f"on_no_face must be one of {NO_FACE_POLICIES}, got {on_no_face!r}.")
+    if face_index < 0:
+        raise GenAffectInputError(f"face_index must be 0 or more, got {face_index}.")
+    kept: list[tuple[int, Detection, np.ndarray, int]] = []
+    skipped: list[SkippedReference] = []
+    all_detections: list[list[Detection]] = []
+    for index, rgb in enumerate(images_rgb):
+        detections: list[Detection] = []
+        if too_small_for_a_face(rgb):
+            reason = f"{rgb.shape[1]}x{rgb.shape[0]} pixels is too small to hold a face"
+        else:
+            bgr = rgb_to_bgr(rgb)
+            detections = order_faces(analyzer.detect(bgr), face_order)
+            reason = _no_face_reason(detections, face_index, face_order)
+        all_detections.append(detections)
+        if reason is None:
+            chosen = detections[face_index]
+            if len(detections) > 1:
+                log.info("GenAffect: image %d has %d faces; using face %d by '%s'.", index, len(detections), face_index, face_order)
+            kept.append((index, chosen, analyzer.align(bgr, chosen.keypoints), len(detections)))
+        elif on_no_face == "error":
+            raise GenAffectInputError(
+                f"Reference image {index}: {reason}. Use a photo with a visible face, or set on_no_face to 'skip'."
+            )
+        else:
+            log.warning("GenAffect: reference image %d skipped: %s.", index, reason)
+            skipped.append(SkippedReference(index, reason))
+        if on_progress is not None:
+            on_progress(index + 1, len(images_rgb))
+    if not kept:
+        details = "; ".join(f"image {s.image_index}: {s.reason}" for s in skipped)
+        raise GenAffectInputError(
+            f"No face found in any of the {len(images_rgb)} reference image(s) ({details}). Use photos where the "
+            "face is visible and at least ~64 px wide, or lower the detection threshold / raise the detection size "
+            "of the face analyzer."
+        )
+
+    embeddings = analyzer.embed([crop for _, _, crop, _ in kept])
+    references = [
+        ReferenceFace(
+            image_index=index,
+            box=det.box,
+            keypoints=det.keypoints,
+            det_score=det.score,
+            embedding=embeddings[i],
+            crop_rgb=rgb_to_bgr(crop),
+            faces_in_image=faces,
+        )
+        for i, (index, det, crop, faces) in enumerate(kept)
+    ]
+    _flag_outliers(references, embeddings, outlier_threshold)
+    used = [r for r in references if not (drop_outliers and r.outlier)] or references
+    identity_embedding = mean_identity(np.stack([r.embedding for r in used]))
+    for ref in references:
+        ref.cosine_to_identity = float(ref.embedding @ identity_embedding)
+    identity = Identity(
+        references=used,
+        embedding=identity_embedding,
+        skipped=skipped,
+        recognition_model=analyzer.files.get("recognition", ""),
+        outlier_threshold=outlier_threshold,
+    )
+    if drop_outliers:
+        identity.skipped += [SkippedReference(r.image_index, "dropped as an outlier") for r in references if r not in used]
+    return identity, all_detections
+
+
+def _no_face_reason(detections: list[Detection], face_index: int, face_order: str) -> str | None:
+    if not detections:
+        return "no face detected"
+    if face_index >= len(detections):
+        return f"face_index {face_index} asked for, but only {len(detections)} face(s) found ({face_order})"
+    return None
+
+
+def _flag_outliers(references: list[ReferenceFace], embeddings: np.ndarray, threshold: float) -> None:
+    cosines = leave_one_out_cosines(embeddings)
+    if len(references) < 2:
+        return
+    flagged = [ref for ref, cos in zip(references, cosines) if cos < threshold]
+    if len(references) == 2 and flagged:
+        log.warning(
+            "GenAffect: the two references look like different people (cosine %.3f < %.2f); check the photos.",
+            float(cosines[0]),
+            threshold,
+        )
+    elif flagged:
+        for ref in flagged:
+            log.warning(
+                "GenAffect: reference image %d looks like a different person than the others (cosine %.3f < %.2f).",
+                ref.image_index,
+                float(cosines[references.index(ref)]),
+                threshold,
+            )
+    for ref in flagged:
+        ref.outlier = True

@@ -1,0 +1,93 @@
+"""Conversions between ComfyUI IMAGE tensors and the uint8 arrays that face libraries want.
+
+ComfyUI's IMAGE is float32 ``[B, H, W, 3]`` in 0..1. insightface wants contiguous **BGR** uint8,
+MediaPipe wants **RGB** uint8 (and silently accepts BGR with wrong colours), so every conversion
+here is explicit about channel order. ``(x * 255).round()`` round-trips a uint8 image exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import GenAffectInputError
+
+# Below this many pixels on a side no detector can find a face; such images are reported, not run.
+MIN_FACE_IMAGE_SIDE = 32
+
+
+def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
+    """IMAGE tensor -> list of contiguous ``H x W x 3`` RGB uint8 arrays, one per batch item.
+
+    Accepts grayscale (1 channel), grayscale+alpha (2) and RGBA (4) tensors from other packs:
+    gray is repeated to RGB and alpha is dropped. NaN or infinite pixels, an empty batch or an
+    unknown layout raise :class:`GenAffectInputError` naming ``what`` and the fix.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise GenAffectInputError(f"{what}: expected an IMAGE tensor, got {type(images).__name__}.")
+    if images.ndim == 3:  # a single H x W x C image
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise GenAffectInputError(
+            f"{what}: expected an IMAGE of shape [batch, height, width, channels], got {list(images.shape)}."
+        )
+    if images.shape[0] == 0:
+        raise GenAffectInputError(f"{what}: the image batch is empty; connect at least one image.")
+    channels = images.shape[-1]
+    if channels not in (1, 2, 3, 4):
+        raise GenAffectInputError(
+            f"{what}: images have {channels} channels; expected RGB (3), RGBA (4) or grayscale (1). "
+            "If this came from a MASK or latent, convert it to an IMAGE first."
+        )
+    pixels = images.detach().to("cpu", torch.float32)
+    bad = (~torch.isfinite(pixels)).flatten(1).any(dim=1)
+    if bool(bad.any()):
+        indices = [int(i) for i in torch.nonzero(bad).flatten()]
+        raise GenAffectInputError(
+            f"{what}: image(s) {indices} contain NaN or infinite pixel values; the node that produced "
+            "them failed (often a VAE decode in fp16). Fix that node's output before this one."
+        )
+    if channels in (1, 2):
+        pixels = pixels[..., :1].expand(*pixels.shape[:-1], 3)
+    else:
+        pixels = pixels[..., :3]
+    as_uint8 = (pixels.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
+    return [np.ascontiguousarray(frame) for frame in as_uint8]
+
+
+def rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    """Swap RGB <-> BGR, returning a contiguous copy (insightface and OpenCV need contiguity)."""
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+bgr_to_rgb = rgb_to_bgr
+
+
+def rgb_uint8_to_image_batch(frames: list[np.ndarray]) -> torch.Tensor:
+    """Equal-sized ``H x W x 3`` uint8 RGB arrays -> IMAGE tensor ``[B, H, W, 3]`` in 0..1."""
+    if not frames:
+        raise GenAffectInputError("no images to return.")
+    shapes = {frame.shape for frame in frames}
+    if len(shapes) != 1:
+        raise GenAffectInputError(f"images differ in size {sorted(shapes)}; pad them first.")
+    stacked = np.stack(frames).astype(np.float32) / 255.0
+    return torch.from_numpy(stacked)
+
+
+def pad_to_common_size(frames: list[np.ndarray], fill: int = 0) -> list[np.ndarray]:
+    """Pad images at the bottom/right to the largest height and width, so they can form one batch."""
+    height = max(frame.shape[0] for frame in frames)
+    width = max(frame.shape[1] for frame in frames)
+    padded = []
+    for frame in frames:
+        if frame.shape[:2] == (height, width):
+            padded.append(frame)
+            continue
+        canvas = np.full((height, width, 3), fill, dtype=np.uint8)
+        canvas[: frame.shape[0], : frame.shape[1]] = frame
+        padded.append(canvas)
+    return padded
+
+
+def too_small_for_a_face(image: np.ndarray) -> bool:
+    return min(image.shape[0], image.shape[1]) < MIN_FACE_IMAGE_SIDE

@@ -1,0 +1,94 @@
+"""Every model file the pack can use: where it goes, where to get it, its size and licence.
+
+The README's model table and the model check (node and command line) both read this list, so the
+three never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ARC2FACE_HF = "https://huggingface.co/FoivosPar/Arc2Face/blob/main/"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    group: str  # which feature needs it
+    folder: str  # ComfyUI model-folder name (models/<folder>/ by default)
+    path: str  # where it goes inside that folder
+    url: str
+    size_mb: float | None  # as published, approximate; a file under half of it is a broken download
+    licence: str
+    needed_for: str
+    optional: bool = False
+    also_accepted: tuple[str, ...] = ()  # other "folder/path" places that work (other tools' layouts)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+INSIGHTFACE_LICENCE = "non-commercial research only (insightface)"
+
+CATALOG: tuple[ModelFile, ...] = (
+    ModelFile(
+        "face analysis", "insightface", "models/antelopev2/scrfd_10g_bnkps.onnx",
+        "https://drive.google.com/file/d/18wEUfMNohBJ4K3Ly5wpTejPfDzp-8fI8/view (antelopev2.zip)",
+        16.9, INSIGHTFACE_LICENCE, "face detection (GenAffectFaceAnalyzerLoader)",
+    ),
+    ModelFile(
+        "face analysis", "insightface", "models/antelopev2/glintr100.onnx",
+        "https://drive.google.com/file/d/18wEUfMNohBJ4K3Ly5wpTejPfDzp-8fI8/view (antelopev2.zip)",
+        260.7, INSIGHTFACE_LICENCE, "identity embeddings with recognition 'pack default'",
+        optional=True,
+    ),
+    ModelFile(
+        "face analysis", "arc2face", "arcface.onnx", ARC2FACE_HF + "arcface.onnx",
+        261.0, "MIT (Arc2Face)", "identity embeddings for Arc2Face (recognition 'arcface.onnx (Arc2Face)')",
+        also_accepted=("insightface/models/antelopev2/arcface.onnx",),
+    ),
+    ModelFile(
+        "expression", "mediapipe", "face_landmarker.task",
+        "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task",
+        3.7, "Apache-2.0 (Google MediaPipe)", "52 blendshapes, 478 landmarks, head pose",
+    ),
+    ModelFile(
+        "expression", "smirk", "SMIRK_em1.pt", "https://github.com/georgeretsi/smirk#pretrained-models",
+        None, "see the SMIRK repository (research code, FLAME-based)", "FLAME-55 expression vectors",
+        optional=True,
+    ),
+    ModelFile(
+        "Arc2Face", "arc2face", "arc2face/diffusion_pytorch_model.safetensors",
+        ARC2FACE_HF + "arc2face/diffusion_pytorch_model.safetensors", 3440.0, "MIT (Arc2Face)",
+        "the Arc2Face SD1.5 UNet (with arc2face/config.json)",
+    ),
+    ModelFile(
+        "Arc2Face", "arc2face", "arc2face/config.json", ARC2FACE_HF + "arc2face/config.json", None,
+        "MIT (Arc2Face)", "the UNet's configuration",
+    ),
+    ModelFile(
+        "Arc2Face", "arc2face", "encoder/pytorch_model.bin", ARC2FACE_HF + "encoder/pytorch_model.bin",
+        492.0, "MIT (Arc2Face)", "the fine-tuned CLIP text encoder (with encoder/config.json)",
+    ),
+    ModelFile(
+        "Arc2Face", "arc2face", "encoder/config.json", ARC2FACE_HF + "encoder/config.json", None,
+        "MIT (Arc2Face)", "the text encoder's configuration",
+    ),
+    ModelFile(
+        "Arc2Face", "arc2face", "exp_adapter/exp_adapter.bin", ARC2FACE_HF + "exp_adapter/exp_adapter.bin",
+        78.1, "MIT (Arc2Face)", "Expression Adapter (FLAME-55 cross-attention)", optional=True,
+    ),
+    ModelFile(
+        "Arc2Face", "arc2face", "ref_adapter/pytorch_lora_weights.safetensors",
+        ARC2FACE_HF + "ref_adapter/pytorch_lora_weights.safetensors", 51.1, "MIT (Arc2Face)",
+        "Reference Adapter LoRA (editing real photos)", optional=True,
+    ),
+    ModelFile(
+        "Arc2Face", "vae", "vae-ft-mse-840000-ema-pruned.safetensors",
+        "https://huggingface.co/stabilityai/sd-vae-ft-mse-original/blob/main/vae-ft-mse-840000-ema-pruned.safetensors",
+        334.6, "MIT (Stability AI)", "SD1.5 VAE for Arc2Face (any SD1.5 VAE works)", optional=True,
+    ),
+)
+
+# Folders the pack registers with ComfyUI (models/<name>/ by default, next to the user's own entries).
+MODEL_FOLDERS = ("insightface", "mediapipe", "smirk", "arc2face", "genaffect")

@@ -1,0 +1,75 @@
+"""The few things nodes need from ComfyUI, imported lazily so the node layer runs without it.
+
+Inside ComfyUI these are ``folder_paths``, ``comfy.utils.ProgressBar`` and the interruption check.
+Outside (tests, scripts) model folders come from ``$GENAFFECT_MODELS_DIR/<folder>`` and progress
+and cancellation are no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..models.model_catalog import MODEL_FOLDERS
+
+MODELS_DIR_ENV = "GENAFFECT_MODELS_DIR"
+
+
+def _folder_paths():
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def register_model_folders() -> None:
+    """Add ``models/<folder>`` for each of our folders, after any the user configured.
+
+    ``extra_model_paths.yaml`` is read before custom nodes load, so appending (``is_default=False``)
+    keeps the user's own folders first and never removes one.
+    """
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        return
+    for name in MODEL_FOLDERS:
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
+
+
+def models_dir() -> str:
+    folder_paths = _folder_paths()
+    if folder_paths is not None:
+        return folder_paths.models_dir
+    return os.path.abspath(os.environ.get(MODELS_DIR_ENV, "models"))
+
+
+def model_roots(folder: str) -> list[str]:
+    """Every folder registered for ``folder`` (e.g. "insightface"), the default one first."""
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        return [os.path.join(models_dir(), folder)]
+    try:
+        return folder_paths.get_folder_paths(folder)
+    except KeyError:  # a folder nobody registered (e.g. "vae" is always there; ours are added at import)
+        return [os.path.join(folder_paths.models_dir, folder)]
+
+
+class _SilentProgress:
+    def update_absolute(self, value, total=None, preview=None):
+        pass
+
+
+def progress_bar(total: int):
+    try:
+        from comfy.utils import ProgressBar
+    except ImportError:
+        return _SilentProgress()
+    return ProgressBar(total)
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interruption exception when the user pressed Cancel."""
+    try:
+        import comfy.model_management as model_management
+    except ImportError:
+        return
+    model_management.throw_exception_if_processing_interrupted()

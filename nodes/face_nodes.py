@@ -1,0 +1,148 @@
+"""Face analyzer loading and identity extraction nodes (category GenAffect/face)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..models import face_analyzer, identity, insightface_packs, onnx_providers
+from ..models.drawing import draw_detections
+from ..models.images import image_batch_to_rgb_uint8, pad_to_common_size, rgb_uint8_to_image_batch
+from . import comfy_host
+
+log = logging.getLogger(__name__)
+
+PACK_DEFAULT = "pack default"
+ARC2FACE = "arcface.onnx (Arc2Face)"
+
+
+class GenAffectFaceAnalyzerLoader:
+    DESCRIPTION = (
+        "Loads an insightface model pack (face detector + ArcFace recognizer) from "
+        "models/insightface/models/<pack>/. Choose Arc2Face's arcface.onnx as the recognizer when the "
+        "identity feeds Arc2Face. The 'info' output tells which execution providers are really in use."
+    )
+    CATEGORY = "GenAffect/face"
+    FUNCTION = "load"
+    RETURN_TYPES = ("GA_FACE_ANALYZER", "STRING")
+    RETURN_NAMES = ("face_analyzer", "info")
+    OUTPUT_TOOLTIPS = ("The loaded detector and recognizer.", "Files loaded and the providers each runs on.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        packs = insightface_packs.pack_choices(comfy_host.model_roots("insightface"))
+        return {
+            "required": {
+                "pack": (packs, {"tooltip": "insightface pack folder under models/insightface/models/. "
+                                            "antelopev2 is what Arc2Face uses; buffalo_l also works."}),
+                "recognition": ([PACK_DEFAULT, ARC2FACE], {
+                    "tooltip": "'pack default' uses the pack's own ArcFace model (glintr100 in antelopev2). "
+                               "Arc2Face needs its own arcface.onnx, from models/arc2face/ or the pack folder."}),
+                "provider": (list(onnx_providers.PROVIDER_CHOICES), {
+                    "tooltip": "Where ONNX Runtime runs the models. auto: CUDA if available, else CoreML (Mac), "
+                               "else CPU. CUDA needs onnxruntime-gpu (see README)."}),
+                "detection_size": ("INT", {"default": 640, "min": 160, "max": 2048, "step": 32,
+                                           "tooltip": "Detector input size in pixels. Larger finds smaller faces, slower."}),
+                "detection_threshold": ("FLOAT", {"default": 0.5, "min": 0.05, "max": 0.99, "step": 0.01,
+                                                  "tooltip": "Minimum detector confidence for a face to count."}),
+            }
+        }
+
+    def load(self, pack, recognition, provider, detection_size, detection_threshold):
+        pack_dir = insightface_packs.locate_pack(pack, comfy_host.model_roots("insightface"))
+        analyzer = face_analyzer.load_face_analyzer(
+            pack,
+            pack_dir,
+            onnx_providers.choose_providers(provider),
+            use_arc2face_recognizer=recognition == ARC2FACE,
+            arc2face_roots=comfy_host.model_roots("arc2face"),
+            det_size=detection_size,
+            det_threshold=detection_threshold,
+        )
+        info = analyzer.describe()
+        log.info("GenAffect face analyzer:\n%s", info)
+        return (analyzer, info)
+
+
+class GenAffectExtractIdentity:
+    DESCRIPTION = (
+        "Finds the face in each reference photo and averages their ArcFace embeddings into one identity. "
+        "Photos without a face are skipped with a warning; a reference that looks like another person is "
+        "flagged in the report. Outputs the aligned crops the recognizer saw and a preview with detections."
+    )
+    CATEGORY = "GenAffect/face"
+    FUNCTION = "extract"
+    RETURN_TYPES = ("GA_IDENTITY", "IMAGE", "IMAGE", "STRING")
+    RETURN_NAMES = ("identity", "face_crops", "preview", "report")
+    OUTPUT_TOOLTIPS = (
+        "Identity: per-reference faces and embeddings plus their normalised mean.",
+        "Aligned face crops (112x112), one per reference that had a face.",
+        "Each reference with boxes, 5 keypoints and scores; the face used is green.",
+        "Cosine of each reference to the identity, and which references were skipped or flagged.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From GenAffect Face Analyzer Loader."}),
+                "images": ("IMAGE", {"tooltip": "One or more reference photos of the same person (a batch)."}),
+                "face_order": (list(identity.FACE_ORDERS), {
+                    "tooltip": "How faces in one photo are ordered before face_index picks one: by box area, "
+                               "by detector confidence, or by position from the left."}),
+                "face_index": ("INT", {"default": 0, "min": 0, "max": 63,
+                                       "tooltip": "Which face to use in the chosen order (0 = first)."}),
+                "on_no_face": (list(identity.NO_FACE_POLICIES), {
+                    "tooltip": "skip: leave out references without a face (with a warning); error: stop. "
+                               "No face in any reference is always an error."}),
+            },
+            "optional": {
+                "outlier_threshold": ("FLOAT", {"default": identity.DEFAULT_OUTLIER_THRESHOLD, "min": -1.0,
+                                                "max": 1.0, "step": 0.01,
+                                                "tooltip": "A reference whose cosine to the mean of the others is "
+                                                           "below this is flagged as a different person."}),
+                "drop_outliers": ("BOOLEAN", {"default": False,
+                                              "tooltip": "Leave flagged references out of the identity."}),
+            },
+        }
+
+    def extract(self, face_analyzer, images, face_order, face_index, on_no_face,
+                outlier_threshold=identity.DEFAULT_OUTLIER_THRESHOLD, drop_outliers=False):
+        frames = image_batch_to_rgb_uint8(images, what="Extract Identity images")
+        progress = comfy_host.progress_bar(len(frames))
+
+        def on_progress(done, total):
+            progress.update_absolute(done, total)
+            comfy_host.check_interrupted()
+
+        result, detections = identity.extract_identity(
+            face_analyzer,
+            frames,
+            face_order=face_order,
+            face_index=face_index,
+            on_no_face=on_no_face,
+            outlier_threshold=outlier_threshold,
+            drop_outliers=drop_outliers,
+            on_progress=on_progress,
+        )
+        crops = rgb_uint8_to_image_batch([ref.crop_rgb for ref in result.references])
+        preview = rgb_uint8_to_image_batch(pad_to_common_size(_previews(frames, detections, result)))
+        report = result.report()
+        log.info("GenAffect %s", report)
+        return (result, crops, preview, report)
+
+
+def _previews(frames: list[np.ndarray], detections, result: identity.Identity) -> list[np.ndarray]:
+    kept = {ref.image_index: ref for ref in result.references}
+    skipped = {s.image_index: s.reason for s in result.skipped}
+    pictures = []
+    for index, (frame, found) in enumerate(zip(frames, detections)):
+        ref = kept.get(index)
+        chosen = next((d for d in found if ref is not None and np.array_equal(d.box, ref.box)), None)
+        if ref is not None:
+            caption = f"#{index} cos {ref.cosine_to_identity:.2f}" + (" OUTLIER" if ref.outlier else "")
+        else:
+            caption = f"#{index} skipped: {skipped.get(index, '')}"
+        pictures.append(draw_detections(frame, found, chosen, caption))
+    return pictures

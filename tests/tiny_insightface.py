@@ -1,0 +1,186 @@
+"""Tiny ONNX models with the real insightface signatures, and painted "faces" they respond to.
+
+They prove the plumbing (router, SCRFD decoding, NMS, alignment, embedding, our code), not accuracy.
+
+Detector (SCRFD layout, 9 outputs: scores/boxes/keypoints at strides 8, 16, 32, two anchors): at
+stride 8 a cell fires when its 8x8 window centred on the anchor is saturated red (R - B high). The
+box half-size grows with the window's green level (16..64 px); the 5 keypoints sit where ArcFace's
+template puts them inside that box, so alignment maps the box onto the 112x112 crop. Blue lowers
+the score. Strides 16 and 32 never fire.
+
+Recognizer (112x112 -> 512): 8x8 average pooling, centring, and a fixed random projection, so
+aligned crops of the same painted texture give near-identical embeddings and different textures
+near-orthogonal ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+# Keypoint offsets in units of the box half-size: the template relative to the crop centre.
+KEYPOINT_OFFSETS = (ARCFACE_TEMPLATE - 56.0) / 56.0
+MIN_HALF, MAX_HALF = 16.0, 64.0  # box half-size range in pixels at stride 8
+OPSET = 13
+
+
+def _const(name: str, array) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=f"const_{name}", value=numpy_helper.from_array(np.asarray(array), name))
+
+
+def _stride_branch(stride: int, fires: bool) -> tuple[list, list[str]]:
+    """Nodes computing (scores, boxes, keypoints) for one stride; returns nodes and output names."""
+    s = stride
+    half_lo, half_hi = s // 2, s // 2 - 1
+    p = f"s{s}_"
+    nodes = [
+        helper.make_node("AveragePool", ["input.1"], [p + "pool"], name=p + "pool", kernel_shape=[s, s],
+                         strides=[s, s], pads=[half_lo, half_lo, half_hi, half_hi], count_include_pad=0),
+        _const(p + "r_idx", np.array([0], dtype=np.int64)),
+        _const(p + "g_idx", np.array([1], dtype=np.int64)),
+        _const(p + "b_idx", np.array([2], dtype=np.int64)),
+        helper.make_node("Gather", [p + "pool", p + "r_idx"], [p + "r"], name=p + "gather_r", axis=1),
+        helper.make_node("Gather", [p + "pool", p + "g_idx"], [p + "g"], name=p + "gather_g", axis=1),
+        helper.make_node("Gather", [p + "pool", p + "b_idx"], [p + "b"], name=p + "gather_b", axis=1),
+        helper.make_node("Sub", [p + "r", p + "b"], [p + "redness"], name=p + "redness"),
+        _const(p + "gain", np.array(10.0 if fires else 0.0, dtype=np.float32)),
+        _const(p + "offset", np.array(-15.0 if fires else -20.0, dtype=np.float32)),
+        helper.make_node("Mul", [p + "redness", p + "gain"], [p + "logit0"], name=p + "logit_scale"),
+        helper.make_node("Add", [p + "logit0", p + "offset"], [p + "logit"], name=p + "logit_shift"),
+        helper.make_node("Sigmoid", [p + "logit"], [p + "score_map"], name=p + "sigmoid"),
+        # half-size in stride units: d = lo + (hi - lo) * (g + 1) / 2, with g in [-1, 1]
+        _const(p + "d_scale", np.array((MAX_HALF - MIN_HALF) / 8.0 / 2.0, dtype=np.float32)),
+        _const(p + "d_shift", np.array(MIN_HALF / 8.0 + (MAX_HALF - MIN_HALF) / 8.0 / 2.0, dtype=np.float32)),
+        helper.make_node("Mul", [p + "g", p + "d_scale"], [p + "d0"], name=p + "d_scale_mul"),
+        helper.make_node("Add", [p + "d0", p + "d_shift"], [p + "d_map"], name=p + "d_shift_add"),
+        _const(p + "col", np.array([-1, 1], dtype=np.int64)),
+        helper.make_node("Reshape", [p + "score_map", p + "col"], [p + "score_col"], name=p + "score_col"),
+        helper.make_node("Reshape", [p + "d_map", p + "col"], [p + "d_col"], name=p + "d_col"),
+        # two anchors per position, consecutive (SCRFD stacks anchor centres that way)
+        helper.make_node("Concat", [p + "score_col", p + "score_col"], [p + "score2"], name=p + "score2", axis=1),
+        helper.make_node("Reshape", [p + "score2", p + "col"], [f"score_{s}"], name=p + "score_out"),
+        helper.make_node("Concat", [p + "d_col"] * 8, [p + "box2"], name=p + "box2", axis=1),
+        _const(p + "box_shape", np.array([-1, 4], dtype=np.int64)),
+        helper.make_node("Reshape", [p + "box2", p + "box_shape"], [f"bbox_{s}"], name=p + "box_out"),
+        _const(p + "kps_offsets", KEYPOINT_OFFSETS.reshape(1, 10)),
+        helper.make_node("Mul", [p + "d_col", p + "kps_offsets"], [p + "kps1"], name=p + "kps_mul"),
+        helper.make_node("Concat", [p + "kps1", p + "kps1"], [p + "kps2"], name=p + "kps2", axis=1),
+        _const(p + "kps_shape", np.array([-1, 10], dtype=np.int64)),
+        helper.make_node("Reshape", [p + "kps2", p + "kps_shape"], [f"kps_{s}"], name=p + "kps_out"),
+    ]
+    return nodes, [f"score_{s}", f"bbox_{s}", f"kps_{s}"]
+
+
+def tiny_detector() -> onnx.ModelProto:
+    nodes, outputs = [], {"score": [], "bbox": [], "kps": []}
+    for stride in (8, 16, 32):
+        branch, (score, bbox, kps) = _stride_branch(stride, fires=stride == 8)
+        nodes += branch
+        outputs["score"].append(score)
+        outputs["bbox"].append(bbox)
+        outputs["kps"].append(kps)
+    widths = {"score": 1, "bbox": 4, "kps": 10}
+    graph_outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, [f"n_{name}", widths[kind]])
+        for kind in ("score", "bbox", "kps")
+        for name in outputs[kind]
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_scrfd", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "height", "width"])],
+        graph_outputs,
+    )
+    return _finish(graph)
+
+
+def tiny_recognizer(seed: int = 0, embedding_size: int = 512) -> onnx.ModelProto:
+    projection = np.random.default_rng(seed).standard_normal((3 * 14 * 14, embedding_size)).astype(np.float32)
+    nodes = [
+        helper.make_node("AveragePool", ["data"], ["pooled"], name="pool", kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
+        helper.make_node("ReduceMean", ["flat"], ["flat_mean"], name="centre_mean", axes=[1], keepdims=1),
+        helper.make_node("Sub", ["flat", "flat_mean"], ["centred"], name="centre"),
+        _const("projection", projection),
+        helper.make_node("MatMul", ["centred", "projection"], ["fc1"], name="project"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_arcface", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["batch", embedding_size])],
+    )
+    return _finish(graph)
+
+
+def tiny_landmarker() -> onnx.ModelProto:
+    """A 192x192-input model: the router files it as a landmark model (packs hold those too)."""
+    nodes = [helper.make_node("GlobalAveragePool", ["data"], ["pooled"], name="gap"),
+             helper.make_node("Flatten", ["pooled"], ["fc1"], name="flatten", axis=1)]
+    graph = helper.make_graph(
+        nodes, "tiny_landmark", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 192, 192])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 3])],
+    )
+    return _finish(graph)
+
+
+def _finish(graph) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_pack(
+    insightface_root: str,
+    pack: str = "antelopev2",
+    *,
+    detector_name: str = "scrfd_10g_bnkps.onnx",
+    recognizer_name: str | None = "glintr100.onnx",
+    recognizer_seed: int = 0,
+    with_landmarker: bool = True,
+) -> str:
+    """Write a tiny pack to ``<insightface_root>/models/<pack>/``; returns that folder."""
+    folder = os.path.join(insightface_root, "models", pack)
+    os.makedirs(folder, exist_ok=True)
+    onnx.save(tiny_detector(), os.path.join(folder, detector_name))
+    if recognizer_name:
+        onnx.save(tiny_recognizer(recognizer_seed), os.path.join(folder, recognizer_name))
+    if with_landmarker:
+        onnx.save(tiny_landmarker(), os.path.join(folder, "2d106det.onnx"))
+    return folder
+
+
+# ---- painting faces the tiny detector finds ---------------------------------------------------
+
+
+def green_for_half_size(half: float) -> int:
+    """Green level of the marker that makes the detector report a box of this half-size (pixels)."""
+    fraction = (half - MIN_HALF) / (MAX_HALF - MIN_HALF)
+    g_norm = 2.0 * fraction - 1.0
+    return int(np.clip(round(g_norm * 128.0 + 127.5), 0, 255))
+
+
+def paint_face(image: np.ndarray, cx: int, cy: int, half: float = 40.0, identity: int = 0, blue: int = 0) -> None:
+    """Paint, in place on an RGB uint8 image, a face the tiny detector finds at (cx, cy).
+
+    ``cx``/``cy`` must be multiples of 8 (anchor centres) in detector-input pixels; ``identity``
+    seeds the texture the recognizer sees; ``blue`` > 0 lowers the detection score.
+    """
+    assert cx % 8 == 0 and cy % 8 == 0, "faces sit on stride-8 anchor centres"
+    texture = np.random.default_rng(1000 + identity).integers(20, 200, size=(8, 8, 3))
+    texture[..., 0] = np.minimum(texture[..., 0], texture[..., 2])  # R <= B: never looks like a marker
+    size = int(round(2 * half))
+    cells = np.kron(texture, np.ones((size // 8 + 1, size // 8 + 1, 1)))[:size, :size].astype(np.uint8)
+    top, left = cy - size // 2, cx - size // 2
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + size, image.shape[0]), min(left + size, image.shape[1])
+    image[y0:y1, x0:x1] = cells[y0 - top : y1 - top, x0 - left : x1 - left]
+    image[cy - 4 : cy + 4, cx - 4 : cx + 4] = (255, green_for_half_size(half), blue)
+
+
+def blank_image(height: int = 256, width: int = 256, value: int = 128) -> np.ndarray:
+    return np.full((height, width, 3), value, dtype=np.uint8)
