@@ -69,24 +69,9 @@ def rgb_uint8_to_image_batch(frames: list[np.ndarray]) -> torch.Tensor:
         raise GenAffectInputError("no images to return.")
     shapes = {frame.shape for frame in frames}
     if len(shapes) != 1:
-        raise GenAffectInputError(f"images differ in size {sorted(shapes)}; pad them first.")
+        raise GenAffectInputError(f"images differ in size {sorted(shapes)}; resize them to one size first.")
     stacked = np.stack(frames).astype(np.float32) / 255.0
     return torch.from_numpy(stacked)
-
-
-def pad_to_common_size(frames: list[np.ndarray], fill: int = 0) -> list[np.ndarray]:
-    """Pad images at the bottom/right to the largest height and width, so they can form one batch."""
-    height = max(frame.shape[0] for frame in frames)
-    width = max(frame.shape[1] for frame in frames)
-    padded = []
-    for frame in frames:
-        if frame.shape[:2] == (height, width):
-            padded.append(frame)
-            continue
-        canvas = np.full((height, width, 3), fill, dtype=np.uint8)
-        canvas[: frame.shape[0], : frame.shape[1]] = frame
-        padded.append(canvas)
-    return padded
 
 
 def too_small_for_a_face(image: np.ndarray) -> bool:

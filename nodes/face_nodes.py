@@ -8,7 +8,7 @@ import numpy as np
 
 from ..models import face_analyzer, identity, insightface_packs, onnx_providers
 from ..models.drawing import draw_detections
-from ..models.images import image_batch_to_rgb_uint8, pad_to_common_size, rgb_uint8_to_image_batch
+from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class GenAffectExtractIdentity:
             on_progress=on_progress,
         )
         crops = rgb_uint8_to_image_batch([ref.crop_rgb for ref in result.references])
-        preview = rgb_uint8_to_image_batch(pad_to_common_size(_previews(frames, detections, result)))
+        preview = rgb_uint8_to_image_batch(_previews(frames, detections, result))
         report = result.report()
         log.info("GenAffect %s", report)
         return (result, crops, preview, report)

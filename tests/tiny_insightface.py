@@ -119,10 +119,12 @@ def tiny_recognizer(seed: int = 0, embedding_size: int = 512) -> onnx.ModelProto
 def tiny_landmarker() -> onnx.ModelProto:
     """A 192x192-input model: the router files it as a landmark model (packs hold those too)."""
     nodes = [helper.make_node("GlobalAveragePool", ["data"], ["pooled"], name="gap"),
-             helper.make_node("Flatten", ["pooled"], ["fc1"], name="flatten", axis=1)]
-    graph = helper.make_graph(
+             helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten", axis=1),
+             _const("spread", np.ones((3, 212), dtype=np.float32)),
+             helper.make_node("MatMul", ["flat", "spread"], ["fc1"], name="spread")]
+    graph = helper.make_graph(  # 212 outputs = 106 2-D points, like 2d106det.onnx
         nodes, "tiny_landmark", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 192, 192])],
-        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 212])],
     )
     return _finish(graph)
 
@@ -184,3 +186,17 @@ def paint_face(image: np.ndarray, cx: int, cy: int, half: float = 40.0, identity
 
 def blank_image(height: int = 256, width: int = 256, value: int = 128) -> np.ndarray:
     return np.full((height, width, 3), value, dtype=np.uint8)
+
+
+def faces_image(*faces, height=256, width=256):
+    """A grey RGB image with painted faces: each face is a dict of paint_face keyword arguments."""
+    image = blank_image(height, width)
+    for face in faces:
+        paint_face(image, **face)
+    return image
+
+
+def to_image_tensor(*frames):
+    import torch
+
+    return torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0)

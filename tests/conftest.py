@@ -1,0 +1,65 @@
+"""Test setup: import the pack under one fixed name, whatever its folder is called, and give tests
+a temporary ComfyUI-style models folder with tiny insightface models in it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACK_NAME = "genaffect"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_insightface, workflow helpers
+
+
+def _import_pack():
+    # ComfyUI imports a pack from its folder the same way: the folder is a package.
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, os.path.join(REPO, "__init__.py"), submodule_search_locations=[REPO]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_import_pack()
+
+import tiny_insightface  # noqa: E402
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    """An empty ComfyUI-style models folder that the node layer reads (via GENAFFECT_MODELS_DIR)."""
+    root = tmp_path / "models"
+    root.mkdir()
+    monkeypatch.setenv("GENAFFECT_MODELS_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def tiny_pack(models_dir):
+    """A tiny antelopev2-layout pack in models/insightface/models/antelopev2/; returns its folder."""
+    return tiny_insightface.write_pack(str(models_dir / "insightface"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    from genaffect.models import face_analyzer
+
+    face_analyzer.release_models()
+    yield
+    face_analyzer.release_models()
+
+
+@pytest.fixture
+def analyzer(tiny_pack):
+    from genaffect.models import face_analyzer, onnx_providers
+
+    return face_analyzer.load_face_analyzer(
+        "antelopev2", tiny_pack, onnx_providers.choose_providers("CPU"), det_size=256
+    )

@@ -1,0 +1,79 @@
+"""IMAGE tensor <-> uint8 conversions, on the real astronaut photo and on bad inputs."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from genaffect.models.errors import GenAffectInputError
+from genaffect.models.images import (
+    image_batch_to_rgb_uint8,
+    rgb_to_bgr,
+    rgb_uint8_to_image_batch,
+)
+
+
+def test_uint8_round_trip_through_image_tensor_is_exact_on_a_real_photo():
+    photo = data.astronaut()
+    tensor = rgb_uint8_to_image_batch([photo])
+    assert tensor.dtype == torch.float32 and tensor.shape == (1, 512, 512, 3)
+    back = image_batch_to_rgb_uint8(tensor)[0]
+    assert np.array_equal(back, photo)
+
+
+def test_bgr_swap_reverses_channels_and_is_contiguous_for_insightface():
+    photo = data.astronaut()
+    bgr = rgb_to_bgr(photo)
+    assert bgr.flags["C_CONTIGUOUS"]
+    assert np.array_equal(bgr[..., 0], photo[..., 2]) and np.array_equal(bgr[..., 2], photo[..., 0])
+    assert np.array_equal(rgb_to_bgr(bgr), photo)
+
+
+def test_grayscale_and_gray_alpha_images_become_rgb():
+    gray = torch.rand(2, 16, 16, 1)
+    frames = image_batch_to_rgb_uint8(gray)
+    assert frames[0].shape == (16, 16, 3)
+    assert np.array_equal(frames[0][..., 0], frames[0][..., 2])
+    gray_alpha = torch.cat([gray, torch.ones_like(gray)], dim=-1)
+    assert np.array_equal(image_batch_to_rgb_uint8(gray_alpha)[1], frames[1])
+
+
+def test_rgba_alpha_is_dropped():
+    rgb = torch.rand(1, 8, 8, 3)
+    rgba = torch.cat([rgb, torch.zeros(1, 8, 8, 1)], dim=-1)
+    assert np.array_equal(image_batch_to_rgb_uint8(rgba)[0], image_batch_to_rgb_uint8(rgb)[0])
+
+
+def test_single_image_without_batch_dimension_is_accepted():
+    assert len(image_batch_to_rgb_uint8(torch.rand(8, 8, 3))) == 1
+
+
+def test_nan_pixels_are_an_error_naming_the_image():
+    images = torch.rand(3, 8, 8, 3)
+    images[2, 0, 0, 0] = float("nan")
+    with pytest.raises(GenAffectInputError, match=r"image\(s\) \[2\].*NaN"):
+        image_batch_to_rgb_uint8(images)
+
+
+def test_empty_batch_is_an_error():
+    with pytest.raises(GenAffectInputError, match="empty"):
+        image_batch_to_rgb_uint8(torch.zeros(0, 8, 8, 3))
+
+
+def test_wrong_channel_count_and_rank_are_errors():
+    with pytest.raises(GenAffectInputError, match="5 channels"):
+        image_batch_to_rgb_uint8(torch.rand(1, 8, 8, 5))
+    with pytest.raises(GenAffectInputError, match="shape"):
+        image_batch_to_rgb_uint8(torch.rand(8, 8))
+    with pytest.raises(GenAffectInputError, match="IMAGE tensor"):
+        image_batch_to_rgb_uint8(np.zeros((1, 8, 8, 3)))
+
+
+def test_out_of_range_values_are_clipped():
+    frames = image_batch_to_rgb_uint8(torch.tensor([[[[-0.5, 0.5, 1.5]]]]))
+    assert frames[0].tolist() == [[[0, 128, 255]]]
+
+
+def test_frames_of_different_sizes_cannot_form_one_batch():
+    with pytest.raises(GenAffectInputError, match="differ in size"):
+        rgb_uint8_to_image_batch([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 5, 3), np.uint8)])

@@ -1,0 +1,75 @@
+"""Every node keeps ComfyUI's classic contract, and what FUNCTION returns matches RETURN_TYPES."""
+
+import numpy as np
+import pytest
+import torch
+
+from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from genaffect.models.face_analyzer import FaceAnalyzer
+from genaffect.models.identity import Identity
+
+from tiny_insightface import faces_image, to_image_tensor
+
+CATEGORIES = {"GenAffect/face", "GenAffect/expression", "GenAffect/sampling", "GenAffect/evaluate"}
+CORE_TYPES = {"IMAGE", "MASK", "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "STRING", "INT", "FLOAT", "BOOLEAN"}
+# What a value of each socket type is, for checking real outputs.
+TYPE_CHECKS = {
+    "IMAGE": lambda v: isinstance(v, torch.Tensor) and v.ndim == 4 and v.shape[-1] == 3 and v.dtype == torch.float32,
+    "STRING": lambda v: isinstance(v, str),
+    "GA_FACE_ANALYZER": lambda v: isinstance(v, FaceAnalyzer),
+    "GA_IDENTITY": lambda v: isinstance(v, Identity),
+}
+NODES = sorted(NODE_CLASS_MAPPINGS.items())
+
+
+@pytest.mark.parametrize("name, cls", NODES)
+def test_node_declares_the_classic_contract(name, cls):
+    assert name.startswith("GenAffect") and name in NODE_DISPLAY_NAME_MAPPINGS
+    assert cls.CATEGORY in CATEGORIES
+    assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    assert callable(getattr(cls, cls.FUNCTION))
+    assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
+    assert len(getattr(cls, "OUTPUT_TOOLTIPS", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+    for socket in cls.RETURN_TYPES:
+        assert socket in CORE_TYPES or socket.startswith("GA_"), socket
+
+
+@pytest.mark.parametrize("name, cls", NODES)
+def test_every_input_is_well_formed_and_has_a_tooltip(name, cls, models_dir):
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"} and "required" in spec
+    for section in ("required", "optional"):
+        for input_name, declaration in spec.get(section, {}).items():
+            assert isinstance(declaration, tuple) and 1 <= len(declaration) <= 2, input_name
+            kind = declaration[0]
+            assert isinstance(kind, list) and kind or kind in CORE_TYPES or kind.startswith("GA_"), input_name
+            options = declaration[1] if len(declaration) == 2 else {}
+            assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+            if isinstance(kind, str) and kind in ("INT", "FLOAT"):
+                assert options["min"] <= options["default"] <= options["max"], input_name
+
+
+def _run_every_node(tiny_pack):
+    """One real call per node, in graph order, with tiny models and painted faces."""
+    loader = NODE_CLASS_MAPPINGS["GenAffectFaceAnalyzerLoader"]()
+    analyzer_outputs = loader.load("antelopev2", "pack default", "CPU", 256, 0.5)
+    images = to_image_tensor(faces_image(dict(cx=128, cy=128)), faces_image(dict(cx=96, cy=96, half=56)))
+    extract = NODE_CLASS_MAPPINGS["GenAffectExtractIdentity"]()
+    check = NODE_CLASS_MAPPINGS["GenAffectCheckModels"]()
+    return {
+        "GenAffectFaceAnalyzerLoader": analyzer_outputs,
+        "GenAffectExtractIdentity": extract.extract(analyzer_outputs[0], images, "largest", 0, "skip"),
+        "GenAffectCheckModels": check.check(False),
+    }
+
+
+def test_function_outputs_match_return_types(tiny_pack):
+    outputs = _run_every_node(tiny_pack)
+    assert set(outputs) == set(NODE_CLASS_MAPPINGS), "add a call for the new node to _run_every_node"
+    for name, result in outputs.items():
+        cls = NODE_CLASS_MAPPINGS[name]
+        if isinstance(result, dict):  # output nodes may also return {"ui": ..., "result": ...}
+            result = result["result"]
+        assert isinstance(result, tuple) and len(result) == len(cls.RETURN_TYPES), name
+        for socket, value in zip(cls.RETURN_TYPES, result):
+            assert TYPE_CHECKS[socket](value), f"{name} output {socket} is {type(value).__name__}"
