@@ -1,0 +1,65 @@
+"""Example workflows (UI format) agree with the nodes' declared inputs and outputs."""
+
+import glob
+import json
+import os
+
+import pytest
+
+from genaffect import NODE_CLASS_MAPPINGS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKFLOWS = sorted(glob.glob(os.path.join(REPO, "workflows", "*.json")))
+# Core ComfyUI nodes the examples may use (checked against a real ComfyUI in tests/integration/).
+CORE_NODES = {"LoadImage", "PreviewImage", "SaveImage", "PreviewAny", "ImageBatch", "Note", "MarkdownNote"}
+
+
+def widget_inputs(cls):
+    """Inputs ComfyUI shows as widgets, in declaration order (what widgets_values lists)."""
+    spec = cls.INPUT_TYPES()
+    names = []
+    for section in ("required", "optional"):
+        for name, declaration in spec.get(section, {}).items():
+            kind = declaration[0]
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "BOOLEAN", "STRING"):
+                names.append((name, declaration))
+    return names
+
+
+def test_there_is_an_example_workflow():
+    assert WORKFLOWS
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_workflow_nodes_widgets_and_links_match_the_node_definitions(path, models_dir):
+    with open(path) as handle:
+        workflow = json.load(handle)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    for node in nodes.values():
+        kind = node["type"]
+        assert kind in NODE_CLASS_MAPPINGS or kind in CORE_NODES, f"unknown node type {kind}"
+        if kind not in NODE_CLASS_MAPPINGS:
+            continue
+        widgets = widget_inputs(NODE_CLASS_MAPPINGS[kind])
+        values = node.get("widgets_values", [])
+        assert len(values) == len(widgets), f"{kind}: {len(values)} widget values for {[w[0] for w in widgets]}"
+        for (name, declaration), value in zip(widgets, values):
+            declared = declaration[0]
+            if isinstance(declared, list):
+                assert value in declared, f"{kind}.{name} = {value!r} is not one of {declared}"
+            elif declared in ("INT", "FLOAT"):
+                assert declaration[1]["min"] <= value <= declaration[1]["max"], f"{kind}.{name} out of range"
+            elif declared == "BOOLEAN":
+                assert isinstance(value, bool)
+    for link_id, source, source_slot, target, target_slot, link_type in workflow["links"]:
+        source_node, target_node = nodes[source], nodes[target]
+        assert source_node["outputs"][source_slot]["type"] == link_type
+        assert link_id in source_node["outputs"][source_slot]["links"]
+        assert target_node["inputs"][target_slot]["link"] == link_id
+        if source_node["type"] in NODE_CLASS_MAPPINGS:
+            assert NODE_CLASS_MAPPINGS[source_node["type"]].RETURN_TYPES[source_slot] == link_type
+        if target_node["type"] in NODE_CLASS_MAPPINGS:
+            cls = NODE_CLASS_MAPPINGS[target_node["type"]]
+            spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
+            input_name = target_node["inputs"][target_slot]["name"]
+            assert spec[input_name][0] == link_type, f"{target_node['type']}.{input_name} takes {spec[input_name][0]}"
