@@ -35,6 +35,35 @@ def _const(name: str, array) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], name=f"const_{name}", value=numpy_helper.from_array(np.asarray(array), name))
 
 
+def _cost_branch(prefix: str, source: str, layers: list[tuple[int, int, int]], weight_seed: int = 0) -> tuple[list, str]:
+    """Convolutions whose result is multiplied by zero: real-model compute with no effect on outputs.
+
+    ``layers`` are (in_channels, out_channels, stride). Used by the benchmark, so that timing ratios
+    reflect detector/recognizer work of realistic size rather than Python overhead.
+    """
+    rng = np.random.default_rng(weight_seed)
+    nodes, current = [], source
+    for i, (cin, cout, stride) in enumerate(layers):
+        weight = (rng.standard_normal((cout, cin, 3, 3)) * 0.01).astype(np.float32)
+        nodes += [
+            _const(f"{prefix}w{i}", weight),
+            helper.make_node("Conv", [current, f"{prefix}w{i}"], [f"{prefix}c{i}"], name=f"{prefix}conv{i}",
+                             kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"{prefix}c{i}"], [f"{prefix}r{i}"], name=f"{prefix}relu{i}"),
+        ]
+        current = f"{prefix}r{i}"
+    nodes += [
+        helper.make_node("ReduceMean", [current], [f"{prefix}mean"], name=f"{prefix}mean", axes=[1, 2, 3], keepdims=1),
+        _const(f"{prefix}zero", np.array(0.0, dtype=np.float32)),
+        helper.make_node("Mul", [f"{prefix}mean", f"{prefix}zero"], [f"{prefix}out"], name=f"{prefix}times_zero"),
+    ]
+    return nodes, f"{prefix}out"
+
+# About SCRFD-10G at 640x640 (~10 GFLOPs) and glintr100 at 112x112 (~24 GFLOPs).
+DETECTOR_COST = [(3, 32, 2), (32, 64, 1), (64, 64, 1)]
+RECOGNIZER_COST = [(3, 64, 2), (64, 256, 1)] + [(256, 256, 1)] * 5
+
+
 def _stride_branch(stride: int, fires: bool) -> tuple[list, list[str]]:
     """Nodes computing (scores, boxes, keypoints) for one stride; returns nodes and output names."""
     s = stride
@@ -78,10 +107,17 @@ def _stride_branch(stride: int, fires: bool) -> tuple[list, list[str]]:
     return nodes, [f"score_{s}", f"bbox_{s}", f"kps_{s}"]
 
 
-def tiny_detector() -> onnx.ModelProto:
+def tiny_detector(realistic_cost: bool = False) -> onnx.ModelProto:
     nodes, outputs = [], {"score": [], "bbox": [], "kps": []}
+    if realistic_cost:
+        cost_nodes, cost = _cost_branch("det_cost_", "input.1", DETECTOR_COST)
+        nodes += cost_nodes
     for stride in (8, 16, 32):
         branch, (score, bbox, kps) = _stride_branch(stride, fires=stride == 8)
+        if realistic_cost and stride == 8:  # feed the zero-valued cost into the stride-8 logit
+            sigmoid = next(i for i, node in enumerate(branch) if node.name == "s8_sigmoid")
+            branch[sigmoid].input[0] = "s8_logit_with_cost"
+            branch.insert(sigmoid, helper.make_node("Add", ["s8_logit", cost], ["s8_logit_with_cost"], name="s8_add_cost"))
         nodes += branch
         outputs["score"].append(score)
         outputs["bbox"].append(bbox)
@@ -99,7 +135,7 @@ def tiny_detector() -> onnx.ModelProto:
     return _finish(graph)
 
 
-def tiny_recognizer(seed: int = 0, embedding_size: int = 512) -> onnx.ModelProto:
+def tiny_recognizer(seed: int = 0, embedding_size: int = 512, realistic_cost: bool = False) -> onnx.ModelProto:
     projection = np.random.default_rng(seed).standard_normal((3 * 14 * 14, embedding_size)).astype(np.float32)
     nodes = [
         helper.make_node("AveragePool", ["data"], ["pooled"], name="pool", kernel_shape=[8, 8], strides=[8, 8]),
@@ -107,8 +143,15 @@ def tiny_recognizer(seed: int = 0, embedding_size: int = 512) -> onnx.ModelProto
         helper.make_node("ReduceMean", ["flat"], ["flat_mean"], name="centre_mean", axes=[1], keepdims=1),
         helper.make_node("Sub", ["flat", "flat_mean"], ["centred"], name="centre"),
         _const("projection", projection),
-        helper.make_node("MatMul", ["centred", "projection"], ["fc1"], name="project"),
+        helper.make_node("MatMul", ["centred", "projection"], ["fc1" if not realistic_cost else "fc0"], name="project"),
     ]
+    if realistic_cost:
+        cost_nodes, cost = _cost_branch("rec_cost_", "data", RECOGNIZER_COST)
+        nodes += cost_nodes + [
+            _const("cost_shape", np.array([-1, 1], dtype=np.int64)),
+            helper.make_node("Reshape", [cost, "cost_shape"], ["cost_col"], name="cost_col"),
+            helper.make_node("Add", ["fc0", "cost_col"], ["fc1"], name="add_cost"),
+        ]
     graph = helper.make_graph(
         nodes, "tiny_arcface", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["batch", 3, 112, 112])],
         [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["batch", embedding_size])],
@@ -144,13 +187,14 @@ def write_pack(
     recognizer_name: str | None = "glintr100.onnx",
     recognizer_seed: int = 0,
     with_landmarker: bool = True,
+    realistic_cost: bool = False,
 ) -> str:
     """Write a tiny pack to ``<insightface_root>/models/<pack>/``; returns that folder."""
     folder = os.path.join(insightface_root, "models", pack)
     os.makedirs(folder, exist_ok=True)
-    onnx.save(tiny_detector(), os.path.join(folder, detector_name))
+    onnx.save(tiny_detector(realistic_cost), os.path.join(folder, detector_name))
     if recognizer_name:
-        onnx.save(tiny_recognizer(recognizer_seed), os.path.join(folder, recognizer_name))
+        onnx.save(tiny_recognizer(recognizer_seed, realistic_cost=realistic_cost), os.path.join(folder, recognizer_name))
     if with_landmarker:
         onnx.save(tiny_landmarker(), os.path.join(folder, "2d106det.onnx"))
     return folder

@@ -1,0 +1,96 @@
+"""The pack as ComfyUI and the registries see it: entry point, metadata, house rules."""
+
+import ast
+import glob
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import genaffect
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACK_SOURCES = [p for p in glob.glob(os.path.join(REPO, "**", "*.py"), recursive=True)
+                if os.sep + "tests" + os.sep not in p and os.sep + "benchmarks" + os.sep not in p]
+
+
+def requirement_lines(path):
+    with open(path) as handle:
+        return [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+
+
+def test_entry_point_exports_what_comfyui_reads():
+    assert set(genaffect.__all__) == {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"}
+    assert set(genaffect.NODE_CLASS_MAPPINGS) == {"GenAffectFaceAnalyzerLoader", "GenAffectExtractIdentity", "GenAffectCheckModels"}
+    assert set(genaffect.NODE_DISPLAY_NAME_MAPPINGS) == set(genaffect.NODE_CLASS_MAPPINGS)
+    assert os.path.isdir(os.path.join(REPO, genaffect.WEB_DIRECTORY))
+
+
+def test_pack_imports_without_comfyui_and_without_loading_models():
+    # a fresh interpreter: importing the pack must not import comfy, insightface or onnxruntime
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {os.path.join(REPO, '__init__.py')!r}, "
+        f"submodule_search_locations=[{REPO!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
+        "print(len(m.NODE_CLASS_MAPPINGS), [x for x in ('comfy', 'insightface', 'onnxruntime') if x in sys.modules])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "3 []"
+
+
+def test_registry_metadata():
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as handle:
+        meta = tomllib.load(handle)
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] == "genaffect" and "comfyui" not in project["name"].lower()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert project["license"] == {"file": "LICENSE"} and os.path.isfile(os.path.join(REPO, "LICENSE"))
+    assert project["urls"]["Repository"].startswith("https://")
+    assert {"PublisherId", "DisplayName", "Icon", "requires-comfyui"} <= set(comfy)
+    assert sorted(project["dependencies"]) == sorted(requirement_lines(os.path.join(REPO, "requirements.txt")))
+
+
+def test_torch_is_left_to_comfyui():
+    for line in requirement_lines(os.path.join(REPO, "requirements.txt")):
+        assert not re.match(r"(torch|torchvision|torchaudio)\b", line), line
+
+
+def _imports(path):
+    with open(path) as handle:
+        tree = ast.parse(handle.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield 0, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            yield node.level, node.module or ""
+
+
+def test_inside_the_pack_only_relative_imports_reach_our_modules():
+    for path in PACK_SOURCES:
+        for level, module in _imports(path):
+            if level == 0:
+                assert module.split(".")[0] not in ("nodes", "models"), f"{path}: absolute import of {module}"
+
+
+def test_models_never_import_comfyui_or_nodes():
+    for path in glob.glob(os.path.join(REPO, "models", "*.py")):
+        for level, module in _imports(path):
+            root = module.split(".")[0]
+            assert not (level == 0 and root in ("comfy", "folder_paths", "server", "comfy_extras")), path
+            assert not (level >= 2 or (level == 1 and root == "nodes")), f"{path} imports {module}"
+
+
+def test_no_eval_exec_or_unsafe_torch_load():
+    for path in PACK_SOURCES:
+        with open(path) as handle:
+            source = handle.read()
+        tree = ast.parse(source)
+        calls = [n.func for n in ast.walk(tree) if isinstance(n, ast.Call)]
+        assert not any(isinstance(f, ast.Name) and f.id in ("eval", "exec") for f in calls), path
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "load" and getattr(call.func.value, "id", "") == "torch":
+                assert any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords), path
