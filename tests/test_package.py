@@ -94,3 +94,15 @@ def test_no_eval_exec_or_unsafe_torch_load():
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             if isinstance(call.func, ast.Attribute) and call.func.attr == "load" and getattr(call.func.value, "id", "") == "torch":
                 assert any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in call.keywords), path
+
+
+def test_readme_lists_every_model_file_and_every_node():
+    from genaffect.models.model_catalog import CATALOG
+
+    with open(os.path.join(REPO, "README.md")) as handle:
+        readme = handle.read()
+    for entry in CATALOG:
+        assert entry.name in readme, entry.path
+    for name, display in genaffect.NODE_DISPLAY_NAME_MAPPINGS.items():
+        assert f"### {display} — `{name}`" in readme
+    assert "python -m pytest" in readme
