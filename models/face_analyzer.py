@@ -103,7 +103,7 @@ def find_arc2face_recognizer(pack_dir: str, arc2face_roots: list[str]) -> str | 
     return None
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays: compare by identity
 class Detection:
     """One face found by the detector, in the image's pixel coordinates."""
 
@@ -116,7 +116,7 @@ class Detection:
         return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
 
 
-@dataclass
+@dataclass(eq=False)
 class FaceAnalyzer:
     """A detector + recognizer pair and the settings to run them (the GA_FACE_ANALYZER socket)."""
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import GenAffectInputError
 from .face_analyzer import Detection, FaceAnalyzer
-from .images import rgb_to_bgr, too_small_for_a_face
+from .images import bgr_to_rgb, rgb_to_bgr, too_small_for_a_face
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ NO_FACE_POLICIES = ("skip", "error")
 DEFAULT_OUTLIER_THRESHOLD = 0.3
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays: compare by identity
 class ReferenceFace:
     """The face kept from one reference image."""
 
@@ -46,7 +46,7 @@ class SkippedReference:
     reason: str
 
 
-@dataclass
+@dataclass(eq=False)
 class Identity:
     """The GA_IDENTITY socket: what was found in each reference and the aggregated embedding."""
 
@@ -167,16 +167,20 @@ def extract_identity(
             keypoints=det.keypoints,
             det_score=det.score,
             embedding=embeddings[i],
-            crop_rgb=rgb_to_bgr(crop),
+            crop_rgb=bgr_to_rgb(crop),
             faces_in_image=faces,
         )
         for i, (index, det, crop, faces) in enumerate(kept)
     ]
     _flag_outliers(references, embeddings, outlier_threshold)
-    used = [r for r in references if not (drop_outliers and r.outlier)] or references
+    dropped = [r for r in references if drop_outliers and r.outlier]
+    if len(dropped) == len(references):  # everyone disagrees (e.g. two people): keep them all
+        dropped = []
+    used = [r for r in references if r not in dropped]
     identity_embedding = mean_identity(np.stack([r.embedding for r in used]))
     for ref in references:
         ref.cosine_to_identity = float(ref.embedding @ identity_embedding)
+    skipped += [SkippedReference(r.image_index, "dropped as an outlier") for r in dropped]
     identity = Identity(
         references=used,
         embedding=identity_embedding,
@@ -184,8 +188,6 @@ def extract_identity(
         recognition_model=analyzer.files.get("recognition", ""),
         outlier_threshold=outlier_threshold,
     )
-    if drop_outliers:
-        identity.skipped += [SkippedReference(r.image_index, "dropped as an outlier") for r in references if r not in used]
     return identity, all_detections
 
 
@@ -198,23 +200,19 @@ def _no_face_reason(detections: list[Detection], face_index: int, face_order: st
 
 
 def _flag_outliers(references: list[ReferenceFace], embeddings: np.ndarray, threshold: float) -> None:
-    cosines = leave_one_out_cosines(embeddings)
     if len(references) < 2:
         return
-    flagged = [ref for ref, cos in zip(references, cosines) if cos < threshold]
-    if len(references) == 2 and flagged:
+    cosines = leave_one_out_cosines(embeddings)
+    if len(references) == 2 and cosines[0] < threshold:  # with two, neither can be singled out
         log.warning(
             "GenAffect: the two references look like different people (cosine %.3f < %.2f); check the photos.",
-            float(cosines[0]),
-            threshold,
+            float(cosines[0]), threshold,
         )
-    elif flagged:
-        for ref in flagged:
-            log.warning(
-                "GenAffect: reference image %d looks like a different person than the others (cosine %.3f < %.2f).",
-                ref.image_index,
-                float(cosines[references.index(ref)]),
-                threshold,
-            )
-    for ref in flagged:
-        ref.outlier = True
+    for ref, cosine in zip(references, cosines):
+        if cosine < threshold:
+            ref.outlier = True
+            if len(references) > 2:
+                log.warning(
+                    "GenAffect: reference image %d looks like a different person than the others (cosine %.3f < %.2f).",
+                    ref.image_index, float(cosine), threshold,
+                )
