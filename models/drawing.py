@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -15,7 +17,11 @@ KEYPOINT_COLOURS = [(80, 160, 255), (80, 160, 255), (255, 255, 255), (255, 110, 
 
 
 def _font(image_height: int):
-    size = max(12, image_height // 32)
+    return _font_of_size(max(12, image_height // 32))
+
+
+@lru_cache(maxsize=8)
+def _font_of_size(size: int):
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
