@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from genaffect.models.expression import ExpressionBatch
 from genaffect.models.face_analyzer import FaceAnalyzer
 from genaffect.models.identity import Identity
 
@@ -18,6 +19,7 @@ TYPE_CHECKS = {
     "STRING": lambda v: isinstance(v, str),
     "GA_FACE_ANALYZER": lambda v: isinstance(v, FaceAnalyzer),
     "GA_IDENTITY": lambda v: isinstance(v, Identity),
+    "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
 }
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 
@@ -56,10 +58,17 @@ def _run_every_node(tiny_pack):
     images = to_image_tensor(faces_image(dict(cx=128, cy=128)), faces_image(dict(cx=96, cy=96, half=56)))
     extract = NODE_CLASS_MAPPINGS["GenAffectExtractIdentity"]()
     check = NODE_CLASS_MAPPINGS["GenAffectCheckModels"]()
+    preset = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 1.0)
     return {
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
         "GenAffectExtractIdentity": extract.extract(analyzer_outputs[0], images, "largest", 0, "skip"),
         "GenAffectCheckModels": check.check(False),
+        "GenAffectExpressionPreset": preset,
+        "GenAffectExpressionEditor": NODE_CLASS_MAPPINGS["GenAffectExpressionEditor"]().edit(1.0, preset[0], smile_left=0.5),
+        "GenAffectExpressionInterpolate": NODE_CLASS_MAPPINGS["GenAffectExpressionInterpolate"]().interpolate(
+            preset[0], preset[0], 3, "linear"),
+        "GenAffectExpressionMix": NODE_CLASS_MAPPINGS["GenAffectExpressionMix"]().mix(preset[0], "1, 3"),
+        "GenAffectExpressionToPrompt": NODE_CLASS_MAPPINGS["GenAffectExpressionToPrompt"]().describe(preset[0], "a", ""),
     }
 
 
@@ -71,5 +80,7 @@ def test_function_outputs_match_return_types(tiny_pack):
         if isinstance(result, dict):  # output nodes may also return {"ui": ..., "result": ...}
             result = result["result"]
         assert isinstance(result, tuple) and len(result) == len(cls.RETURN_TYPES), name
-        for socket, value in zip(cls.RETURN_TYPES, result):
-            assert TYPE_CHECKS[socket](value), f"{name} output {socket} is {type(value).__name__}"
+        is_list = getattr(cls, "OUTPUT_IS_LIST", (False,) * len(result))
+        for socket, value, listed in zip(cls.RETURN_TYPES, result, is_list):
+            for item in value if listed else [value]:
+                assert TYPE_CHECKS[socket](item), f"{name} output {socket} is {type(item).__name__}"

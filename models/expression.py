@@ -1,0 +1,135 @@
+"""The GA_EXPRESSION socket: a batch of N expressions in the representations GenAffect knows.
+
+Each representation is an array over the whole batch or None. A missing representation is None -
+never a silent zero vector - and a node that needs it says which node provides it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .errors import GenAffectInputError
+
+# MediaPipe FaceLandmarker's 52 blendshape categories in its output order. Index 0, "_neutral", is
+# not a movement: it is kept so a vector is exactly MediaPipe's output, and ignored everywhere else
+# (presets leave it 0). The other 51 are ARKit's names (ARKit's 52 less tongueOut); "Left" and
+# "Right" are the subject's own sides.
+NEUTRAL = "_neutral"
+BLENDSHAPE_NAMES = (
+    NEUTRAL, "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft",
+    "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight",
+    "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight",
+    "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight",
+    "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft",
+    "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)
+BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
+NUM_BLENDSHAPES = len(BLENDSHAPE_NAMES)  # 52
+MOVEMENT_NAMES = BLENDSHAPE_NAMES[1:]  # the 51 that describe a facial movement
+
+# FLAME-55 as Arc2Face's Expression Adapter takes it: 50 expression coefficients, 2 eyelids, 3 jaw.
+FLAME_EXPRESSION = slice(0, 50)
+FLAME_EYELIDS = slice(50, 52)
+FLAME_JAW = slice(52, 55)
+FLAME_SIZE = 55
+
+# Which node fills each representation, for error messages.
+PROVIDERS = {
+    "blendshapes": "GenAffect Estimate Expression, GenAffect Expression Preset or GenAffect Expression Editor",
+    "flame": "GenAffect Estimate Expression with SMIRK loaded, or GenAffect Apply Expression Mapping",
+    "head_pose": "GenAffect Estimate Expression",
+    "landmarks": "GenAffect Estimate Expression",
+}
+
+
+@dataclass(eq=False)
+class ExpressionBatch:
+    """N expressions. Arrays are float32 with N rows; any representation may be None."""
+
+    labels: list[str]
+    blendshapes: np.ndarray | None = None  # (N, 52) in 0..1, BLENDSHAPE_NAMES order (index 0 = _neutral)
+    flame: np.ndarray | None = None  # (N, 55)
+    head_pose: np.ndarray | None = None  # (N, 3) yaw, pitch, roll in degrees
+    landmarks: np.ndarray | None = None  # (N, 478, 3) normalised image coordinates
+    source_indices: list[int] = field(default_factory=list)  # input image of each row, when estimated
+
+    def __post_init__(self):
+        count = len(self.labels)
+        for name, width in (("blendshapes", (NUM_BLENDSHAPES,)), ("flame", (FLAME_SIZE,)), ("head_pose", (3,)), ("landmarks", None)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = np.asarray(value, dtype=np.float32)
+            if value.shape[0] != count or (width is not None and value.shape[1:] != width):
+                raise GenAffectInputError(
+                    f"expression {name} has shape {list(value.shape)}; expected {count} rows"
+                    + (f" of {width[0]} values." if width else ".")
+                )
+            if not np.all(np.isfinite(value)):
+                raise GenAffectInputError(f"expression {name} contains NaN or infinite values.")
+            setattr(self, name, value)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def require(self, representation: str, node: str) -> np.ndarray:
+        """The array for ``representation``, or an error naming the node that provides it."""
+        value = getattr(self, representation)
+        if value is None:
+            raise GenAffectInputError(
+                f"{node} needs {representation.replace('_', ' ')}, but the incoming expression has none. "
+                f"It comes from {PROVIDERS[representation]}."
+            )
+        return value
+
+    def rows(self, indices) -> "ExpressionBatch":
+        """A new batch with the given rows, in that order."""
+        indices = list(indices)
+        pick = lambda a: None if a is None else a[indices]  # noqa: E731
+        return ExpressionBatch(
+            labels=[self.labels[i] for i in indices],
+            blendshapes=pick(self.blendshapes),
+            flame=pick(self.flame),
+            head_pose=pick(self.head_pose),
+            landmarks=pick(self.landmarks),
+            source_indices=[self.source_indices[i] for i in indices] if self.source_indices else [],
+        )
+
+    def with_changes(self, **changes) -> "ExpressionBatch":
+        return replace(self, **changes)
+
+
+def concatenate(batches: list[ExpressionBatch]) -> ExpressionBatch:
+    """One batch from several; a representation survives only if every batch has it."""
+    if not batches:
+        raise GenAffectInputError("no expressions to combine.")
+
+    def joined(name):
+        parts = [getattr(b, name) for b in batches]
+        if any(p is None for p in parts):
+            return None
+        return np.concatenate(parts, axis=0)
+
+    return ExpressionBatch(
+        labels=[label for b in batches for label in b.labels],
+        blendshapes=joined("blendshapes"),
+        flame=joined("flame"),
+        head_pose=joined("head_pose"),
+        landmarks=joined("landmarks"),
+    )
+
+
+def blendshape_vector(values: dict[str, float]) -> np.ndarray:
+    """A (52,) vector from ``{name: value}``; unknown names are an error, unnamed shapes are 0."""
+    vector = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
+    for name, value in values.items():
+        if name not in BLENDSHAPE_INDEX:
+            raise GenAffectInputError(f"unknown blendshape {name!r}; expected one of MediaPipe's 52 names.")
+        vector[BLENDSHAPE_INDEX[name]] = value
+    return vector

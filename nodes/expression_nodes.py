@@ -1,0 +1,170 @@
+"""Expression presets, editing, transitions and prompt text (category GenAffect/expression)."""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from ..models import expression_edit, expression_library, expression_text
+from ..models.errors import GenAffectInputError
+from ..models.expression import NUM_BLENDSHAPES, ExpressionBatch
+
+CATEGORY = "GenAffect/expression"
+EXPRESSION_INPUT = ("GA_EXPRESSION", {"tooltip": "Expressions from a preset, editor, estimator or transition."})
+
+
+def _split_names(text: str) -> list[str]:
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+class GenAffectExpressionPreset:
+    DESCRIPTION = (
+        "Expressions from GenAffect's library by name (basic emotions, the 15 compound expressions of "
+        "Du et al. 2014, winks, smirks, pouts, gaze, visemes, ...), each defined as FACS Action Units and "
+        "turned into 52 blendshapes. Several names make a batch, in the order given."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "build"
+    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
+    OUTPUT_TOOLTIPS = ("One expression per name, labelled with its name.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = expression_library.preset_names()
+        return {
+            "required": {
+                "expressions": ("STRING", {"default": "neutral, happy, sad, surprised, angry, wink left", "multiline": True,
+                                           "tooltip": "Library names separated by commas or new lines. Available: "
+                                                      + ", ".join(names)}),
+                "intensity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                        "tooltip": "Scales every blendshape (clipped to 0..1)."}),
+            }
+        }
+
+    def build(self, expressions, intensity):
+        names = _split_names(expressions)
+        known = expression_library.preset_names()
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise GenAffectInputError(f"Expression Preset: {name!r} is not in the library.{hint}")
+        return (expression_library.presets(names, intensity),)
+
+
+class GenAffectExpressionEditor:
+    DESCRIPTION = (
+        "Sculpt an expression with sliders grouped by region (brows, eyes, cheeks, nose, mouth, jaw; left and "
+        "right separately). Sliders add to the incoming expressions (or to a neutral face when nothing is "
+        "connected); intensity scales the result. FLAME-55 values, when present, get the jaw, eyelid and "
+        "intensity edits."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "edit"
+    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
+    OUTPUT_TOOLTIPS = ("The edited expressions (same count as the input, or one).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sliders = {
+            slider.name: ("FLOAT", {"default": 0.0, "min": -1.0, "max": 1.0, "step": 0.01,
+                                    "tooltip": f"[{slider.region}] {slider.tooltip}"})
+            for region in expression_edit.REGIONS
+            for slider in expression_edit.SLIDERS
+            if slider.region == region
+        }
+        return {
+            "required": {
+                "intensity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                        "tooltip": "Scales the whole expression after the slider edits."}),
+                **sliders,
+            },
+            "optional": {"expression": EXPRESSION_INPUT},
+        }
+
+    def edit(self, intensity, expression=None, **sliders):
+        if expression is None:
+            expression = ExpressionBatch(labels=["edited"], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32))
+        return (expression_edit.apply_edits(expression, sliders, intensity),)
+
+
+class GenAffectExpressionInterpolate:
+    DESCRIPTION = (
+        "A transition from expression A to expression B in a number of steps (endpoints included), linear or "
+        "eased: for animations, micro-expressions and in-between frames. A and B may each hold one expression "
+        "or the same number (paired row by row)."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "interpolate"
+    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
+    OUTPUT_TOOLTIPS = ("steps expressions per pair, from A to B.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "expression_a": ("GA_EXPRESSION", {"tooltip": "Where the transition starts."}),
+                "expression_b": ("GA_EXPRESSION", {"tooltip": "Where the transition ends."}),
+                "steps": ("INT", {"default": 5, "min": 2, "max": 256, "tooltip": "Expressions produced, A and B included."}),
+                "easing": (list(expression_edit.EASINGS), {"tooltip": "How the steps are spaced in time."}),
+            }
+        }
+
+    def interpolate(self, expression_a, expression_b, steps, easing):
+        return (expression_edit.interpolate(expression_a, expression_b, steps, easing),)
+
+
+class GenAffectExpressionMix:
+    DESCRIPTION = "One expression as a weighted mix of the expressions in a batch (e.g. 70% happy + 30% surprised)."
+    CATEGORY = CATEGORY
+    FUNCTION = "mix"
+    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
+    OUTPUT_TOOLTIPS = ("The mixed expression.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "expression": ("GA_EXPRESSION", {"tooltip": "The expressions to mix (a batch)."}),
+                "weights": ("STRING", {"default": "1, 1", "tooltip": "One weight per expression, separated by commas; "
+                                                                   "they are normalised to sum to 1."}),
+            }
+        }
+
+    def mix(self, expression, weights):
+        return (expression_edit.mix(expression, expression_edit.parse_weights(weights)),)
+
+
+class GenAffectExpressionToPrompt:
+    DESCRIPTION = (
+        "Describes each expression in words ('left mouth corner slightly raised, brows lowered and drawn together, "
+        "jaw open'), deterministically, for text-conditioned models such as FLUX. 'prompts' is a list (one "
+        "prompt per expression), 'text' has them one per line."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "describe"
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("prompts", "text")
+    OUTPUT_IS_LIST = (True, False)
+    OUTPUT_TOOLTIPS = ("One prompt per expression (a list: nodes after it run once per prompt).", "All prompts, one per line.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "expression": EXPRESSION_INPUT,
+                "prefix": ("STRING", {"default": "close-up portrait photo of a person,", "multiline": False,
+                                      "tooltip": "Words before each description."}),
+                "suffix": ("STRING", {"default": "", "multiline": False, "tooltip": "Words after each description."}),
+            }
+        }
+
+    def describe(self, expression, prefix, suffix):
+        blendshapes = expression.require("blendshapes", "Expression To Prompt")
+        prompts = expression_text.describe_batch(blendshapes, prefix, suffix)
+        return (prompts, "\n".join(prompts))

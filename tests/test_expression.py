@@ -1,0 +1,232 @@
+"""Expression type, library, editing, transitions and prompt text."""
+
+import numpy as np
+import pytest
+
+from genaffect.models import expression_edit, expression_library, expression_text
+from genaffect.models.errors import GenAffectInputError
+from genaffect.models.expression import (
+    BLENDSHAPE_INDEX,
+    BLENDSHAPE_NAMES,
+    FLAME_SIZE,
+    ExpressionBatch,
+    blendshape_vector,
+    concatenate,
+)
+from genaffect.nodes.expression_nodes import (
+    GenAffectExpressionEditor,
+    GenAffectExpressionPreset,
+    GenAffectExpressionToPrompt,
+)
+
+DU_2014_COMPOUND = (
+    "happily surprised", "happily disgusted", "sadly fearful", "sadly angry", "sadly surprised", "sadly disgusted",
+    "fearfully angry", "fearfully surprised", "fearfully disgusted", "angrily surprised", "angrily disgusted",
+    "disgustedly surprised", "appalled", "hatred", "awed",
+)
+BASIC = ("happy", "sad", "fearful", "angry", "surprised", "disgusted", "contempt")
+ASYMMETRIC_AND_SUBTLE = (
+    "wink left", "wink right", "smirk left", "smirk right", "left brow raised", "right brow raised", "pout",
+    "cheek puff", "squint", "sneer left", "sneer right", "grimace", "yawn", "kiss", "faint smile", "suppressed smile",
+)
+
+
+def shapes(vector, *names):
+    return [round(float(vector[BLENDSHAPE_INDEX[n]]), 4) for n in names]
+
+
+# ---- the type ---------------------------------------------------------------------------------
+
+
+def test_blendshape_order_is_mediapipes_52_categories():
+    assert len(BLENDSHAPE_NAMES) == 52 and len(set(BLENDSHAPE_NAMES)) == 52
+    assert BLENDSHAPE_NAMES[0] == "_neutral" and BLENDSHAPE_NAMES[1] == "browDownLeft"
+    assert BLENDSHAPE_NAMES[25] == "jawOpen" and BLENDSHAPE_NAMES[-1] == "noseSneerRight"
+    assert "tongueOut" not in BLENDSHAPE_NAMES
+
+
+def test_missing_representation_is_none_and_requiring_it_names_the_provider():
+    batch = ExpressionBatch(labels=["a"], blendshapes=np.zeros((1, 52)))
+    assert batch.flame is None
+    with pytest.raises(GenAffectInputError, match="needs flame.*SMIRK"):
+        batch.require("flame", "Apply Expression Adapter")
+
+
+def test_shapes_and_values_are_checked():
+    with pytest.raises(GenAffectInputError, match="2 rows of 52"):
+        ExpressionBatch(labels=["a", "b"], blendshapes=np.zeros((1, 52)))
+    with pytest.raises(GenAffectInputError, match="NaN"):
+        ExpressionBatch(labels=["a"], flame=np.full((1, FLAME_SIZE), np.nan))
+    with pytest.raises(GenAffectInputError, match="unknown blendshape"):
+        blendshape_vector({"mouthSmile": 1.0})
+
+
+def test_concatenate_keeps_only_shared_representations():
+    a = ExpressionBatch(labels=["a"], blendshapes=np.zeros((1, 52)), flame=np.zeros((1, 55)))
+    b = ExpressionBatch(labels=["b"], blendshapes=np.ones((1, 52)))
+    joined = concatenate([a, b])
+    assert joined.labels == ["a", "b"] and joined.blendshapes.shape == (2, 52) and joined.flame is None
+    assert joined.rows([1]).labels == ["b"]
+
+
+# ---- the library ------------------------------------------------------------------------------
+
+
+def test_library_covers_basic_compound_and_asymmetric_expressions():
+    names = set(expression_library.preset_names())
+    assert len(names) >= 40
+    assert set(BASIC) | set(DU_2014_COMPOUND) | set(ASYMMETRIC_AND_SUBTLE) <= names
+
+
+def test_every_library_entry_is_valid_and_cites_its_source():
+    for name, entry in expression_library.library().items():
+        assert entry.source and entry.description
+        vector = expression_library.blendshapes_from_aus(entry.aus, name)
+        assert vector.min() >= 0.0 and vector.max() <= 1.0
+        if name != "neutral":  # neutral is, by definition, no Action Unit at all
+            assert entry.aus and vector.max() > 0.0, name
+
+
+def test_every_action_unit_maps_to_known_blendshapes():
+    for number, unit in expression_library.action_units().items():
+        assert unit.blendshapes and all(shape in BLENDSHAPE_INDEX for shape, _ in unit.blendshapes), number
+
+
+def test_du_2014_prototypes_are_encoded():
+    aus = lambda name: {code for code, _ in expression_library.library()[name].aus}  # noqa: E731
+    assert {"1", "2", "12", "25"} <= aus("happily surprised")
+    assert {"4", "10"} <= aus("appalled") and {"1", "2", "5", "25"} <= aus("awed")
+
+
+def test_one_sided_action_units_move_only_that_side():
+    wink = expression_library.blendshapes_from_aus([("L46", 1.0)])
+    assert shapes(wink, "eyeBlinkLeft", "eyeBlinkRight") == [1.0, 0.0]
+    smirk = expression_library.blendshapes_from_aus([("R12", 0.6)])
+    assert shapes(smirk, "mouthSmileLeft", "mouthSmileRight") == [0.0, 0.6]
+    jaw = expression_library.blendshapes_from_aus([("L27", 1.0)])  # midline jawOpen at half strength
+    assert shapes(jaw, "jawOpen", "mouthStretchLeft", "mouthStretchRight") == [0.5, 0.3, 0.0]
+
+
+def test_action_units_sharing_a_blendshape_combine_by_maximum():
+    vector = expression_library.blendshapes_from_aus([("6", 1.0), ("7", 0.3)])
+    assert shapes(vector, "eyeSquintLeft") == [0.4]  # AU6 drives it at 0.4, AU7 at 0.3
+
+
+def test_bad_recipes_are_explained():
+    with pytest.raises(GenAffectInputError, match="write L46 or R46"):
+        expression_library.blendshapes_from_aus([("46", 1.0)])
+    with pytest.raises(GenAffectInputError, match="AU99"):
+        expression_library.blendshapes_from_aus([("99", 1.0)])
+    with pytest.raises(GenAffectInputError, match="outside 0..1"):
+        expression_library.blendshapes_from_aus([("12", 1.5)])
+    with pytest.raises(GenAffectInputError, match="not an Action Unit code"):
+        expression_library.blendshapes_from_aus([("AU12", 1.0)])
+
+
+def test_preset_node_builds_a_labelled_batch_and_suggests_names():
+    (batch,) = GenAffectExpressionPreset().build("happy,\n wink left", 0.5)
+    assert batch.labels == ["happy", "wink left"] and batch.blendshapes.shape == (2, 52)
+    assert shapes(batch.blendshapes[1], "eyeBlinkLeft") == [0.5]
+    with pytest.raises(GenAffectInputError, match="Did you mean happy"):
+        GenAffectExpressionPreset().build("hapy", 1.0)
+
+
+# ---- editing, transitions, mixes --------------------------------------------------------------
+
+
+def test_editor_sliders_add_per_side_and_clip():
+    (neutral,) = GenAffectExpressionEditor().edit(1.0, smile_left=0.7, blink_right=1.0, gaze_horizontal=-0.5)
+    row = neutral.blendshapes[0]
+    assert shapes(row, "mouthSmileLeft", "mouthSmileRight", "eyeBlinkRight") == [0.7, 0.0, 1.0]
+    assert shapes(row, "eyeLookOutLeft", "eyeLookInRight", "eyeLookInLeft") == [0.5, 0.5, 0.0]
+    (happy,) = GenAffectExpressionPreset().build("happy", 1.0)
+    (edited,) = GenAffectExpressionEditor().edit(1.0, happy, smile_left=0.5, smile_right=-0.5)
+    assert shapes(edited.blendshapes[0], "mouthSmileLeft", "mouthSmileRight") == [1.0, 0.4]
+
+
+def test_editor_intensity_scales_blendshapes_and_flame_expression():
+    flame = np.zeros((1, FLAME_SIZE), np.float32)
+    flame[0, :50] = 0.5
+    flame[0, 50:52] = 0.2
+    batch = ExpressionBatch(labels=["x"], blendshapes=np.full((1, 52), 0.4, np.float32), flame=flame)
+    edited = expression_edit.apply_edits(batch, {"jaw_open": 1.0, "jaw_sideways": -1.0, "blink_left": 0.4}, intensity=0.5)
+    assert np.allclose(edited.blendshapes[0, BLENDSHAPE_INDEX["browInnerUp"]], 0.2)
+    assert np.allclose(edited.flame[0, :50], 0.25)
+    assert np.allclose(edited.flame[0, 50:52], 0.4)
+    assert np.allclose(edited.flame[0, 52:55], [expression_edit.JAW_OPEN_RADIANS, -0.2, 0.0])
+    assert batch.flame[0, 0] == 0.5  # the input is not modified
+
+
+def test_interpolation_reproduces_both_endpoints_exactly():
+    rng = np.random.default_rng(0)
+    a = ExpressionBatch(labels=["a"], blendshapes=rng.random((1, 52)), flame=rng.standard_normal((1, 55)))
+    b = ExpressionBatch(labels=["b"], blendshapes=rng.random((1, 52)), flame=rng.standard_normal((1, 55)))
+    for easing in expression_edit.EASINGS:
+        out = expression_edit.interpolate(a, b, 7, easing)
+        assert len(out) == 7
+        assert np.array_equal(out.blendshapes[0], a.blendshapes[0]) and np.array_equal(out.blendshapes[-1], b.blendshapes[0])
+        assert np.array_equal(out.flame[0], a.flame[0]) and np.array_equal(out.flame[-1], b.flame[0])
+    linear = expression_edit.interpolate(a, b, 3, "linear").blendshapes[1]
+    assert np.allclose(linear, (a.blendshapes[0] + b.blendshapes[0]) / 2)
+    eased = expression_edit.interpolate(a, b, 5, "ease in-out").blendshapes
+    assert np.allclose(eased[1], a.blendshapes[0] + (b.blendshapes[0] - a.blendshapes[0]) * (1 - np.cos(np.pi / 4)) / 2, atol=1e-6)
+
+
+def test_interpolation_pairs_rows_and_rejects_mismatched_batches():
+    two = ExpressionBatch(labels=["x", "y"], blendshapes=np.zeros((2, 52)))
+    one = ExpressionBatch(labels=["z"], blendshapes=np.ones((1, 52)))
+    assert len(expression_edit.interpolate(two, one, 4)) == 8
+    three = ExpressionBatch(labels=["p", "q", "r"], blendshapes=np.zeros((3, 52)))
+    with pytest.raises(GenAffectInputError, match="A has 2 expressions and B has 3"):
+        expression_edit.interpolate(two, three, 4)
+    with pytest.raises(GenAffectInputError, match="at least 2"):
+        expression_edit.interpolate(one, one, 1)
+
+
+def test_mix_normalises_weights_and_checks_them():
+    batch = ExpressionBatch(labels=["happy", "surprised"], blendshapes=np.stack([np.zeros(52), np.ones(52)]))
+    mixed = expression_edit.mix(batch, expression_edit.parse_weights("1, 3"))
+    assert np.allclose(mixed.blendshapes, 0.75) and mixed.labels == ["0.25 happy + 0.75 surprised"]
+    for bad in ([1.0], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(GenAffectInputError):
+            expression_edit.mix(batch, bad)
+    with pytest.raises(GenAffectInputError, match="numbers"):
+        expression_edit.parse_weights("a, b")
+
+
+# ---- prompt text ------------------------------------------------------------------------------
+
+GOLDEN = {
+    "neutral": "neutral expression, relaxed face",
+    "happy": "eyes slightly narrowed, cheeks raised, mouth corners strongly raised, lower lip slightly pulled down",
+    "wink left": "left eye tightly closed, left cheek slightly raised",
+    "smirk right": "right mouth corner raised, right mouth corner tightened into dimples",
+    "sad": "inner brows raised, brows strongly lowered and drawn together, mouth corners strongly pulled down, chin raised",
+    "look left": "gaze strongly turned to the left",
+    "yawn": "inner brows slightly raised, outer brows slightly raised, eyes closed, lips slightly stretched sideways, jaw wide open",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_prompt_text_golden(name):
+    (batch,) = GenAffectExpressionPreset().build(name, 1.0)
+    assert expression_text.describe(batch.blendshapes[0]) == GOLDEN[name]
+
+
+def test_prompt_merges_symmetric_pairs_and_splits_uneven_ones():
+    even = blendshape_vector({"mouthSmileLeft": 0.5, "mouthSmileRight": 0.6})
+    assert expression_text.describe(even) == "mouth corners raised"
+    uneven = blendshape_vector({"mouthSmileLeft": 0.2, "mouthSmileRight": 0.8, "jawOpen": 0.3})
+    assert expression_text.describe(uneven) == "left mouth corner slightly raised, right mouth corner strongly raised, jaw slightly open"
+
+
+def test_prompt_node_returns_one_prompt_per_expression_and_needs_blendshapes():
+    (batch,) = GenAffectExpressionPreset().build("happy, neutral", 1.0)
+    prompts, text = GenAffectExpressionToPrompt().describe(batch, "photo of a person,", "studio light")
+    assert prompts == [
+        "photo of a person, " + GOLDEN["happy"] + " studio light",
+        "photo of a person, neutral expression, relaxed face studio light",
+    ]
+    assert text == "\n".join(prompts)
+    with pytest.raises(GenAffectInputError, match="needs blendshapes"):
+        GenAffectExpressionToPrompt().describe(ExpressionBatch(labels=["f"], flame=np.zeros((1, 55))), "", "")
