@@ -143,7 +143,7 @@ def test_the_pack_imports_without_failure(comfy):
 
 def test_example_workflow_is_served_as_a_template(comfy):
     templates = comfy.get("/api/workflow_templates")
-    assert "identity_from_photos" in templates.get("genaffect", []), templates
+    assert {"identity_from_photos", "expression_transition_prompts"} <= set(templates.get("genaffect", [])), templates
 
 
 def test_identity_workflow_runs_and_returns_its_previews(comfy):
@@ -180,3 +180,16 @@ def test_a_graph_naming_a_missing_pack_fails_with_the_fix_in_history(comfy):
     assert result["status"]["status_str"] == "error"
     messages = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
     assert messages and "arcface.onnx was not found" in messages[0]["exception_message"]
+
+
+def test_expression_transition_workflow_runs_and_describes_each_step(comfy):
+    convert = pytest.importorskip("comfy_cli.workflow_to_api", reason="pip install comfy-cli for the UI-to-API converter")
+    with open(os.path.join(REPO, "workflows", "expression_transition_prompts.json")) as handle:
+        workflow = json.load(handle)
+    result = comfy.run(convert.convert_ui_to_api(workflow, comfy.get("/object_info")))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
+    texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
+    lines = texts[0].splitlines()
+    assert len(lines) == 5
+    assert lines[0] == "close-up portrait photo of a person, neutral expression, relaxed face"
+    assert "left mouth corner" in lines[-1] and "right mouth corner" in lines[-1]
