@@ -1,0 +1,104 @@
+"""MediaPipe FaceLandmarker results -> GenAffect expressions (blendshapes, 478 landmarks, head pose).
+
+Works on the result objects only (``FaceLandmarkerResult``: per face 478 normalised landmarks, 52
+blendshape categories and a 4x4 facial transformation matrix), so it is testable without the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import GenAffectInputError
+from .expression import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
+
+NUM_LANDMARKS = 478
+
+
+def head_pose_degrees(matrix: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees from MediaPipe's facial transformation matrix.
+
+    The rotation is read as R = Ry(yaw) @ Rx(pitch) @ Rz(roll) in MediaPipe's right-handed camera
+    frame (x right, y up, z towards the camera): yaw turns about the vertical axis, pitch nods about
+    the horizontal one, roll tilts in the image plane. Any scale in the matrix is divided out.
+    """
+    rotation = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    rotation = rotation / np.linalg.norm(rotation, axis=0, keepdims=True)
+    pitch = math.asin(float(np.clip(-rotation[1, 2], -1.0, 1.0)))
+    yaw = math.atan2(rotation[0, 2], rotation[2, 2])
+    roll = math.atan2(rotation[1, 0], rotation[1, 1])
+    return np.degrees([yaw, pitch, roll]).astype(np.float32)
+
+
+def rotation_from_degrees(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The inverse of :func:`head_pose_degrees` (a 3x3 rotation), for tests and previews."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+def blendshape_scores(categories) -> np.ndarray:
+    """(52,) scores from one face's blendshape categories, placed by name (never by position)."""
+    vector = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
+    seen = set()
+    for category in categories:
+        name = category.category_name
+        if name not in BLENDSHAPE_INDEX:
+            raise GenAffectInputError(f"MediaPipe returned an unknown blendshape {name!r}; is the .task file a face landmarker?")
+        vector[BLENDSHAPE_INDEX[name]] = category.score
+        seen.add(name)
+    if len(seen) != NUM_BLENDSHAPES:
+        raise GenAffectInputError(
+            f"MediaPipe returned {len(seen)} blendshapes, expected {NUM_BLENDSHAPES}; "
+            "create the FaceLandmarker with output_face_blendshapes=True."
+        )
+    return vector
+
+
+def landmark_array(landmarks) -> np.ndarray:
+    """(478, 3) normalised x, y (0..1 of the image) and z."""
+    array = np.array([[p.x, p.y, p.z] for p in landmarks], dtype=np.float32)
+    if array.shape != (NUM_LANDMARKS, 3):
+        raise GenAffectInputError(f"expected {NUM_LANDMARKS} face landmarks, got {array.shape[0]}.")
+    return array
+
+
+def face_order(result, order: str) -> list[int]:
+    """Indices of the faces in ``result`` in the identity nodes' orders.
+
+    The landmarker gives no per-face detection score, so "highest score" ranks by the mean landmark
+    presence when MediaPipe reports it, and otherwise falls back to the largest face.
+    """
+    faces = [landmark_array(face) for face in result.face_landmarks]
+    areas = [float(np.ptp(f[:, 0]) * np.ptp(f[:, 1])) for f in faces]
+    if order == "largest":
+        return sorted(range(len(faces)), key=lambda i: -areas[i])
+    if order == "left to right":
+        return sorted(range(len(faces)), key=lambda i: float(faces[i][:, 0].mean()))
+    if order == "highest score":
+        presence = [
+            np.mean([p.presence for p in face]) if all(p.presence is not None for p in face) else None
+            for face in result.face_landmarks
+        ]
+        if all(p is not None for p in presence):
+            return sorted(range(len(faces)), key=lambda i: -presence[i])
+        return sorted(range(len(faces)), key=lambda i: -areas[i])
+    raise GenAffectInputError(f"unknown face order {order!r}.")
+
+
+def face_from_result(result, index: int) -> dict[str, np.ndarray]:
+    """Blendshapes, landmarks and head pose of face ``index`` in a FaceLandmarkerResult."""
+    if not result.face_blendshapes:
+        raise GenAffectInputError("the FaceLandmarker was created without blendshapes (output_face_blendshapes=True).")
+    if not result.facial_transformation_matrixes:
+        raise GenAffectInputError(
+            "the FaceLandmarker was created without pose (output_facial_transformation_matrixes=True)."
+        )
+    return {
+        "blendshapes": blendshape_scores(result.face_blendshapes[index]),
+        "landmarks": landmark_array(result.face_landmarks[index]),
+        "head_pose": head_pose_degrees(np.asarray(result.facial_transformation_matrixes[index])),
+    }

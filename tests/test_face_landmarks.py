@@ -1,0 +1,76 @@
+"""MediaPipe FaceLandmarker results (built by hand, with MediaPipe's own classes) -> expressions."""
+
+import numpy as np
+import pytest
+
+from genaffect.models.errors import GenAffectInputError
+from genaffect.models.expression import BLENDSHAPE_NAMES
+from genaffect.models.face_landmarks import (
+    face_from_result,
+    face_order,
+    head_pose_degrees,
+    rotation_from_degrees,
+)
+
+vision = pytest.importorskip("mediapipe.tasks.python.vision", reason="mediapipe is not installed")
+from mediapipe.tasks.python.components.containers.category import Category  # noqa: E402
+from mediapipe.tasks.python.components.containers.landmark import NormalizedLandmark  # noqa: E402
+
+
+def make_face(centre_x, size, scores=None, yaw=0.0, pitch=0.0, roll=0.0, presence=None, shuffled=False):
+    rng = np.random.default_rng(int(centre_x * 1000))
+    points = rng.uniform(-0.5, 0.5, size=(478, 3)) * [size, size, 0.1] + [centre_x, 0.5, 0.0]
+    landmarks = [NormalizedLandmark(x=float(x), y=float(y), z=float(z), presence=presence) for x, y, z in points]
+    scores = scores if scores is not None else np.linspace(0, 1, len(BLENDSHAPE_NAMES))
+    categories = [Category(index=i, score=float(s), category_name=n) for i, (n, s) in enumerate(zip(BLENDSHAPE_NAMES, scores))]
+    if shuffled:
+        categories = categories[::-1]
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation_from_degrees(yaw, pitch, roll) * 1.7  # MediaPipe matrices may carry scale
+    matrix[:3, 3] = [1.0, -2.0, -40.0]
+    return landmarks, categories, matrix
+
+
+def make_result(*faces):
+    return vision.FaceLandmarkerResult(
+        face_landmarks=[f[0] for f in faces],
+        face_blendshapes=[f[1] for f in faces],
+        facial_transformation_matrixes=[f[2] for f in faces],
+    )
+
+
+@pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (30, 0, 0), (0, -20, 0), (0, 0, 15), (-35, 12, -8), (60, 40, 25)])
+def test_head_pose_angles_are_recovered_from_known_rotations(yaw, pitch, roll):
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation_from_degrees(yaw, pitch, roll)
+    assert np.allclose(head_pose_degrees(matrix), [yaw, pitch, roll], atol=1e-4)
+
+
+def test_face_is_converted_with_blendshapes_by_name_landmarks_and_pose():
+    scores = np.random.default_rng(1).random(52)
+    face = face_from_result(make_result(make_face(0.5, 0.4, scores, yaw=20, shuffled=True)), 0)
+    assert np.allclose(face["blendshapes"], scores)  # placed by name even when MediaPipe's order differs
+    assert face["landmarks"].shape == (478, 3)
+    assert np.allclose(face["head_pose"], [20, 0, 0], atol=1e-4)
+
+
+def test_face_order_matches_the_identity_nodes():
+    result = make_result(make_face(0.7, 0.2), make_face(0.3, 0.4))
+    assert face_order(result, "largest") == [1, 0]
+    assert face_order(result, "left to right") == [1, 0]
+    assert face_order(result, "highest score") == [1, 0]  # no presence reported: largest first
+    with_presence = make_result(make_face(0.7, 0.2, presence=0.9), make_face(0.3, 0.4, presence=0.5))
+    assert face_order(with_presence, "highest score") == [0, 1]
+
+
+def test_results_without_blendshapes_or_pose_say_which_option_is_missing():
+    landmarks, categories, matrix = make_face(0.5, 0.3)
+    no_blendshapes = vision.FaceLandmarkerResult(face_landmarks=[landmarks], face_blendshapes=[], facial_transformation_matrixes=[matrix])
+    with pytest.raises(GenAffectInputError, match="output_face_blendshapes=True"):
+        face_from_result(no_blendshapes, 0)
+    no_pose = vision.FaceLandmarkerResult(face_landmarks=[landmarks], face_blendshapes=[categories], facial_transformation_matrixes=[])
+    with pytest.raises(GenAffectInputError, match="output_facial_transformation_matrixes=True"):
+        face_from_result(no_pose, 0)
+    partial = make_result((landmarks, categories[:10], matrix))
+    with pytest.raises(GenAffectInputError, match="returned 10 blendshapes"):
+        face_from_result(partial, 0)
