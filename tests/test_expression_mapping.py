@@ -1,0 +1,62 @@
+"""Blendshapes -> FLAME-55 ridge mapping: recovery, held-out R², file round trip and bad files."""
+
+import numpy as np
+import pytest
+
+from genaffect.models.errors import GenAffectInputError, ModelFileError
+from genaffect.models.expression_mapping import fit_mapping, load_mapping, r2_score, save_mapping
+
+
+def synthetic(count=200, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    true_weights = rng.standard_normal((52, 55)) * 0.5
+    true_bias = rng.standard_normal(55) * 0.1
+    blendshapes = rng.random((count, 52))
+    flame = blendshapes @ true_weights + true_bias + noise * rng.standard_normal((count, 55))
+    return blendshapes, flame, true_weights
+
+
+def test_fit_recovers_a_known_linear_map():
+    blendshapes, flame, true_weights = synthetic()
+    mapping = fit_mapping(blendshapes, flame, ridge=1e-6)
+    assert mapping.heldout_r2 > 0.99
+    assert np.allclose(mapping.weights, true_weights, atol=1e-3)
+    assert np.allclose(mapping.apply(blendshapes[:3]), flame[:3], atol=1e-3)
+
+
+def test_unrelated_targets_give_a_low_heldout_r2():
+    rng = np.random.default_rng(3)
+    mapping = fit_mapping(rng.random((200, 52)), rng.standard_normal((200, 55)), ridge=1.0)
+    assert mapping.heldout_r2 < 0.1
+
+
+def test_mapping_file_round_trip_keeps_weights_and_stats(tmp_path):
+    blendshapes, flame, _ = synthetic(noise=0.01)
+    mapping = fit_mapping(blendshapes, flame)
+    path = str(tmp_path / "person.safetensors")
+    save_mapping(mapping, path)
+    loaded = load_mapping(path)
+    assert np.allclose(loaded.weights, mapping.weights, atol=1e-6) and np.allclose(loaded.bias, mapping.bias, atol=1e-6)
+    assert loaded.heldout_r2 == pytest.approx(mapping.heldout_r2) and loaded.train_frames == mapping.train_frames
+
+
+def test_wrong_files_and_inputs_are_explained(tmp_path):
+    from safetensors.numpy import save_file
+
+    other = str(tmp_path / "lora.safetensors")
+    save_file({"weights": np.zeros((52, 55), np.float32)}, other, metadata={"format": "something else"})
+    with pytest.raises(ModelFileError, match="not a GenAffect expression mapping"):
+        load_mapping(other)
+    garbage = tmp_path / "broken.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+        load_mapping(str(garbage))
+    with pytest.raises(GenAffectInputError, match="too few"):
+        fit_mapping(np.zeros((2, 52)), np.zeros((2, 55)))
+    with pytest.raises(GenAffectInputError, match="expected"):
+        fit_mapping(np.zeros((20, 51)), np.zeros((20, 55)))
+
+
+def test_r2_is_one_for_perfect_predictions():
+    truth = np.random.default_rng(0).standard_normal((10, 3))
+    assert r2_score(truth, truth) == 1.0
