@@ -6,7 +6,8 @@ never a silent zero vector - and a node that needs it says which node provides i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,7 +58,6 @@ class ExpressionBatch:
     flame: np.ndarray | None = None  # (N, 55)
     head_pose: np.ndarray | None = None  # (N, 3) yaw, pitch, roll in degrees
     landmarks: np.ndarray | None = None  # (N, 478, 3) normalised image coordinates
-    source_indices: list[int] = field(default_factory=list)  # input image of each row, when estimated
 
     def __post_init__(self):
         count = len(self.labels)
@@ -98,11 +98,7 @@ class ExpressionBatch:
             flame=pick(self.flame),
             head_pose=pick(self.head_pose),
             landmarks=pick(self.landmarks),
-            source_indices=[self.source_indices[i] for i in indices] if self.source_indices else [],
         )
-
-    def with_changes(self, **changes) -> "ExpressionBatch":
-        return replace(self, **changes)
 
 
 def concatenate(batches: list[ExpressionBatch]) -> ExpressionBatch:
@@ -123,6 +119,11 @@ def concatenate(batches: list[ExpressionBatch]) -> ExpressionBatch:
         head_pose=joined("head_pose"),
         landmarks=joined("landmarks"),
     )
+
+
+def split_list(text: str) -> list[str]:
+    """Items of a list typed into a text box: separated by commas, semicolons or new lines."""
+    return [part.strip() for part in re.split(r"[,;\n]", text) if part.strip()]
 
 
 def blendshape_vector(values: dict[str, float]) -> np.ndarray:

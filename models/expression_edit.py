@@ -8,12 +8,20 @@ jaw sliders move the jaw rotation (opening >= 0, sideways within +-0.2 rad, SMIR
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import GenAffectInputError
-from .expression import BLENDSHAPE_INDEX, FLAME_EXPRESSION, FLAME_EYELIDS, FLAME_JAW, NUM_BLENDSHAPES, ExpressionBatch
+from .expression import (
+    BLENDSHAPE_INDEX,
+    FLAME_EXPRESSION,
+    FLAME_EYELIDS,
+    FLAME_JAW,
+    NUM_BLENDSHAPES,
+    ExpressionBatch,
+    split_list,
+)
 
 EASINGS = ("linear", "ease in-out", "ease in", "ease out")
 REGIONS = ("brows", "eyes", "cheeks", "nose", "mouth", "jaw")
@@ -85,7 +93,7 @@ def apply_edits(batch: ExpressionBatch, edits: dict[str, float], intensity: floa
             delta[BLENDSHAPE_INDEX[shape]] += amount
     blendshapes = np.clip((blendshapes + delta) * float(intensity), 0.0, 1.0)
     flame = None if batch.flame is None else _edit_flame(batch.flame, edits, intensity)
-    return batch.with_changes(blendshapes=blendshapes.astype(np.float32), flame=flame)
+    return replace(batch, blendshapes=blendshapes.astype(np.float32), flame=flame)
 
 
 def _edit_flame(flame: np.ndarray, edits: dict[str, float], intensity: float) -> np.ndarray:
@@ -150,7 +158,7 @@ def interpolate(a: ExpressionBatch, b: ExpressionBatch, steps: int, easing: str 
 
 def parse_weights(text: str) -> list[float]:
     try:
-        return [float(part) for part in text.replace(";", ",").replace("\n", ",").split(",") if part.strip()]
+        return [float(part) for part in split_list(text)]
     except ValueError as error:
         raise GenAffectInputError(f"weights must be numbers separated by commas, got {text!r}.") from error
 

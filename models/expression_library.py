@@ -8,6 +8,7 @@ recipe never pushes a blendshape past its strongest AU.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -115,9 +116,11 @@ def preset_names() -> list[str]:
 def presets(names: list[str], intensity: float = 1.0) -> ExpressionBatch:
     """A batch with one row per named library expression, blendshapes scaled by ``intensity``."""
     entries = library()
-    unknown = [n for n in names if n not in entries]
-    if unknown:
-        raise GenAffectInputError(f"unknown expression(s) {unknown}; the library has: {', '.join(entries)}.")
+    for name in names:
+        if name not in entries:
+            close = difflib.get_close_matches(name, list(entries), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else f" The library has: {', '.join(entries)}."
+            raise GenAffectInputError(f"{name!r} is not in the expression library.{hint}")
     if not names:
         raise GenAffectInputError("choose at least one expression.")
     rows = [blendshapes_from_aus(entries[n].aus, n) * float(intensity) for n in names]

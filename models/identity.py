@@ -54,7 +54,6 @@ class Identity:
     embedding: np.ndarray  # (512,) L2-normalised mean of the kept references
     skipped: list[SkippedReference] = field(default_factory=list)
     recognition_model: str = ""
-    outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD
 
     @property
     def outliers(self) -> list[int]:
@@ -186,7 +185,6 @@ def extract_identity(
         embedding=identity_embedding,
         skipped=skipped,
         recognition_model=analyzer.files.get("recognition", ""),
-        outlier_threshold=outlier_threshold,
     )
     return identity, all_detections
 

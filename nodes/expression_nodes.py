@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
 from ..models import expression_edit, expression_library, expression_text
-from ..models.errors import GenAffectInputError
-from ..models.expression import NUM_BLENDSHAPES, ExpressionBatch
+from ..models.expression import NUM_BLENDSHAPES, ExpressionBatch, split_list
 
-CATEGORY = "GenAffect/expression"
 EXPRESSION_INPUT = ("GA_EXPRESSION", {"tooltip": "Expressions from a preset, editor, estimator or transition."})
 
 
-def _split_names(text: str) -> list[str]:
-    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+class _ExpressionNode:
+    """What the nodes that output one GA_EXPRESSION have in common."""
+
+    CATEGORY = "GenAffect/expression"
+    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_NAMES = ("expression",)
 
 
-class GenAffectExpressionPreset:
+class GenAffectExpressionPreset(_ExpressionNode):
     DESCRIPTION = (
         "Expressions from GenAffect's library by name (basic emotions, the 15 compound expressions of "
         "Du et al. 2014, winks, smirks, pouts, gaze, visemes, ...), each defined as FACS Action Units and "
         "turned into 52 blendshapes. Several names make a batch, in the order given."
     )
-    CATEGORY = CATEGORY
     FUNCTION = "build"
-    RETURN_TYPES = ("GA_EXPRESSION",)
-    RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("One expression per name, labelled with its name.",)
 
     @classmethod
@@ -44,27 +41,17 @@ class GenAffectExpressionPreset:
         }
 
     def build(self, expressions, intensity):
-        names = _split_names(expressions)
-        known = expression_library.preset_names()
-        for name in names:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=3)
-                hint = f" Did you mean {', '.join(close)}?" if close else ""
-                raise GenAffectInputError(f"Expression Preset: {name!r} is not in the library.{hint}")
-        return (expression_library.presets(names, intensity),)
+        return (expression_library.presets(split_list(expressions), intensity),)
 
 
-class GenAffectExpressionEditor:
+class GenAffectExpressionEditor(_ExpressionNode):
     DESCRIPTION = (
         "Sculpt an expression with sliders grouped by region (brows, eyes, cheeks, nose, mouth, jaw; left and "
         "right separately). Sliders add to the incoming expressions (or to a neutral face when nothing is "
         "connected); intensity scales the result. FLAME-55 values, when present, get the jaw, eyelid and "
         "intensity edits."
     )
-    CATEGORY = CATEGORY
     FUNCTION = "edit"
-    RETURN_TYPES = ("GA_EXPRESSION",)
-    RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("The edited expressions (same count as the input, or one).",)
 
     @classmethod
@@ -91,16 +78,13 @@ class GenAffectExpressionEditor:
         return (expression_edit.apply_edits(expression, sliders, intensity),)
 
 
-class GenAffectExpressionInterpolate:
+class GenAffectExpressionInterpolate(_ExpressionNode):
     DESCRIPTION = (
         "A transition from expression A to expression B in a number of steps (endpoints included), linear or "
         "eased: for animations, micro-expressions and in-between frames. A and B may each hold one expression "
         "or the same number (paired row by row)."
     )
-    CATEGORY = CATEGORY
     FUNCTION = "interpolate"
-    RETURN_TYPES = ("GA_EXPRESSION",)
-    RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("steps expressions per pair, from A to B.",)
 
     @classmethod
@@ -118,12 +102,9 @@ class GenAffectExpressionInterpolate:
         return (expression_edit.interpolate(expression_a, expression_b, steps, easing),)
 
 
-class GenAffectExpressionMix:
+class GenAffectExpressionMix(_ExpressionNode):
     DESCRIPTION = "One expression as a weighted mix of the expressions in a batch (e.g. 70% happy + 30% surprised)."
-    CATEGORY = CATEGORY
     FUNCTION = "mix"
-    RETURN_TYPES = ("GA_EXPRESSION",)
-    RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("The mixed expression.",)
 
     @classmethod
@@ -146,7 +127,7 @@ class GenAffectExpressionToPrompt:
         "jaw open'), deterministically, for text-conditioned models such as FLUX. 'prompts' is a list (one "
         "prompt per expression), 'text' has them one per line."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = _ExpressionNode.CATEGORY
     FUNCTION = "describe"
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("prompts", "text")
