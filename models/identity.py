@@ -14,12 +14,11 @@ import numpy as np
 
 from .errors import GenAffectInputError
 from .face_analyzer import Detection, FaceAnalyzer
-from .images import bgr_to_rgb, rgb_to_bgr, too_small_for_a_face
+from .face_choice import FACE_ORDERS, SkippedImage, check_face_choice, describe_skipped, no_face_reason, too_small_reason
+from .images import bgr_to_rgb, rgb_to_bgr
 
 log = logging.getLogger(__name__)
 
-FACE_ORDERS = ("largest", "highest score", "left to right")
-NO_FACE_POLICIES = ("skip", "error")
 # Leave-one-out cosine below which a reference is flagged as another person. ArcFace verification
 # thresholds sit around 0.3 for single pairs; a mean of the others is cleaner than a single pair.
 DEFAULT_OUTLIER_THRESHOLD = 0.3
@@ -40,19 +39,13 @@ class ReferenceFace:
     outlier: bool = False
 
 
-@dataclass
-class SkippedReference:
-    image_index: int
-    reason: str
-
-
 @dataclass(eq=False)
 class Identity:
     """The GA_IDENTITY socket: what was found in each reference and the aggregated embedding."""
 
     references: list[ReferenceFace]
     embedding: np.ndarray  # (512,) L2-normalised mean of the kept references
-    skipped: list[SkippedReference] = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
     recognition_model: str = ""
 
     @property
@@ -120,21 +113,17 @@ def extract_identity(
     face is skipped with a warning (``on_no_face="skip"``) or is an error (``"error"``); no face in
     any reference is always an error. ``on_progress(i, n)`` is called after each image.
     """
-    if on_no_face not in NO_FACE_POLICIES:
-        raise GenAffectInputError(f"on_no_face must be one of {NO_FACE_POLICIES}, got {on_no_face!r}.")
-    if face_index < 0:
-        raise GenAffectInputError(f"face_index must be 0 or more, got {face_index}.")
+    check_face_choice(face_index, on_no_face)
     kept: list[tuple[int, Detection, np.ndarray, int]] = []
-    skipped: list[SkippedReference] = []
+    skipped: list[SkippedImage] = []
     all_detections: list[list[Detection]] = []
     for index, rgb in enumerate(images_rgb):
         detections: list[Detection] = []
-        if too_small_for_a_face(rgb):
-            reason = f"{rgb.shape[1]}x{rgb.shape[0]} pixels is too small to hold a face"
-        else:
+        reason = too_small_reason(rgb)
+        if reason is None:
             bgr = rgb_to_bgr(rgb)
             detections = order_faces(analyzer.detect(bgr), face_order)
-            reason = _no_face_reason(detections, face_index, face_order)
+            reason = no_face_reason(len(detections), face_index, face_order)
         all_detections.append(detections)
         if reason is None:
             chosen = detections[face_index]
@@ -147,11 +136,11 @@ def extract_identity(
             )
         else:
             log.warning("GenAffect: reference image %d skipped: %s.", index, reason)
-            skipped.append(SkippedReference(index, reason))
+            skipped.append(SkippedImage(index, reason))
         if on_progress is not None:
             on_progress(index + 1, len(images_rgb))
     if not kept:
-        details = "; ".join(f"image {s.image_index}: {s.reason}" for s in skipped)
+        details = describe_skipped(skipped)
         raise GenAffectInputError(
             f"No face found in any of the {len(images_rgb)} reference image(s) ({details}). Use photos where the "
             "face is visible and at least ~64 px wide, or lower the detection threshold / raise the detection size "
@@ -179,7 +168,7 @@ def extract_identity(
     identity_embedding = mean_identity(np.stack([r.embedding for r in used]))
     for ref in references:
         ref.cosine_to_identity = float(ref.embedding @ identity_embedding)
-    skipped += [SkippedReference(r.image_index, "dropped as an outlier") for r in dropped]
+    skipped += [SkippedImage(r.image_index, "dropped as an outlier") for r in dropped]
     identity = Identity(
         references=used,
         embedding=identity_embedding,
@@ -187,14 +176,6 @@ def extract_identity(
         recognition_model=analyzer.files.get("recognition", ""),
     )
     return identity, all_detections
-
-
-def _no_face_reason(detections: list[Detection], face_index: int, face_order: str) -> str | None:
-    if not detections:
-        return "no face detected"
-    if face_index >= len(detections):
-        return f"face_index {face_index} asked for, but only {len(detections)} face(s) found ({face_order})"
-    return None
 
 
 def _flag_outliers(references: list[ReferenceFace], embeddings: np.ndarray, threshold: float) -> None:

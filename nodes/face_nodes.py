@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ..models import face_analyzer, identity, insightface_packs, onnx_providers
+from ..models import face_analyzer, face_choice, identity, insightface_packs, onnx_providers
 from ..models.drawing import draw_detections
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host
@@ -88,12 +88,12 @@ class GenAffectExtractIdentity:
             "required": {
                 "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From GenAffect Face Analyzer Loader."}),
                 "images": ("IMAGE", {"tooltip": "One or more reference photos of the same person (a batch)."}),
-                "face_order": (list(identity.FACE_ORDERS), {
+                "face_order": (list(face_choice.FACE_ORDERS), {
                     "tooltip": "How faces in one photo are ordered before face_index picks one: by box area, "
                                "by detector confidence, or by position from the left."}),
                 "face_index": ("INT", {"default": 0, "min": 0, "max": 63,
                                        "tooltip": "Which face to use in the chosen order (0 = first)."}),
-                "on_no_face": (list(identity.NO_FACE_POLICIES), {
+                "on_no_face": (list(face_choice.NO_FACE_POLICIES), {
                     "tooltip": "skip: leave out references without a face (with a warning); error: stop. "
                                "No face in any reference is always an error."}),
             },
