@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import BLENDSHAPE_NAMES
 from genaffect.models.face_landmarks import (
     face_from_result,
     face_order,
@@ -12,31 +11,7 @@ from genaffect.models.face_landmarks import (
     rotation_from_degrees,
 )
 
-vision = pytest.importorskip("mediapipe.tasks.python.vision", reason="mediapipe is not installed")
-from mediapipe.tasks.python.components.containers.category import Category  # noqa: E402
-from mediapipe.tasks.python.components.containers.landmark import NormalizedLandmark  # noqa: E402
-
-
-def make_face(centre_x, size, scores=None, yaw=0.0, pitch=0.0, roll=0.0, presence=None, shuffled=False):
-    rng = np.random.default_rng(int(centre_x * 1000))
-    points = rng.uniform(-0.5, 0.5, size=(478, 3)) * [size, size, 0.1] + [centre_x, 0.5, 0.0]
-    landmarks = [NormalizedLandmark(x=float(x), y=float(y), z=float(z), presence=presence) for x, y, z in points]
-    scores = scores if scores is not None else np.linspace(0, 1, len(BLENDSHAPE_NAMES))
-    categories = [Category(index=i, score=float(s), category_name=n) for i, (n, s) in enumerate(zip(BLENDSHAPE_NAMES, scores))]
-    if shuffled:
-        categories = categories[::-1]
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation_from_degrees(yaw, pitch, roll) * 1.7  # MediaPipe matrices may carry scale
-    matrix[:3, 3] = [1.0, -2.0, -40.0]
-    return landmarks, categories, matrix
-
-
-def make_result(*faces):
-    return vision.FaceLandmarkerResult(
-        face_landmarks=[f[0] for f in faces],
-        face_blendshapes=[f[1] for f in faces],
-        facial_transformation_matrixes=[f[2] for f in faces],
-    )
+from mediapipe_results import make_face, make_result, vision  # noqa: E402
 
 
 @pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (30, 0, 0), (0, -20, 0), (0, 0, 15), (-35, 12, -8), (60, 40, 25)])

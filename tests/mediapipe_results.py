@@ -1,0 +1,84 @@
+"""MediaPipe FaceLandmarker results built by hand with MediaPipe's own classes, and a landmarker
+double that returns them for the faces painted by tiny_insightface.paint_face.
+
+The real FaceLandmarker needs the user-downloaded face_landmarker.task, which tests cannot have; the
+double stands in for that model only, so the code around it (conversion, face choice, cropping,
+SMIRK, previews, nodes) runs for real.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genaffect.models.expression import BLENDSHAPE_NAMES
+from genaffect.models.face_landmarks import rotation_from_degrees
+
+from tiny_insightface import MAX_HALF, MIN_HALF
+
+vision = pytest.importorskip("mediapipe.tasks.python.vision", reason="mediapipe is not installed")
+from mediapipe.tasks.python.components.containers.category import Category  # noqa: E402
+from mediapipe.tasks.python.components.containers.landmark import NormalizedLandmark  # noqa: E402
+
+
+def make_face(centre_x, size, scores=None, yaw=0.0, pitch=0.0, roll=0.0, presence=None, shuffled=False, centre_y=0.5):
+    """One face: 478 landmarks spread over a square of side ``size`` (normalised units) at the centre."""
+    rng = np.random.default_rng(int(centre_x * 1000))
+    points = rng.uniform(-0.5, 0.5, size=(478, 3)) * [size, size, 0.1] + [centre_x, centre_y, 0.0]
+    landmarks = [NormalizedLandmark(x=float(x), y=float(y), z=float(z), presence=presence) for x, y, z in points]
+    scores = scores if scores is not None else np.linspace(0, 1, len(BLENDSHAPE_NAMES))
+    categories = [Category(index=i, score=float(s), category_name=n) for i, (n, s) in enumerate(zip(BLENDSHAPE_NAMES, scores))]
+    if shuffled:
+        categories = categories[::-1]
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation_from_degrees(yaw, pitch, roll) * 1.7  # MediaPipe matrices may carry scale
+    matrix[:3, 3] = [1.0, -2.0, -40.0]
+    return landmarks, categories, matrix
+
+
+def make_result(*faces):
+    return vision.FaceLandmarkerResult(
+        face_landmarks=[f[0] for f in faces],
+        face_blendshapes=[f[1] for f in faces],
+        facial_transformation_matrixes=[f[2] for f in faces],
+    )
+
+
+def painted_markers(image: np.ndarray) -> list[tuple[int, int, float]]:
+    """(cx, cy, half) of every face marker paint_face left in an RGB image."""
+    red = image[..., 0] == 255
+    corners = red & ~np.roll(red, 1, axis=0) & ~np.roll(red, 1, axis=1)
+    markers = []
+    for y, x in zip(*np.nonzero(corners)):
+        g_norm = (float(image[y, x, 1]) - 127.5) / 128.0
+        markers.append((int(x) + 4, int(y) + 4, MIN_HALF + (g_norm + 1.0) / 2.0 * (MAX_HALF - MIN_HALF)))
+    return markers
+
+
+class MarkerLandmarker:
+    """Stands in for MediaPipe's FaceLandmarker: a face wherever paint_face painted one.
+
+    Blendshape scores come from ``scores`` in call order (cycled), or a fixed ramp; ``yaw`` sets the
+    head pose of every face.
+    """
+
+    def __init__(self, scores: list[np.ndarray] | None = None, yaw: float = 0.0):
+        self.scores = scores
+        self.yaw = yaw
+        self.calls = 0
+        self.closed = False
+
+    def detect(self, mp_image):
+        image = mp_image.numpy_view()
+        assert image.dtype == np.uint8 and image.shape[2] == 3, "the landmarker gets RGB uint8"
+        height, width = image.shape[:2]
+        scores = None if self.scores is None else self.scores[self.calls % len(self.scores)]
+        self.calls += 1
+        faces = [
+            make_face(cx / width, 2 * half / width, scores, yaw=self.yaw, centre_y=cy / height)
+            for cx, cy, half in painted_markers(image)
+        ]
+        return make_result(*faces)
+
+    def close(self):
+        self.closed = True
