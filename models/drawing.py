@@ -53,3 +53,49 @@ def draw_detections(
     if caption:
         draw.text((4, picture.size[1] - font.size - 4), caption, fill=CHOSEN if chosen is not None else MISSING, font=font)
     return np.asarray(picture)
+
+
+LANDMARK_DOT = (90, 230, 255)
+BAR = (120, 200, 255)
+
+
+def draw_expression_preview(
+    image_rgb: np.ndarray,
+    landmarks: np.ndarray | None,
+    blendshapes: np.ndarray | None,
+    names: tuple[str, ...],
+    caption: str = "",
+    strongest: int = 8,
+) -> np.ndarray:
+    """The photo with the face's landmarks dotted, beside a bar chart of its strongest blendshapes.
+
+    ``landmarks`` are normalised (x, y, z); with ``blendshapes`` None the panel only shows the
+    caption in red (the image was skipped). The output width is always 1.6 x the photo's, so a batch
+    of equal photos gives equal previews.
+    """
+    height, width = image_rgb.shape[:2]
+    panel_width = max(int(width * 0.6), 1)
+    picture = Image.new("RGB", (width + panel_width, height), (24, 24, 28))
+    picture.paste(Image.fromarray(image_rgb), (0, 0))
+    draw = ImageDraw.Draw(picture)
+    font = _font(height)
+    if landmarks is not None:
+        radius = max(1, min(width, height) // 300)
+        for x, y in np.asarray(landmarks)[:, :2] * [width, height]:
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=LANDMARK_DOT)
+    left = width + 6
+    if caption:
+        draw.text((left, 4), caption, fill=CHOSEN if blendshapes is not None else MISSING, font=font)
+    if blendshapes is not None:
+        bar_height = max(3, font.size // 2)
+        row = font.size + bar_height + 8  # the name and value, with the bar under them
+        bar_span = panel_width - 12
+        movements = np.asarray(blendshapes)[1:]  # index 0 is "_neutral", not a movement
+        for rank, i in enumerate(np.argsort(-movements, kind="stable")[:strongest]):
+            y = 8 + font.size + 6 + rank * row
+            if y + row > height:
+                break
+            draw.text((left, y), f"{names[i + 1]} {movements[i]:.2f}", fill=(230, 230, 230), font=font)
+            bar_top = y + font.size + 3
+            draw.rectangle([left, bar_top, left + float(np.clip(movements[i], 0, 1)) * bar_span, bar_top + bar_height], fill=BAR)
+    return np.asarray(picture)

@@ -53,8 +53,10 @@ CATALOG: tuple[ModelFile, ...] = (
         3.7, "Apache-2.0 (Google MediaPipe)", "52 blendshapes, 478 landmarks, head pose",
     ),
     ModelFile(
-        "expression", "smirk", "SMIRK_em1.pt", "https://github.com/georgeretsi/smirk#pretrained-models",
-        None, "see the SMIRK repository (research code, FLAME-based)", "FLAME-55 expression vectors",
+        "expression", "smirk", "SMIRK_em1.pt",
+        "https://drive.google.com/file/d/1T65uEd9dVLHgVw5KiUYL66NUee-MCzoE/view (linked from github.com/georgeretsi/smirk)",
+        None, "MIT (SMIRK repository); trained with FLAME, whose model licence is non-commercial",
+        "FLAME-55 expression vectors",
         optional=True,
     ),
     ModelFile(

@@ -199,8 +199,8 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     except Exception as error:  # an unpickling refusal, a truncated zip, or not a torch file at all
         raise ModelFileError(
             f"{path} could not be read as a PyTorch checkpoint ({type(error).__name__}: {error}). It is read with "
-            "weights_only=True, which refuses code; download SMIRK_em1.pt again from "
-            "https://github.com/georgeretsi/smirk#pretrained-models."
+            "weights_only=True, which refuses code; download SMIRK_em1.pt again (see the SMIRK repository, "
+            "github.com/georgeretsi/smirk)."
         ) from error
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ModelFileError(f"{path} holds no state dict of tensors; is it SMIRK_em1.pt?")

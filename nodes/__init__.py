@@ -7,6 +7,7 @@ from .expression_nodes import (
     GenAffectExpressionPreset,
     GenAffectExpressionToPrompt,
 )
+from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
 from .face_nodes import GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .model_check_node import GenAffectCheckModels
 
@@ -19,6 +20,8 @@ NODE_CLASSES = (
     GenAffectExpressionInterpolate,
     GenAffectExpressionMix,
     GenAffectExpressionToPrompt,
+    GenAffectExpressionEstimatorLoader,
+    GenAffectEstimateExpression,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
@@ -31,4 +34,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectExpressionInterpolate": "GenAffect Expression Interpolate",
     "GenAffectExpressionMix": "GenAffect Expression Mix",
     "GenAffectExpressionToPrompt": "GenAffect Expression To Prompt",
+    "GenAffectExpressionEstimatorLoader": "GenAffect Expression Estimator Loader",
+    "GenAffectEstimateExpression": "GenAffect Estimate Expression",
 }

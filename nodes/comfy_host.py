@@ -53,6 +53,41 @@ def model_roots(folder: str) -> list[str]:
         return [os.path.join(folder_paths.models_dir, folder)]
 
 
+def list_model_files(folder: str, extensions: tuple[str, ...]) -> list[str]:
+    """Files with these endings under every root of ``folder``, as relative names with "/" (sorted)."""
+    names = set()
+    for root in model_roots(folder):
+        for directory, _, files in os.walk(root, followlinks=True):
+            for file in files:
+                if file.lower().endswith(extensions):
+                    names.add(os.path.relpath(os.path.join(directory, file), root).replace(os.sep, "/"))
+    return sorted(names)
+
+
+def model_file_path(folder: str, name: str, extensions: tuple[str, ...]) -> str | None:
+    """The full path of a file listed by :func:`list_model_files`, or None.
+
+    Only listed names are accepted, so a name typed into a shared workflow can never reach outside
+    the model folders (no "../", no absolute paths).
+    """
+    if name not in list_model_files(folder, extensions):
+        return None
+    for root in model_roots(folder):
+        path = os.path.join(root, *name.split("/"))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def torch_device():
+    """ComfyUI's compute device (its choice of GPU, or CPU with --cpu); CPU outside ComfyUI."""
+    try:
+        import comfy.model_management as model_management
+    except ImportError:
+        return "cpu"
+    return model_management.get_torch_device()
+
+
 class _SilentProgress:
     def update_absolute(self, value, total=None, preview=None):
         pass

@@ -63,3 +63,32 @@ def analyzer(tiny_pack):
     return face_analyzer.load_face_analyzer(
         "antelopev2", tiny_pack, onnx_providers.choose_providers("CPU"), det_size=256
     )
+
+
+@pytest.fixture
+def expression_models(models_dir, monkeypatch):
+    """models/mediapipe/face_landmarker.task and models/smirk/SMIRK_em1.pt for the estimator nodes.
+
+    SMIRK_em1.pt holds random weights in the published layout and loads for real. The .task file
+    cannot exist in tests (it is a user download), so MediaPipe's model is replaced by the
+    MarkerLandmarker double, which finds the faces tiny_insightface paints.
+    """
+    import torch
+
+    from genaffect.models import expression_estimator
+    from mediapipe_results import MarkerLandmarker
+    from smirk_weights import published_layout_weights
+
+    (models_dir / "mediapipe").mkdir()
+    (models_dir / "mediapipe" / "face_landmarker.task").write_bytes(b"stands in for the MediaPipe bundle")
+    (models_dir / "smirk").mkdir()
+    torch.save(published_layout_weights(0), models_dir / "smirk" / "SMIRK_em1.pt")
+    landmarkers = []
+
+    def create(path, max_faces=4, min_confidence=0.5):
+        assert os.path.isfile(path)
+        landmarkers.append(MarkerLandmarker())
+        return landmarkers[-1]
+
+    monkeypatch.setattr(expression_estimator, "create_face_landmarker", create)
+    return models_dir

@@ -6,6 +6,7 @@ import torch
 
 from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from genaffect.models.expression import ExpressionBatch
+from genaffect.models.expression_estimator import ExpressionEstimator
 from genaffect.models.face_analyzer import FaceAnalyzer
 from genaffect.models.identity import Identity
 
@@ -20,6 +21,7 @@ TYPE_CHECKS = {
     "GA_FACE_ANALYZER": lambda v: isinstance(v, FaceAnalyzer),
     "GA_IDENTITY": lambda v: isinstance(v, Identity),
     "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
+    "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
 }
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 
@@ -51,7 +53,7 @@ def test_every_input_is_well_formed_and_has_a_tooltip(name, cls, models_dir):
                 assert options["min"] <= options["default"] <= options["max"], input_name
 
 
-def _run_every_node(tiny_pack):
+def _run_every_node():
     """One real call per node, in graph order, with tiny models and painted faces."""
     loader = NODE_CLASS_MAPPINGS["GenAffectFaceAnalyzerLoader"]()
     analyzer_outputs = loader.load("antelopev2", "pack default", "CPU", 256, 0.5)
@@ -59,6 +61,8 @@ def _run_every_node(tiny_pack):
     extract = NODE_CLASS_MAPPINGS["GenAffectExtractIdentity"]()
     check = NODE_CLASS_MAPPINGS["GenAffectCheckModels"]()
     preset = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 1.0)
+    estimator = NODE_CLASS_MAPPINGS["GenAffectExpressionEstimatorLoader"]().load("face_landmarker.task", "SMIRK_em1.pt", 4, 0.5)
+    estimated = NODE_CLASS_MAPPINGS["GenAffectEstimateExpression"]().estimate(estimator[0], images, "largest", 0, "skip")
     return {
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
         "GenAffectExtractIdentity": extract.extract(analyzer_outputs[0], images, "largest", 0, "skip"),
@@ -69,11 +73,13 @@ def _run_every_node(tiny_pack):
             preset[0], preset[0], 3, "linear"),
         "GenAffectExpressionMix": NODE_CLASS_MAPPINGS["GenAffectExpressionMix"]().mix(preset[0], "1, 3"),
         "GenAffectExpressionToPrompt": NODE_CLASS_MAPPINGS["GenAffectExpressionToPrompt"]().describe(preset[0], "a", ""),
+        "GenAffectExpressionEstimatorLoader": estimator,
+        "GenAffectEstimateExpression": estimated,
     }
 
 
-def test_function_outputs_match_return_types(tiny_pack):
-    outputs = _run_every_node(tiny_pack)
+def test_function_outputs_match_return_types(tiny_pack, expression_models):
+    outputs = _run_every_node()
     assert set(outputs) == set(NODE_CLASS_MAPPINGS), "add a call for the new node to _run_every_node"
     for name, result in outputs.items():
         cls = NODE_CLASS_MAPPINGS[name]

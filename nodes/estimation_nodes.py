@@ -1,0 +1,161 @@
+"""Expression estimation on photos (category GenAffect/expression)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..models import expression_estimator, face_choice, smirk_encoder
+from ..models.drawing import draw_expression_preview
+from ..models.errors import ModelFileError
+from ..models.expression import BLENDSHAPE_NAMES, split_list
+from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
+from ..models.model_catalog import CATALOG
+from . import comfy_host
+
+log = logging.getLogger(__name__)
+
+LANDMARKER_FILE = "face_landmarker.task"
+TASK_EXTENSIONS = (".task",)
+SMIRK_EXTENSIONS = (".pt", ".pth", ".safetensors")
+NO_SMIRK = "none (no FLAME-55)"
+SMIRK_ENTRY = next(entry for entry in CATALOG if entry.name == "SMIRK_em1.pt")
+
+
+def _converted_name(path: str) -> str:
+    return os.path.splitext(path)[0] + "_expression_encoder.safetensors"
+
+
+class GenAffectExpressionEstimatorLoader:
+    DESCRIPTION = (
+        "Loads MediaPipe's face landmarker (52 blendshapes, 478 landmarks, head pose) from models/mediapipe/ and, "
+        "optionally, SMIRK's expression encoder from models/smirk/ for FLAME-55 vectors (what Arc2Face's "
+        "Expression Adapter takes)."
+    )
+    CATEGORY = "GenAffect/expression"
+    FUNCTION = "load"
+    RETURN_TYPES = ("GA_EXPRESSION_ESTIMATOR", "STRING")
+    RETURN_NAMES = ("estimator", "info")
+    OUTPUT_TOOLTIPS = ("MediaPipe (+ SMIRK) ready to estimate expressions.", "Files loaded and where SMIRK runs.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tasks = comfy_host.list_model_files("mediapipe", TASK_EXTENSIONS)
+        smirk = comfy_host.list_model_files("smirk", SMIRK_EXTENSIONS)
+        return {
+            "required": {
+                "landmarker": (tasks if LANDMARKER_FILE in tasks else [LANDMARKER_FILE] + tasks, {
+                    "tooltip": "MediaPipe face_landmarker.task in models/mediapipe/ (3.7 MB, Apache-2.0)."}),
+                "smirk": ([NO_SMIRK] + smirk, {
+                    "tooltip": "SMIRK_em1.pt (or its safetensors conversion) in models/smirk/, for FLAME-55. "
+                               "Without it expressions carry blendshapes only."}),
+                "max_faces": ("INT", {"default": expression_estimator.DEFAULT_MAX_FACES, "min": 1, "max": 16,
+                                      "tooltip": "Most faces MediaPipe looks for in one image (face_index picks one)."}),
+                "min_confidence": ("FLOAT", {"default": 0.5, "min": 0.05, "max": 0.99, "step": 0.01,
+                                             "tooltip": "Minimum face detection and presence confidence."}),
+            },
+            "optional": {
+                "convert_smirk_to_safetensors": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Also write the SMIRK encoder as <name>_expression_encoder.safetensors next to the "
+                               ".pt (12 MB, no pickle); choose that file from then on."}),
+            },
+        }
+
+    def load(self, landmarker, smirk, max_faces, min_confidence, convert_smirk_to_safetensors=False):
+        task_path = comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS)
+        if task_path is None:
+            entry = next(e for e in CATALOG if e.name == LANDMARKER_FILE)
+            raise ModelFileError(
+                f"{landmarker} is not in models/mediapipe/ ({', '.join(comfy_host.model_roots('mediapipe'))}). "
+                f"Download {entry.url} ({entry.size_mb} MB) into that folder, then press R in ComfyUI to refresh."
+            )
+        smirk_path = None
+        if smirk != NO_SMIRK:
+            smirk_path = comfy_host.model_file_path("smirk", smirk, SMIRK_EXTENSIONS)
+            if smirk_path is None:
+                raise ModelFileError(
+                    f"{smirk} is not in models/smirk/ ({', '.join(comfy_host.model_roots('smirk'))}). "
+                    f"Get SMIRK_em1.pt from {SMIRK_ENTRY.url} and put it there, or choose '{NO_SMIRK}'."
+                )
+        estimator = expression_estimator.load_estimator(
+            task_path, smirk_path, comfy_host.torch_device(), max_faces=max_faces, min_confidence=min_confidence
+        )
+        info = estimator.describe()
+        if smirk_path and convert_smirk_to_safetensors and not smirk_path.endswith(".safetensors"):
+            target = _converted_name(smirk_path)
+            if not os.path.exists(target):
+                smirk_encoder.convert_to_safetensors(smirk_path, target)
+            info += f"\nsafetensors copy: {target}"
+        log.info("GenAffect expression estimator:\n%s", info)
+        return (estimator, info)
+
+
+class GenAffectEstimateExpression:
+    DESCRIPTION = (
+        "Measures the expression of the face in each image: 52 MediaPipe blendshapes, head yaw/pitch/roll, "
+        "478 landmarks, and FLAME-55 when SMIRK is loaded. Images without a face are skipped with a warning "
+        "(or stop the run, by option). The preview shows the landmarks and the strongest blendshapes."
+    )
+    CATEGORY = "GenAffect/expression"
+    FUNCTION = "estimate"
+    RETURN_TYPES = ("GA_EXPRESSION", "IMAGE", "STRING")
+    RETURN_NAMES = ("expression", "preview", "report")
+    OUTPUT_TOOLTIPS = (
+        "One expression per image with a face, labelled (skipped images leave no row).",
+        "Each image with the face's landmarks and a chart of its strongest blendshapes.",
+        "Per image: faces found, head pose, or why it was skipped.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "estimator": ("GA_EXPRESSION_ESTIMATOR", {"tooltip": "From GenAffect Expression Estimator Loader."}),
+                "images": ("IMAGE", {"tooltip": "Photos or video frames (a batch)."}),
+                "face_order": (list(face_choice.FACE_ORDERS), {
+                    "tooltip": "How faces in one image are ordered before face_index picks one."}),
+                "face_index": ("INT", {"default": 0, "min": 0, "max": 15,
+                                       "tooltip": "Which face to use in the chosen order (0 = first)."}),
+                "on_no_face": (list(face_choice.NO_FACE_POLICIES), {
+                    "tooltip": "skip: leave images without a face out (with a warning); error: stop. "
+                               "No face in any image is always an error."}),
+            },
+            "optional": {
+                "labels": ("STRING", {"default": "", "multiline": True,
+                                      "tooltip": "One label per image, separated by commas or new lines. "
+                                                 "Empty: 'image 0', 'image 1', ..."}),
+            },
+        }
+
+    def estimate(self, estimator, images, face_order, face_index, on_no_face, labels=""):
+        frames = image_batch_to_rgb_uint8(images, what="Estimate Expression images")
+        progress = comfy_host.progress_bar(len(frames))
+
+        def on_progress(done, total):
+            progress.update_absolute(done, total)
+            comfy_host.check_interrupted()
+
+        estimation = expression_estimator.estimate_expressions(
+            estimator, frames, split_list(labels) or None,
+            face_order=face_order, face_index=face_index, on_no_face=on_no_face, on_progress=on_progress,
+        )
+        preview = rgb_uint8_to_image_batch(_previews(frames, estimation))
+        report = estimation.report()
+        log.info("GenAffect %s", report)
+        return (estimation.expression, preview, report)
+
+
+def _previews(frames, estimation: expression_estimator.Estimation):
+    rows = {index: row for row, index in enumerate(estimation.image_indices)}
+    reasons = {s.image_index: s.reason for s in estimation.skipped}
+    batch = estimation.expression
+    pictures = []
+    for index, frame in enumerate(frames):
+        row = rows.get(index)
+        if row is None:
+            pictures.append(draw_expression_preview(frame, None, None, BLENDSHAPE_NAMES, f"#{index} skipped: {reasons[index]}"))
+        else:
+            pictures.append(draw_expression_preview(frame, batch.landmarks[row], batch.blendshapes[row], BLENDSHAPE_NAMES,
+                                                    f"#{index} {batch.labels[row]}"))
+    return pictures
