@@ -30,7 +30,17 @@ class ExpressionMapping:
     heldout_r2: float  # coefficient of determination on frames left out of the fit (NaN if none)
 
     def apply(self, blendshapes: np.ndarray) -> np.ndarray:
-        return (np.asarray(blendshapes, dtype=np.float64) @ self.weights + self.bias).astype(np.float32)
+        """FLAME-55 for (N, 52) blendshapes, within SMIRK's output constraints (eyelids, jaw)."""
+        import torch
+
+        from .smirk_encoder import postprocess
+
+        raw = np.asarray(blendshapes, dtype=np.float64) @ self.weights + self.bias
+        return postprocess(torch.from_numpy(raw.astype(np.float32))).numpy()
+
+    def describe(self) -> str:
+        return (f"blendshapes -> FLAME-55 ridge map ({self.ridge:g}): fitted on {self.train_frames} frames, "
+                f"R² {self.heldout_r2:.3f} on {self.heldout_frames} held-out frames")
 
 
 def r2_score(truth: np.ndarray, predicted: np.ndarray) -> float:

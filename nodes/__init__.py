@@ -9,6 +9,7 @@ from .expression_nodes import (
 )
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
 from .face_nodes import GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
+from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
 
 NODE_CLASSES = (
@@ -22,6 +23,8 @@ NODE_CLASSES = (
     GenAffectExpressionToPrompt,
     GenAffectExpressionEstimatorLoader,
     GenAffectEstimateExpression,
+    GenAffectFitExpressionMapping,
+    GenAffectApplyExpressionMapping,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
@@ -36,4 +39,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectExpressionToPrompt": "GenAffect Expression To Prompt",
     "GenAffectExpressionEstimatorLoader": "GenAffect Expression Estimator Loader",
     "GenAffectEstimateExpression": "GenAffect Estimate Expression",
+    "GenAffectFitExpressionMapping": "GenAffect Fit Expression Mapping",
+    "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
 }

@@ -7,6 +7,7 @@ import torch
 from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from genaffect.models.expression import ExpressionBatch
 from genaffect.models.expression_estimator import ExpressionEstimator
+from genaffect.models.expression_mapping import ExpressionMapping
 from genaffect.models.face_analyzer import FaceAnalyzer
 from genaffect.models.identity import Identity
 
@@ -22,6 +23,7 @@ TYPE_CHECKS = {
     "GA_IDENTITY": lambda v: isinstance(v, Identity),
     "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
     "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
+    "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
 }
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 
@@ -63,6 +65,9 @@ def _run_every_node():
     preset = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 1.0)
     estimator = NODE_CLASS_MAPPINGS["GenAffectExpressionEstimatorLoader"]().load("face_landmarker.task", "SMIRK_em1.pt", 4, 0.5)
     estimated = NODE_CLASS_MAPPINGS["GenAffectEstimateExpression"]().estimate(estimator[0], images, "largest", 0, "skip")
+    frames = ExpressionBatch([str(i) for i in range(12)], blendshapes=np.random.default_rng(0).random((12, 52)),
+                             flame=np.random.default_rng(1).random((12, 55)))
+    fitted = NODE_CLASS_MAPPINGS["GenAffectFitExpressionMapping"]().fit(frames, 0.01, 0.2, "")
     return {
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
         "GenAffectExtractIdentity": extract.extract(analyzer_outputs[0], images, "largest", 0, "skip"),
@@ -75,6 +80,9 @@ def _run_every_node():
         "GenAffectExpressionToPrompt": NODE_CLASS_MAPPINGS["GenAffectExpressionToPrompt"]().describe(preset[0], "a", ""),
         "GenAffectExpressionEstimatorLoader": estimator,
         "GenAffectEstimateExpression": estimated,
+        "GenAffectFitExpressionMapping": fitted,
+        "GenAffectApplyExpressionMapping": NODE_CLASS_MAPPINGS["GenAffectApplyExpressionMapping"]().apply(
+            preset[0], "(the mapping input)", False, fitted["result"][0]),
     }
 
 
