@@ -99,3 +99,101 @@ def draw_expression_preview(
             bar_top = y + font.size + 3
             draw.rectangle([left, bar_top, left + float(np.clip(movements[i], 0, 1)) * bar_span, bar_top + bar_height], fill=BAR)
     return np.asarray(picture)
+
+
+IDENTITY_BAR = (110, 170, 255)
+EXPRESSION_BAR = (255, 165, 80)
+TEXT = (230, 230, 230)
+BACKGROUND = (24, 24, 28)
+
+
+def draw_metrics_chart(
+    summary_lines: list[str],
+    labels: list[str],
+    identity: list[float | None],
+    expression_error: list[float | None] | None = None,
+) -> np.ndarray:
+    """A bar per image for identity cosine (0..1, blue) and, when given, expression error (orange, own scale).
+
+    Images without a face get a red "no face" instead of bars.
+    """
+    count = len(labels)
+    group = 90
+    width = max(640, 60 + group * count)
+    height = 420
+    picture = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    font = _font_of_size(14)
+    y = 8
+    for line in summary_lines:
+        draw.text((10, y), line, fill=TEXT, font=font)
+        y += font.size + 4
+    legend = [("identity cosine (0..1)", IDENTITY_BAR)]
+    errors = [v for v in (expression_error or []) if v is not None]
+    error_scale = max(0.25, max(errors)) if errors else 1.0
+    if expression_error is not None:
+        legend.append((f"expression error (0..{error_scale:.2f})", EXPRESSION_BAR))
+    x = 10
+    for text, colour in legend:
+        draw.rectangle([x, y + 3, x + 12, y + 13], fill=colour)
+        draw.text((x + 18, y), text, fill=TEXT, font=font)
+        x += 24 + int(draw.textlength(text, font=font)) + 20
+    top, bottom = y + font.size + 16, height - 2 * font.size - 12
+    span = bottom - top
+    draw.line([40, bottom, width - 10, bottom], fill=(120, 120, 120))
+    for tick in (0.0, 0.5, 1.0):
+        ty = bottom - tick * span
+        draw.line([36, ty, 40, ty], fill=(120, 120, 120))
+        draw.text((6, ty - font.size / 2), f"{tick:.1f}", fill=(160, 160, 160), font=font)
+    bar = 28 if expression_error is not None else 50
+    for i, label in enumerate(labels):
+        left = 50 + i * group
+        value = identity[i]
+        if value is None:
+            draw.text((left, bottom - font.size - 4), "no face", fill=MISSING, font=font)
+        else:
+            draw.rectangle([left, bottom - max(value, 0.0) * span, left + bar, bottom], fill=IDENTITY_BAR)
+            if expression_error is not None and expression_error[i] is not None:
+                height_fraction = min(expression_error[i] / error_scale, 1.0)
+                draw.rectangle([left + bar + 4, bottom - height_fraction * span, left + 2 * bar + 4, bottom], fill=EXPRESSION_BAR)
+        draw.text((left, bottom + 6), label[:12], fill=TEXT, font=font)
+    return np.asarray(picture)
+
+
+def draw_sheet(
+    images_rgb: list[np.ndarray],
+    captions: list[list[str]],
+    columns: int,
+    title: str = "",
+    padding: int = 8,
+) -> np.ndarray:
+    """Equal-sized images in a grid, each with its caption lines underneath, and an optional title."""
+    count = len(images_rgb)
+    height, width = images_rgb[0].shape[:2]
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    font = _font_of_size(max(12, height // 22))
+    line_height = font.size + 4
+    caption_height = max(len(lines) for lines in captions) * line_height + padding if captions else 0
+    title_height = font.size + 2 * padding if title else 0
+    cell_width, cell_height = width + padding, height + caption_height + padding
+    sheet = Image.new("RGB", (columns * cell_width + padding, title_height + rows * cell_height + padding), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((padding, padding), title, fill=TEXT, font=font)
+    for i, image in enumerate(images_rgb):
+        left = padding + (i % columns) * cell_width
+        top = title_height + padding + (i // columns) * cell_height
+        sheet.paste(Image.fromarray(image), (left, top))
+        for n, line in enumerate(captions[i] if captions else []):
+            draw.text((left, top + height + padding // 2 + n * line_height), _fit(draw, line, font, width), fill=TEXT, font=font)
+    return np.asarray(sheet)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """``text`` cut with an ellipsis so that it is no wider than ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."

@@ -15,3 +15,7 @@ class ModelFileError(FileNotFoundError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class NoFaceFoundError(GenAffectInputError):
+    """Not one image of a batch had a usable face (callers that can go on without faces catch this)."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import smirk_encoder
-from .errors import GenAffectInputError, ModelFileError
+from .errors import GenAffectInputError, ModelFileError, NoFaceFoundError
 from .expression import ExpressionBatch
 from .face_choice import SkippedImage, check_face_choice, describe_skipped, no_face_reason, too_small_reason
 from . import face_landmarks
@@ -165,7 +165,7 @@ def estimate_expressions(
         if on_progress is not None:
             on_progress(index + 1, len(images_rgb))
     if not found:
-        raise GenAffectInputError(
+        raise NoFaceFoundError(
             f"No face found in any of the {len(images_rgb)} image(s) ({describe_skipped(skipped)}). Use photos where the "
             "face is visible and at least ~64 px wide, or lower the estimator's min_confidence."
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import GenAffectInputError
+from .errors import GenAffectInputError, NoFaceFoundError
 from .face_analyzer import Detection, FaceAnalyzer
 from .face_choice import FACE_ORDERS, SkippedImage, check_face_choice, describe_skipped, no_face_reason, too_small_reason
 from .images import bgr_to_rgb, rgb_to_bgr
@@ -141,7 +141,7 @@ def extract_identity(
             on_progress(index + 1, len(images_rgb))
     if not kept:
         details = describe_skipped(skipped)
-        raise GenAffectInputError(
+        raise NoFaceFoundError(
             f"No face found in any of the {len(images_rgb)} reference image(s) ({details}). Use photos where the "
             "face is visible and at least ~64 px wide, or lower the detection threshold / raise the detection size "
             "of the face analyzer."

@@ -8,6 +8,7 @@ from .expression_nodes import (
     GenAffectExpressionToPrompt,
 )
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
+from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics
 from .face_nodes import GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
@@ -25,6 +26,8 @@ NODE_CLASSES = (
     GenAffectEstimateExpression,
     GenAffectFitExpressionMapping,
     GenAffectApplyExpressionMapping,
+    GenAffectFaceMetrics,
+    GenAffectExpressionSheet,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
@@ -41,4 +44,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectEstimateExpression": "GenAffect Estimate Expression",
     "GenAffectFitExpressionMapping": "GenAffect Fit Expression Mapping",
     "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
+    "GenAffectFaceMetrics": "GenAffect Face Metrics",
+    "GenAffectExpressionSheet": "GenAffect Expression Sheet",
 }

@@ -68,9 +68,11 @@ def _run_every_node():
     frames = ExpressionBatch([str(i) for i in range(12)], blendshapes=np.random.default_rng(0).random((12, 52)),
                              flame=np.random.default_rng(1).random((12, 55)))
     fitted = NODE_CLASS_MAPPINGS["GenAffectFitExpressionMapping"]().fit(frames, 0.01, 0.2, "")
+    identity = extract.extract(analyzer_outputs[0], images, "largest", 0, "skip")
+    metrics = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]().measure(images, analyzer_outputs[0], identity[0], preset[0], estimator[0])
     return {
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
-        "GenAffectExtractIdentity": extract.extract(analyzer_outputs[0], images, "largest", 0, "skip"),
+        "GenAffectExtractIdentity": identity,
         "GenAffectCheckModels": check.check(False),
         "GenAffectExpressionPreset": preset,
         "GenAffectExpressionEditor": NODE_CLASS_MAPPINGS["GenAffectExpressionEditor"]().edit(1.0, preset[0], smile_left=0.5),
@@ -83,6 +85,9 @@ def _run_every_node():
         "GenAffectFitExpressionMapping": fitted,
         "GenAffectApplyExpressionMapping": NODE_CLASS_MAPPINGS["GenAffectApplyExpressionMapping"]().apply(
             preset[0], "(the mapping input)", False, fitted["result"][0]),
+        "GenAffectFaceMetrics": metrics,
+        "GenAffectExpressionSheet": NODE_CLASS_MAPPINGS["GenAffectExpressionSheet"]().build(
+            images, 0, "sheet", "", preset[0], metrics["result"][0]),
     }
 
 

@@ -1,0 +1,192 @@
+"""How good is a generated expression set: same person as the reference, same person across the set,
+and the expression that was asked for.
+
+- identity: ArcFace cosine of each image's face to the reference identity (Arc2Face reports 0.796 on
+  AgeDB for its own generations);
+- consistency: mean and minimum cosine over all pairs of generated faces;
+- expression error: mean absolute difference over the 51 movement blendshapes re-estimated on the
+  image vs the target (EmojiDiff's metric; MediaPipe's "_neutral" score is left out because it is not a
+  movement and presets leave it at 0), and the Euclidean distance of FLAME-55 when both sides have it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import GenAffectInputError, NoFaceFoundError
+from .expression import ExpressionBatch
+from .expression_estimator import ExpressionEstimator, estimate_expressions
+from .face_analyzer import FaceAnalyzer
+from .face_choice import no_face_reason, too_small_reason
+from .identity import Identity, order_faces
+from .images import rgb_to_bgr
+
+NODE = "GenAffect Face Metrics"
+
+
+@dataclass
+class ImageMetrics:
+    index: int
+    label: str
+    face_found: bool
+    identity_cosine: float | None = None
+    blendshape_l1: float | None = None
+    flame_l2: float | None = None
+    note: str = ""
+
+
+@dataclass
+class SetMetrics:
+    images: list[ImageMetrics]
+    faces_found: int
+    identity_mean: float | None
+    identity_min: float | None
+    consistency_mean: float | None  # over all pairs of generated faces
+    consistency_min: float | None
+    blendshape_l1_mean: float | None
+    flame_l2_mean: float | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def summary(self) -> str:
+        def number(value):
+            return "n/a" if value is None else f"{value:.3f}"
+
+        lines = [
+            f"faces found: {self.faces_found}/{len(self.images)}",
+            f"identity cosine to reference: mean {number(self.identity_mean)}, min {number(self.identity_min)}",
+            f"set consistency (pairwise cosine): mean {number(self.consistency_mean)}, min {number(self.consistency_min)}",
+        ]
+        if self.blendshape_l1_mean is not None:
+            lines.append(f"expression error (blendshape L1): mean {number(self.blendshape_l1_mean)}")
+        if self.flame_l2_mean is not None:
+            lines.append(f"expression error (FLAME-55 L2): mean {number(self.flame_l2_mean)}")
+        return "\n".join(lines)
+
+
+def pairwise_consistency(embeddings: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean and minimum cosine over all pairs of L2-normalised embeddings (None with fewer than two)."""
+    if len(embeddings) < 2:
+        return None, None
+    cosines = embeddings @ embeddings.T
+    pairs = cosines[np.triu_indices(len(embeddings), k=1)]
+    return float(pairs.mean()), float(pairs.min())
+
+
+def blendshape_l1(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per row: mean |estimated - target| over the 51 movement blendshapes (index 0, "_neutral", left out)."""
+    return np.abs(np.asarray(estimated)[:, 1:] - np.asarray(target)[:, 1:]).mean(axis=1)
+
+
+def flame_l2(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.asarray(estimated) - np.asarray(target), axis=1)
+
+
+def _target_rows(target: ExpressionBatch, count: int) -> list[int]:
+    """One target per image: N targets for N images, or one for all."""
+    if len(target) == count:
+        return list(range(count))
+    if len(target) == 1:
+        return [0] * count
+    raise GenAffectInputError(
+        f"{count} images but {len(target)} target expressions; give one target per image, or a single one for all."
+    )
+
+
+def _check_same_recognizer(analyzer: FaceAnalyzer, identity: Identity) -> None:
+    ours = os.path.basename(analyzer.files.get("recognition", ""))
+    theirs = os.path.basename(identity.recognition_model or "")
+    if ours and theirs and ours != theirs:
+        raise GenAffectInputError(
+            f"the reference identity was embedded with {theirs} but this face analyzer recognises with {ours}; "
+            "cosines between different recognizers mean nothing. Use the same Face Analyzer Loader settings for both."
+        )
+
+
+def measure(
+    analyzer: FaceAnalyzer,
+    identity: Identity,
+    images_rgb: list[np.ndarray],
+    labels: list[str] | None = None,
+    target: ExpressionBatch | None = None,
+    estimator: ExpressionEstimator | None = None,
+    on_progress=None,
+) -> SetMetrics:
+    """Metrics for RGB uint8 images (the largest face of each). Faceless images are reported, not fatal."""
+    _check_same_recognizer(analyzer, identity)
+    count = len(images_rgb)
+    labels = labels or [f"image {i}" for i in range(count)]
+    if len(labels) != count:
+        raise GenAffectInputError(f"{len(labels)} labels for {count} images; give one per image or none.")
+    results = [ImageMetrics(i, labels[i], False) for i in range(count)]
+
+    crops, kept = [], []
+    for index, rgb in enumerate(images_rgb):
+        reason = too_small_reason(rgb)
+        if reason is None:
+            bgr = rgb_to_bgr(rgb)
+            faces = order_faces(analyzer.detect(bgr), "largest")
+            reason = no_face_reason(len(faces), 0, "largest")
+        if reason is None:
+            crops.append(analyzer.align(bgr, faces[0].keypoints))
+            kept.append(index)
+        else:
+            results[index].note = reason
+        if on_progress is not None:
+            on_progress(index + 1, count)
+    embeddings = analyzer.embed(crops) if crops else np.zeros((0, 512), np.float32)
+    cosines = embeddings @ identity.embedding if crops else np.zeros(0)
+    for index, cosine in zip(kept, cosines):
+        results[index].face_found = True
+        results[index].identity_cosine = float(cosine)
+
+    if target is not None:
+        _measure_expression(results, images_rgb, target, estimator)
+
+    consistency_mean, consistency_min = pairwise_consistency(embeddings)
+    return SetMetrics(
+        images=results,
+        faces_found=len(kept),
+        identity_mean=float(cosines.mean()) if len(kept) else None,
+        identity_min=float(cosines.min()) if len(kept) else None,
+        consistency_mean=consistency_mean,
+        consistency_min=consistency_min,
+        blendshape_l1_mean=_mean([r.blendshape_l1 for r in results]),
+        flame_l2_mean=_mean([r.flame_l2 for r in results]),
+    )
+
+
+def _measure_expression(results: list[ImageMetrics], images_rgb, target: ExpressionBatch,
+                        estimator: ExpressionEstimator | None) -> None:
+    if estimator is None:
+        raise GenAffectInputError(
+            f"{NODE} needs an expression estimator to compare with the target expression: connect GenAffect "
+            "Expression Estimator Loader."
+        )
+    rows = _target_rows(target, len(images_rgb))
+    wanted = target.require("blendshapes", NODE)
+    try:
+        estimation = estimate_expressions(estimator, images_rgb, on_no_face="skip")
+    except NoFaceFoundError:
+        for result in results:
+            result.note = result.note or "no face for the expression estimator"
+        return
+    found = estimation.expression
+    l1 = blendshape_l1(found.blendshapes, wanted[[rows[i] for i in estimation.image_indices]])
+    l2 = None
+    if found.flame is not None and target.flame is not None:
+        l2 = flame_l2(found.flame, target.flame[[rows[i] for i in estimation.image_indices]])
+    for row, index in enumerate(estimation.image_indices):
+        results[index].blendshape_l1 = float(l1[row])
+        if l2 is not None:
+            results[index].flame_l2 = float(l2[row])
+
+
+def _mean(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None

@@ -1,0 +1,144 @@
+"""Evaluation of a generated set and expression sheets (category GenAffect/evaluate)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from ..models import face_metrics
+from ..models.drawing import draw_metrics_chart, draw_sheet
+from ..models.errors import GenAffectInputError
+from ..models.expression import split_list
+from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
+from . import comfy_host
+
+log = logging.getLogger(__name__)
+
+
+class GenAffectFaceMetrics:
+    DESCRIPTION = (
+        "Scores a generated set: ArcFace cosine of each face to the reference identity, the set's consistency "
+        "(mean and minimum cosine over all pairs), and, with a target expression, the expression error (mean L1 "
+        "over the re-estimated blendshapes; FLAME-55 L2 when SMIRK is loaded and the target has it). Images "
+        "without a face are reported, not fatal. Outputs JSON and a chart."
+    )
+    CATEGORY = "GenAffect/evaluate"
+    FUNCTION = "measure"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("metrics_json", "chart", "summary")
+    OUTPUT_TOOLTIPS = (
+        "Per image and for the set, as JSON (connect to Expression Sheet or save it).",
+        "Bars per image: identity cosine and expression error.",
+        "The set's numbers in words.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The generated set (a batch)."}),
+                "face_analyzer": ("GA_FACE_ANALYZER", {
+                    "tooltip": "From Face Analyzer Loader, with the same recognition as the reference identity."}),
+                "identity": ("GA_IDENTITY", {"tooltip": "The reference identity (Extract Identity)."}),
+            },
+            "optional": {
+                "target_expression": ("GA_EXPRESSION", {
+                    "tooltip": "What each image should show: one per image, or one for all."}),
+                "estimator": ("GA_EXPRESSION_ESTIMATOR", {
+                    "tooltip": "Needed with a target: re-estimates each image's expression."}),
+                "labels": ("STRING", {"default": "", "multiline": True,
+                                      "tooltip": "One label per image (commas or new lines); empty: the target's "
+                                                 "labels, or 'image 0', ..."}),
+            },
+        }
+
+    def measure(self, images, face_analyzer, identity, target_expression=None, estimator=None, labels=""):
+        frames = image_batch_to_rgb_uint8(images, what="Face Metrics images")
+        names = split_list(labels)
+        if not names and target_expression is not None and len(target_expression) == len(frames):
+            names = list(target_expression.labels)
+        progress = comfy_host.progress_bar(len(frames))
+
+        def on_progress(done, total):
+            progress.update_absolute(done, total)
+            comfy_host.check_interrupted()
+
+        metrics = face_metrics.measure(face_analyzer, identity, frames, names or None, target_expression, estimator,
+                                       on_progress)
+        summary = metrics.summary()
+        chart = draw_metrics_chart(
+            summary.splitlines(),
+            [m.label for m in metrics.images],
+            [m.identity_cosine for m in metrics.images],
+            [m.blendshape_l1 for m in metrics.images] if target_expression is not None else None,
+        )
+        log.info("GenAffect face metrics:\n%s", summary)
+        return {"ui": {"text": [summary]}, "result": (metrics.to_json(), rgb_uint8_to_image_batch([chart]), summary)}
+
+
+class GenAffectExpressionSheet:
+    DESCRIPTION = (
+        "Lays a batch of faces out as one labelled grid (an expression sheet). Labels come from the text box, the "
+        "expression, or are numbered; with metrics from Face Metrics each face also shows its identity cosine and "
+        "expression error."
+    )
+    CATEGORY = "GenAffect/evaluate"
+    FUNCTION = "build"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("sheet",)
+    OUTPUT_TOOLTIPS = ("One image: the grid with captions.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The faces (a batch of equal-sized images)."}),
+                "columns": ("INT", {"default": 0, "min": 0, "max": 64,
+                                    "tooltip": "Faces per row; 0 picks a near-square grid."}),
+                "title": ("STRING", {"default": "", "tooltip": "Optional text above the grid."}),
+            },
+            "optional": {
+                "labels": ("STRING", {"default": "", "multiline": True,
+                                      "tooltip": "One label per image (commas or new lines)."}),
+                "expression": ("GA_EXPRESSION", {"tooltip": "Use these expressions' labels when labels is empty."}),
+                "metrics_json": ("STRING", {"forceInput": True,
+                                            "tooltip": "From Face Metrics: adds each face's scores to its caption."}),
+            },
+        }
+
+    def build(self, images, columns, title, labels="", expression=None, metrics_json=None):
+        frames = image_batch_to_rgb_uint8(images, what="Expression Sheet images")
+        names = split_list(labels) or (list(expression.labels) if expression is not None else [])
+        if names and len(names) != len(frames):
+            source = "labels" if split_list(labels) else "expression labels"
+            raise GenAffectInputError(f"{len(names)} {source} for {len(frames)} images; give one per image.")
+        names = names or [str(i + 1) for i in range(len(frames))]
+        captions = [[name] for name in names]
+        if metrics_json:
+            for caption, line in zip(captions, _metric_lines(metrics_json, len(frames))):
+                caption.append(line)
+        columns = columns or math.ceil(math.sqrt(len(frames)))
+        return (rgb_uint8_to_image_batch([draw_sheet(frames, captions, columns, title)]),)
+
+
+def _metric_lines(metrics_json: str, count: int) -> list[str]:
+    try:
+        images = json.loads(metrics_json)["images"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise GenAffectInputError(
+            "metrics_json is not the JSON output of GenAffect Face Metrics; connect that output here."
+        ) from error
+    if len(images) != count:
+        raise GenAffectInputError(f"the metrics describe {len(images)} images but the sheet has {count}; measure the same batch.")
+    lines = []
+    for image in images:
+        if not image.get("face_found"):
+            lines.append("no face")
+            continue
+        parts = [f"ID {image['identity_cosine']:.2f}"]
+        if image.get("blendshape_l1") is not None:
+            parts.append(f"expr {image['blendshape_l1']:.3f}")
+        lines.append("  ".join(parts))
+    return lines

@@ -1,0 +1,72 @@
+"""Face Metrics and Expression Sheet nodes, called as ComfyUI calls them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genaffect import NODE_CLASS_MAPPINGS
+from genaffect.models.errors import GenAffectInputError
+
+from tiny_insightface import blank_image, faces_image, to_image_tensor
+
+METRICS = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]
+SHEET = NODE_CLASS_MAPPINGS["GenAffectExpressionSheet"]
+
+
+@pytest.fixture
+def identity_and_analyzer(tiny_pack):
+    analyzer = NODE_CLASS_MAPPINGS["GenAffectFaceAnalyzerLoader"]().load("antelopev2", "pack default", "CPU", 256, 0.5)[0]
+    references = to_image_tensor(faces_image(dict(cx=128, cy=128)))
+    identity = NODE_CLASS_MAPPINGS["GenAffectExtractIdentity"]().extract(analyzer, references, "largest", 0, "skip")[0]
+    return identity, analyzer
+
+
+def test_metrics_node_gives_json_chart_and_summary_with_target_labels(identity_and_analyzer, expression_models):
+    identity, analyzer = identity_and_analyzer
+    estimator = NODE_CLASS_MAPPINGS["GenAffectExpressionEstimatorLoader"]().load("face_landmarker.task", "SMIRK_em1.pt", 4, 0.5)[0]
+    target = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad, surprised", 1.0)[0]
+    images = to_image_tensor(faces_image(dict(cx=128, cy=128)), blank_image(), faces_image(dict(cx=96, cy=96, half=56)))
+    result = METRICS().measure(images, analyzer, identity, target, estimator)
+    metrics_json, chart, summary = result["result"]
+    data = json.loads(metrics_json)
+    assert [image["label"] for image in data["images"]] == ["happy", "sad", "surprised"]
+    assert data["faces_found"] == 2 and data["images"][1]["face_found"] is False
+    assert data["blendshape_l1_mean"] is not None and data["flame_l2_mean"] is None  # presets carry no FLAME-55
+    assert chart.shape[0] == 1 and chart.shape[-1] == 3 and "faces found: 2/3" in summary
+    assert result["ui"]["text"] == [summary]
+
+
+def test_sheet_lays_out_a_grid_with_labels_and_metric_captions(identity_and_analyzer):
+    identity, analyzer = identity_and_analyzer
+    images = to_image_tensor(*[faces_image(dict(cx=128, cy=128)) for _ in range(5)])
+    metrics_json = METRICS().measure(images, analyzer, identity)["result"][0]
+    (sheet,) = SHEET().build(images, 0, "Anna", labels="a, b, c, d, e", metrics_json=metrics_json)
+    assert sheet.shape[0] == 1
+    height, width = sheet.shape[1:3]
+    assert width > 3 * 256 and width < 4 * 256  # 5 faces -> a 3-column grid
+    assert height > 2 * 256 and height < 3 * 256
+    # the first cell holds the first image, unchanged
+    top_left = sheet[0, :, :, :].numpy()
+    first = images[0].numpy()
+    found = any(np.array_equal(top_left[y:y + 256, 8:8 + 256], first) for y in range(0, 120))
+    assert found
+
+
+def test_sheet_labels_come_from_the_expression_when_the_box_is_empty():
+    expression = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 1.0)[0]
+    images = to_image_tensor(blank_image(64, 64), blank_image(64, 64))
+    (sheet,) = SHEET().build(images, 2, "", expression=expression)
+    assert sheet.shape[2] > 2 * 64
+
+
+def test_sheet_refuses_mismatched_labels_and_foreign_json():
+    images = to_image_tensor(blank_image(64, 64), blank_image(64, 64))
+    with pytest.raises(GenAffectInputError, match="3 labels for 2 images"):
+        SHEET().build(images, 0, "", labels="a, b, c")
+    with pytest.raises(GenAffectInputError, match="not the JSON output of GenAffect Face Metrics"):
+        SHEET().build(images, 0, "", metrics_json="{not json")
+    with pytest.raises(GenAffectInputError, match="describe 1 images but the sheet has 2"):
+        SHEET().build(images, 0, "", metrics_json=json.dumps({"images": [{"face_found": False}]}))

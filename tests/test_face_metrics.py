@@ -1,0 +1,117 @@
+"""Face metrics: identity cosine and set consistency on the tiny insightface models, blendshape L1 and
+FLAME L2 on hand-built MediaPipe results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genaffect.models import face_metrics, smirk_encoder
+from genaffect.models.errors import GenAffectInputError
+from genaffect.models.expression import ExpressionBatch
+from genaffect.models.expression_estimator import ExpressionEstimator
+from genaffect.models.identity import extract_identity
+
+from mediapipe_results import MarkerLandmarker
+from smirk_weights import published_layout_weights
+from tiny_insightface import blank_image, faces_image
+
+
+def _identity(analyzer, person=0):
+    references = [faces_image(dict(cx=128, cy=128, identity=person)), faces_image(dict(cx=120, cy=136, half=48, identity=person))]
+    return extract_identity(analyzer, references)[0]
+
+
+def test_pairwise_consistency_is_mean_and_min_over_pairs():
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    mean, minimum = face_metrics.pairwise_consistency(embeddings)
+    assert mean == pytest.approx(1 / 3) and minimum == pytest.approx(0.0)
+    assert face_metrics.pairwise_consistency(embeddings[:1]) == (None, None)
+
+
+def test_blendshape_l1_leaves_out_the_neutral_score():
+    estimated = np.zeros((1, 52))
+    target = np.zeros((1, 52))
+    target[0, 0] = 1.0  # "_neutral": not a movement
+    target[0, 1:4] = [0.51, 0.0, 0.0]
+    assert face_metrics.blendshape_l1(estimated, target)[0] == pytest.approx(0.51 / 51)
+
+
+def test_same_person_scores_high_and_an_intruder_lowers_the_set(analyzer):
+    identity = _identity(analyzer, person=0)
+    same = [faces_image(dict(cx=128, cy=128, identity=0)), faces_image(dict(cx=96, cy=104, half=56, identity=0))]
+    metrics = face_metrics.measure(analyzer, identity, same)
+    assert metrics.faces_found == 2 and metrics.identity_min > 0.9 and metrics.consistency_min > 0.9
+    mixed = face_metrics.measure(analyzer, identity, same + [faces_image(dict(cx=128, cy=128, identity=7))])
+    intruder = mixed.images[2]
+    assert intruder.face_found and intruder.identity_cosine < metrics.identity_min - 0.2
+    assert mixed.consistency_min < metrics.consistency_min - 0.2
+
+
+def test_faceless_image_is_reported_and_left_out_of_the_averages(analyzer):
+    identity = _identity(analyzer)
+    metrics = face_metrics.measure(analyzer, identity, [faces_image(dict(cx=128, cy=128)), blank_image()], ["a", "b"])
+    assert metrics.faces_found == 1 and metrics.consistency_mean is None
+    assert not metrics.images[1].face_found and metrics.images[1].note == "no face detected"
+    data = json.loads(metrics.to_json())
+    assert data["images"][1]["identity_cosine"] is None and data["identity_mean"] == pytest.approx(metrics.images[0].identity_cosine)
+    no_faces = face_metrics.measure(analyzer, identity, [blank_image()])
+    assert no_faces.faces_found == 0 and no_faces.identity_mean is None
+
+
+def test_expression_error_compares_reestimated_blendshapes_with_each_target(analyzer):
+    identity = _identity(analyzer)
+    estimated = [np.full(52, 0.2, np.float32), np.full(52, 0.6, np.float32)]
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=estimated), "face_landmarker.task")
+    target = ExpressionBatch(["calm", "wild"], blendshapes=np.stack([np.full(52, 0.2), np.full(52, 0.9)]).astype(np.float32))
+    images = [faces_image(dict(cx=128, cy=128)), faces_image(dict(cx=128, cy=128))]
+    metrics = face_metrics.measure(analyzer, identity, images, target=target, estimator=estimator)
+    assert [m.blendshape_l1 for m in metrics.images] == pytest.approx([0.0, 0.3], abs=1e-6)
+    assert metrics.blendshape_l1_mean == pytest.approx(0.15, abs=1e-6)
+    assert metrics.flame_l2_mean is None  # no SMIRK, no target FLAME: absent, not zero
+
+
+def test_flame_l2_when_smirk_and_the_target_both_have_it(analyzer, tmp_path):
+    torch.save(published_layout_weights(0), tmp_path / "SMIRK_em1.pt")
+    smirk = smirk_encoder.load_expression_encoder(str(tmp_path / "SMIRK_em1.pt"))
+    estimator = ExpressionEstimator(MarkerLandmarker(), "face_landmarker.task", smirk, "SMIRK_em1.pt")
+    target = ExpressionBatch(["x"], blendshapes=np.zeros((1, 52), np.float32), flame=np.zeros((1, 55), np.float32))
+    image = faces_image(dict(cx=128, cy=128, half=48))
+    metrics = face_metrics.measure(analyzer, _identity(analyzer), [image], target=target, estimator=estimator)
+    from genaffect.models.expression_estimator import estimate_expressions
+
+    own_flame = estimate_expressions(estimator, [image]).expression.flame[0]
+    assert metrics.images[0].flame_l2 == pytest.approx(float(np.linalg.norm(own_flame)), rel=1e-5)
+
+
+def test_one_target_applies_to_every_image_and_other_counts_are_refused(analyzer):
+    identity = _identity(analyzer)
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=[np.zeros(52, np.float32)]), "face_landmarker.task")
+    images = [faces_image(dict(cx=128, cy=128))] * 3
+    one = ExpressionBatch(["smile"], blendshapes=np.full((1, 52), 0.1, np.float32))
+    assert face_metrics.measure(analyzer, identity, images, target=one, estimator=estimator).blendshape_l1_mean == pytest.approx(0.1)
+    two = ExpressionBatch(["a", "b"], blendshapes=np.zeros((2, 52), np.float32))
+    with pytest.raises(GenAffectInputError, match="3 images but 2 target expressions"):
+        face_metrics.measure(analyzer, identity, images, target=two, estimator=estimator)
+
+
+def test_target_needs_an_estimator_and_blendshapes(analyzer):
+    identity = _identity(analyzer)
+    images = [faces_image(dict(cx=128, cy=128))]
+    target = ExpressionBatch(["a"], blendshapes=np.zeros((1, 52), np.float32))
+    with pytest.raises(GenAffectInputError, match="connect GenAffect Expression Estimator Loader"):
+        face_metrics.measure(analyzer, identity, images, target=target)
+    flame_only = ExpressionBatch(["a"], flame=np.zeros((1, 55), np.float32))
+    estimator = ExpressionEstimator(MarkerLandmarker(), "face_landmarker.task")
+    with pytest.raises(GenAffectInputError, match="Face Metrics needs blendshapes"):
+        face_metrics.measure(analyzer, identity, images, target=flame_only, estimator=estimator)
+
+
+def test_identity_from_another_recognizer_is_refused(analyzer):
+    identity = _identity(analyzer)
+    identity.recognition_model = "/models/arc2face/arcface.onnx"
+    with pytest.raises(GenAffectInputError, match="cosines between different recognizers mean nothing"):
+        face_metrics.measure(analyzer, identity, [faces_image(dict(cx=128, cy=128))])
