@@ -57,6 +57,8 @@ def draw_detections(
 
 LANDMARK_DOT = (90, 230, 255)
 BAR = (120, 200, 255)
+TEXT = (230, 230, 230)
+BACKGROUND = (24, 24, 28)
 
 
 def draw_expression_preview(
@@ -71,40 +73,69 @@ def draw_expression_preview(
 
     ``landmarks`` are normalised (x, y, z); with ``blendshapes`` None the panel only shows the
     caption in red (the image was skipped). The output width is always 1.6 x the photo's, so a batch
-    of equal photos gives equal previews.
+    of equal photos gives equal previews. Dots are set with NumPy and text masks are cached: a video
+    batch previews at a small fraction of MediaPipe's own time.
     """
     height, width = image_rgb.shape[:2]
     panel_width = max(int(width * 0.6), 1)
-    picture = Image.new("RGB", (width + panel_width, height), (24, 24, 28))
-    picture.paste(Image.fromarray(image_rgb), (0, 0))
-    draw = ImageDraw.Draw(picture)
-    font = _font(height)
+    canvas = np.empty((height, width + panel_width, 3), dtype=np.uint8)
+    canvas[:, :width] = image_rgb
+    canvas[:, width:] = BACKGROUND
     if landmarks is not None:
-        radius = max(1, min(width, height) // 300)
-        for x, y in np.asarray(landmarks)[:, :2] * [width, height]:
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=LANDMARK_DOT)
+        dot = max(2, min(width, height) // 256)
+        points = np.rint(np.asarray(landmarks)[:, :2] * [width, height]).astype(np.int64)
+        for dy in range(dot):
+            for dx in range(dot):
+                canvas[np.clip(points[:, 1] + dy, 0, height - 1), np.clip(points[:, 0] + dx, 0, width - 1)] = LANDMARK_DOT
+    size = _font(height).size
     left = width + 6
-    if caption:
-        draw.text((left, 4), caption, fill=CHOSEN if blendshapes is not None else MISSING, font=font)
     if blendshapes is not None:
-        bar_height = max(3, font.size // 2)
-        row = font.size + bar_height + 8  # the name and value, with the bar under them
+        bar_height = max(3, size // 2)
+        row = size + bar_height + 8  # the name and value, with the bar under them
         bar_span = panel_width - 12
         movements = np.asarray(blendshapes)[1:]  # index 0 is "_neutral", not a movement
         for rank, i in enumerate(np.argsort(-movements, kind="stable")[:strongest]):
-            y = 8 + font.size + 6 + rank * row
+            y = 8 + size + 6 + rank * row
             if y + row > height:
                 break
-            draw.text((left, y), f"{names[i + 1]} {movements[i]:.2f}", fill=(230, 230, 230), font=font)
-            bar_top = y + font.size + 3
-            draw.rectangle([left, bar_top, left + float(np.clip(movements[i], 0, 1)) * bar_span, bar_top + bar_height], fill=BAR)
-    return np.asarray(picture)
+            bar_top = y + size + 3
+            canvas[bar_top:bar_top + bar_height, left:left + 1 + int(np.clip(movements[i], 0, 1) * bar_span)] = BAR
+    if caption:
+        _put_text(canvas, (left, 4), caption, CHOSEN if blendshapes is not None else MISSING, size)
+    if blendshapes is not None:
+        for rank, i in enumerate(np.argsort(-movements, kind="stable")[:strongest]):
+            y = 8 + size + 6 + rank * row
+            if y + row > height:
+                break
+            _put_text(canvas, (left, y), f"{names[i + 1]} {movements[i]:.2f}", TEXT, size)
+    return canvas
+
+
+@lru_cache(maxsize=4096)
+def _text_alpha(text: str, size: int) -> np.ndarray:
+    """The text's coverage (H, W, 1) in 0..1, rendered once per text and size."""
+    font = _font_of_size(size)
+    _, _, right, bottom = font.getbbox(text)
+    mask = Image.new("L", (max(int(right), 1), max(int(bottom), 1)), 0)
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
+    return (np.asarray(mask, dtype=np.float32) / 255.0)[..., None]
+
+
+def _put_text(canvas: np.ndarray, xy, text: str, fill, size: int) -> None:
+    """Blend text into an RGB uint8 array in place (cached masks: names and values repeat across frames)."""
+    alpha = _text_alpha(text, size)
+    x, y = int(xy[0]), int(xy[1])
+    h = min(alpha.shape[0], canvas.shape[0] - y)
+    w = min(alpha.shape[1], canvas.shape[1] - x)
+    if h <= 0 or w <= 0:
+        return
+    region = canvas[y:y + h, x:x + w].astype(np.float32)
+    a = alpha[:h, :w]
+    canvas[y:y + h, x:x + w] = np.rint(region * (1.0 - a) + np.asarray(fill, np.float32) * a).astype(np.uint8)
 
 
 IDENTITY_BAR = (110, 170, 255)
 EXPRESSION_BAR = (255, 165, 80)
-TEXT = (230, 230, 230)
-BACKGROUND = (24, 24, 28)
 
 
 def draw_metrics_chart(

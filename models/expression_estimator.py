@@ -148,11 +148,11 @@ def estimate_expressions(
     for index, rgb in enumerate(images_rgb):
         reason = too_small_reason(rgb)
         if reason is None:
-            result = estimator.landmarker.detect(to_mediapipe_image(rgb))
-            order = face_landmarks.face_order(result, face_order)
+            faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
+            order = face_landmarks.face_order(faces, face_order)
             reason = no_face_reason(len(order), face_index, face_order)
         if reason is None:
-            face = face_landmarks.face_from_result(result, order[face_index])
+            face = faces[order[face_index]]
             found.append((index, face, len(order)))
             if estimator.smirk is not None:
                 pixels = face["landmarks"][:, :2] * np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)

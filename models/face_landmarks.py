@@ -60,45 +60,49 @@ def blendshape_scores(categories) -> np.ndarray:
 
 def landmark_array(landmarks) -> np.ndarray:
     """(478, 3) normalised x, y (0..1 of the image) and z."""
-    array = np.array([[p.x, p.y, p.z] for p in landmarks], dtype=np.float32)
+    array = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float32)
     if array.shape != (NUM_LANDMARKS, 3):
         raise GenAffectInputError(f"expected {NUM_LANDMARKS} face landmarks, got {array.shape[0]}.")
     return array
 
 
-def face_order(result, order: str) -> list[int]:
-    """Indices of the faces in ``result`` in the identity nodes' orders.
-
-    The landmarker gives no per-face detection score, so "highest score" ranks by the mean landmark
-    presence when MediaPipe reports it, and otherwise falls back to the largest face.
-    """
-    faces = [landmark_array(face) for face in result.face_landmarks]
-    areas = [float(np.ptp(f[:, 0]) * np.ptp(f[:, 1])) for f in faces]
-    if order == "largest":
-        return sorted(range(len(faces)), key=lambda i: -areas[i])
-    if order == "left to right":
-        return sorted(range(len(faces)), key=lambda i: float(faces[i][:, 0].mean()))
-    if order == "highest score":
-        presence = [
-            np.mean([p.presence for p in face]) if all(p.presence is not None for p in face) else None
-            for face in result.face_landmarks
-        ]
-        if all(p is not None for p in presence):
-            return sorted(range(len(faces)), key=lambda i: -presence[i])
-        return sorted(range(len(faces)), key=lambda i: -areas[i])
-    raise GenAffectInputError(f"unknown face order {order!r}.")
-
-
-def face_from_result(result, index: int) -> dict[str, np.ndarray]:
-    """Blendshapes, landmarks and head pose of face ``index`` in a FaceLandmarkerResult."""
+def faces_from_result(result) -> list[dict]:
+    """Every face of a FaceLandmarkerResult, converted once: blendshapes, landmarks, head pose and the
+    mean landmark presence (None when MediaPipe does not report it)."""
+    if not result.face_landmarks:
+        return []
     if not result.face_blendshapes:
         raise GenAffectInputError("the FaceLandmarker was created without blendshapes (output_face_blendshapes=True).")
     if not result.facial_transformation_matrixes:
         raise GenAffectInputError(
             "the FaceLandmarker was created without pose (output_facial_transformation_matrixes=True)."
         )
-    return {
-        "blendshapes": blendshape_scores(result.face_blendshapes[index]),
-        "landmarks": landmark_array(result.face_landmarks[index]),
-        "head_pose": head_pose_degrees(np.asarray(result.facial_transformation_matrixes[index])),
-    }
+    faces = []
+    for landmarks, categories, matrix in zip(result.face_landmarks, result.face_blendshapes, result.facial_transformation_matrixes):
+        presence = [p.presence for p in landmarks]
+        faces.append({
+            "blendshapes": blendshape_scores(categories),
+            "landmarks": landmark_array(landmarks),
+            "head_pose": head_pose_degrees(np.asarray(matrix)),
+            "presence": None if any(p is None for p in presence) else float(np.mean(presence)),
+        })
+    return faces
+
+
+def face_order(faces: list[dict], order: str) -> list[int]:
+    """Indices of ``faces`` (from :func:`faces_from_result`) in the identity nodes' orders.
+
+    The landmarker gives no per-face detection score, so "highest score" ranks by the mean landmark
+    presence when MediaPipe reports it, and otherwise falls back to the largest face.
+    """
+    areas = [float(np.ptp(f["landmarks"][:, 0]) * np.ptp(f["landmarks"][:, 1])) for f in faces]
+    by_area = sorted(range(len(faces)), key=lambda i: -areas[i])
+    if order == "largest":
+        return by_area
+    if order == "left to right":
+        return sorted(range(len(faces)), key=lambda i: float(faces[i]["landmarks"][:, 0].mean()))
+    if order == "highest score":
+        if all(f["presence"] is not None for f in faces):
+            return sorted(range(len(faces)), key=lambda i: -faces[i]["presence"])
+        return by_area
+    raise GenAffectInputError(f"unknown face order {order!r}.")

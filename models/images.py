@@ -71,7 +71,8 @@ def rgb_uint8_to_image_batch(frames: list[np.ndarray]) -> torch.Tensor:
     shapes = {frame.shape for frame in frames}
     if len(shapes) != 1:
         raise GenAffectInputError(f"images differ in size {sorted(shapes)}; resize them to one size first.")
-    stacked = np.stack(frames).astype(np.float32) / 255.0
+    stacked = np.stack(frames).astype(np.float32)
+    stacked *= np.float32(1.0 / 255.0)  # in place: half the time of a division into a new array
     return torch.from_numpy(stacked)
 
 

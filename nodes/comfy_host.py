@@ -7,6 +7,7 @@ and cancellation are no-ops.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from ..models.model_catalog import MODEL_FOLDERS
@@ -81,11 +82,8 @@ def model_file_path(folder: str, name: str, extensions: tuple[str, ...]) -> str 
 
 def torch_device():
     """ComfyUI's compute device (its choice of GPU, or CPU with --cpu); CPU outside ComfyUI."""
-    try:
-        import comfy.model_management as model_management
-    except ImportError:
-        return "cpu"
-    return model_management.get_torch_device()
+    model_management = _model_management()
+    return "cpu" if model_management is None else model_management.get_torch_device()
 
 
 class _SilentProgress:
@@ -101,10 +99,18 @@ def progress_bar(total: int):
     return ProgressBar(total)
 
 
-def check_interrupted() -> None:
-    """Raise ComfyUI's interruption exception when the user pressed Cancel."""
+@functools.cache
+def _model_management():
+    # Cached: outside ComfyUI a failing import searches sys.path again on every call, per frame.
     try:
         import comfy.model_management as model_management
     except ImportError:
-        return
-    model_management.throw_exception_if_processing_interrupted()
+        return None
+    return model_management
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interruption exception when the user pressed Cancel."""
+    model_management = _model_management()
+    if model_management is not None:
+        model_management.throw_exception_if_processing_interrupted()

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from genaffect import NODE_CLASS_MAPPINGS
 from genaffect.models.errors import GenAffectInputError
@@ -49,8 +50,8 @@ def test_sheet_lays_out_a_grid_with_labels_and_metric_captions(identity_and_anal
     assert width > 3 * 256 and width < 4 * 256  # 5 faces -> a 3-column grid
     assert height > 2 * 256 and height < 3 * 256
     # the first cell holds the first image, unchanged
-    top_left = sheet[0, :, :, :].numpy()
-    first = images[0].numpy()
+    top_left = (sheet[0] * 255).round().to(torch.uint8).numpy()
+    first = (images[0] * 255).round().to(torch.uint8).numpy()
     found = any(np.array_equal(top_left[y:y + 256, 8:8 + 256], first) for y in range(0, 120))
     assert found
 

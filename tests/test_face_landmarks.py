@@ -5,8 +5,8 @@ import pytest
 
 from genaffect.models.errors import GenAffectInputError
 from genaffect.models.face_landmarks import (
-    face_from_result,
     face_order,
+    faces_from_result,
     head_pose_degrees,
     rotation_from_degrees,
 )
@@ -23,29 +23,30 @@ def test_head_pose_angles_are_recovered_from_known_rotations(yaw, pitch, roll):
 
 def test_face_is_converted_with_blendshapes_by_name_landmarks_and_pose():
     scores = np.random.default_rng(1).random(52)
-    face = face_from_result(make_result(make_face(0.5, 0.4, scores, yaw=20, shuffled=True)), 0)
+    (face,) = faces_from_result(make_result(make_face(0.5, 0.4, scores, yaw=20, shuffled=True)))
     assert np.allclose(face["blendshapes"], scores)  # placed by name even when MediaPipe's order differs
     assert face["landmarks"].shape == (478, 3)
     assert np.allclose(face["head_pose"], [20, 0, 0], atol=1e-4)
 
 
 def test_face_order_matches_the_identity_nodes():
-    result = make_result(make_face(0.7, 0.2), make_face(0.3, 0.4))
-    assert face_order(result, "largest") == [1, 0]
-    assert face_order(result, "left to right") == [1, 0]
-    assert face_order(result, "highest score") == [1, 0]  # no presence reported: largest first
-    with_presence = make_result(make_face(0.7, 0.2, presence=0.9), make_face(0.3, 0.4, presence=0.5))
+    faces = faces_from_result(make_result(make_face(0.7, 0.2), make_face(0.3, 0.4)))
+    assert face_order(faces, "largest") == [1, 0]
+    assert face_order(faces, "left to right") == [1, 0]
+    assert face_order(faces, "highest score") == [1, 0]  # no presence reported: largest first
+    with_presence = faces_from_result(make_result(make_face(0.7, 0.2, presence=0.9), make_face(0.3, 0.4, presence=0.5)))
     assert face_order(with_presence, "highest score") == [0, 1]
+    assert faces_from_result(make_result()) == []
 
 
 def test_results_without_blendshapes_or_pose_say_which_option_is_missing():
     landmarks, categories, matrix = make_face(0.5, 0.3)
     no_blendshapes = vision.FaceLandmarkerResult(face_landmarks=[landmarks], face_blendshapes=[], facial_transformation_matrixes=[matrix])
     with pytest.raises(GenAffectInputError, match="output_face_blendshapes=True"):
-        face_from_result(no_blendshapes, 0)
+        faces_from_result(no_blendshapes)
     no_pose = vision.FaceLandmarkerResult(face_landmarks=[landmarks], face_blendshapes=[categories], facial_transformation_matrixes=[])
     with pytest.raises(GenAffectInputError, match="output_facial_transformation_matrixes=True"):
-        face_from_result(no_pose, 0)
+        faces_from_result(no_pose)
     partial = make_result((landmarks, categories[:10], matrix))
     with pytest.raises(GenAffectInputError, match="returned 10 blendshapes"):
-        face_from_result(partial, 0)
+        faces_from_result(partial)

@@ -1,0 +1,68 @@
+"""The real MediaPipe face landmarker and SMIRK weights on a real photo.
+
+Runs only where the downloaded files exist: set GENAFFECT_TEST_MODELS to a ComfyUI-style models folder
+holding mediapipe/face_landmarker.task and (optionally) smirk/SMIRK_em1.pt. See README, "Tests".
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genaffect.models import expression_estimator
+from genaffect.models.expression import BLENDSHAPE_INDEX
+
+MODELS = os.environ.get("GENAFFECT_TEST_MODELS", "")
+TASK = os.path.join(MODELS, "mediapipe", "face_landmarker.task")
+SMIRK = os.path.join(MODELS, "smirk", "SMIRK_em1.pt")
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(TASK),
+    reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task to run real-model tests",
+)
+
+# The astronaut's eye centres as insightface's detector finds them (tests/test_alignment_real_photo.py).
+EYES = np.array([[203, 100], [246, 103]])
+RIGHT_IRIS, LEFT_IRIS = 468, 473  # MediaPipe's iris centres (the subject's right eye first)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    smirk = SMIRK if os.path.isfile(SMIRK) else None
+    loaded = expression_estimator.load_estimator(TASK, smirk)
+    yield loaded
+    loaded.close()
+
+
+def test_smiling_astronaut_has_smile_blendshapes_and_eyes_where_insightface_puts_them(estimator, astronaut):
+    batch = expression_estimator.estimate_expressions(estimator, [astronaut]).expression
+    for side in ("mouthSmileLeft", "mouthSmileRight"):
+        assert batch.blendshapes[0, BLENDSHAPE_INDEX[side]] > 0.5
+    assert batch.blendshapes[0, BLENDSHAPE_INDEX["jawOpen"]] < 0.3
+    irises = batch.landmarks[0, [RIGHT_IRIS, LEFT_IRIS], :2] * [astronaut.shape[1], astronaut.shape[0]]
+    assert np.abs(irises - EYES).max() < 8
+
+
+def test_roll_follows_a_counter_clockwise_rotation_of_the_photo(estimator, astronaut):
+    turned = np.asarray(Image.fromarray(astronaut).rotate(15, center=(225, 120)))
+    pose = expression_estimator.estimate_expressions(estimator, [astronaut, turned]).expression.head_pose
+    assert abs((pose[1, 2] - pose[0, 2]) - 15) < 4
+    assert abs(pose[0, 0]) < 10  # a frontal face: little yaw
+
+
+@pytest.mark.skipif(not os.path.isfile(SMIRK), reason="no smirk/SMIRK_em1.pt in GENAFFECT_TEST_MODELS")
+def test_smirk_gives_a_constrained_flame_vector(estimator, astronaut):
+    flame = expression_estimator.estimate_expressions(estimator, [astronaut, astronaut]).expression.flame
+    assert np.isfinite(flame).all() and np.array_equal(flame[0], flame[1])
+    assert (flame[:, 50:52] >= 0).all() and (flame[:, 50:52] <= 1).all()
+    assert 0 <= flame[0, 52] < 0.3  # jaw opening in radians: the astronaut's smile is nearly closed
