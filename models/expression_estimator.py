@@ -6,8 +6,10 @@ a crop placed by those landmarks and gives the FLAME-55 vector Arc2Face's Expres
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,12 +62,25 @@ def create_face_landmarker(path: str, max_faces: int = DEFAULT_MAX_FACES, min_co
         output_facial_transformation_matrixes=True,
     )
     try:
-        return vision.FaceLandmarker.create_from_options(options)
+        landmarker = vision.FaceLandmarker.create_from_options(options)
     except (RuntimeError, ValueError) as error:
         raise ModelFileError(
             f"{path} is not a usable MediaPipe face landmarker ({error}). Download face_landmarker.task again "
             f"from {_LANDMARKER_ENTRY.url}."
         ) from error
+    _open_landmarkers.add(landmarker)
+    return landmarker
+
+
+# MediaPipe closes a landmarker in __del__, which fails noisily once the interpreter is shutting down;
+# closing the live ones at exit, while everything still works, keeps ComfyUI's exit quiet.
+_open_landmarkers: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_landmarkers() -> None:
+    for landmarker in list(_open_landmarkers):
+        landmarker.close()
 
 
 class ExpressionEstimator:
