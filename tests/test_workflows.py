@@ -21,7 +21,8 @@ def widget_inputs(cls):
     for section in ("required", "optional"):
         for name, declaration in spec.get(section, {}).items():
             kind = declaration[0]
-            if isinstance(kind, list) or kind in ("INT", "FLOAT", "BOOLEAN", "STRING"):
+            force_input = len(declaration) > 1 and declaration[1].get("forceInput")
+            if (isinstance(kind, list) or kind in ("INT", "FLOAT", "BOOLEAN", "STRING")) and not force_input:
                 names.append((name, declaration))
     return names
 

@@ -28,6 +28,9 @@ from tiny_insightface import faces_image, write_pack
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+# A real MediaPipe face_landmarker.task, when the tester has one (see README, "Tests").
+REAL_LANDMARKER = os.path.join(os.environ.get("GENAFFECT_TEST_MODELS", ""), "mediapipe", "face_landmarker.task")
+HAS_REAL_LANDMARKER = os.path.isfile(REAL_LANDMARKER)
 
 pytestmark = pytest.mark.skipif(
     not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run the integration tests (see README)"
@@ -86,9 +89,19 @@ def comfy(tmp_path_factory):
         (work / name).mkdir()
     reference = faces_image(dict(cx=128, cy=128, half=40, identity=1), dict(cx=200, cy=48, half=16, identity=2))
     Image.fromarray(reference).save(work / "input" / "example.png")
+    # A real face for MediaPipe beside a face the tiny insightface detector finds.
+    from skimage import data
+
+    both = data.astronaut().copy()
+    both[288:, 384:] = faces_image(dict(cx=64, cy=112, half=40, identity=1), height=224, width=128)
+    Image.fromarray(both).save(work / "input" / "astronaut.png")
+    if HAS_REAL_LANDMARKER:
+        (models / "mediapipe").mkdir(parents=True)
+        shutil.copy(REAL_LANDMARKER, models / "mediapipe" / "face_landmarker.task")
     # The user's own insightface folder comes from this file; ours must be added after it, not replace it.
     (work / "extra_model_paths.yaml").write_text(
         f"test:\n  base_path: {models}\n  custom_nodes: {work / 'custom_nodes'}\n  insightface: insightface\n"
+        "  mediapipe: mediapipe\n"
     )
     port = _free_port()
     log_path = work / "comfyui.log"
@@ -143,7 +156,8 @@ def test_the_pack_imports_without_failure(comfy):
 
 def test_example_workflow_is_served_as_a_template(comfy):
     templates = comfy.get("/api/workflow_templates")
-    assert {"identity_from_photos", "expression_transition_prompts"} <= set(templates.get("genaffect", [])), templates
+    expected = {"identity_from_photos", "expression_transition_prompts", "expression_sheet_from_photos"}
+    assert expected <= set(templates.get("genaffect", [])), templates
 
 
 def test_identity_workflow_runs_and_returns_its_previews(comfy):
@@ -193,3 +207,37 @@ def test_expression_transition_workflow_runs_and_describes_each_step(comfy):
     assert len(lines) == 5
     assert lines[0] == "close-up portrait photo of a person, neutral expression, relaxed face"
     assert "left mouth corner" in lines[-1] and "right mouth corner" in lines[-1]
+
+
+def _expression_sheet_prompt(comfy):
+    convert = pytest.importorskip("comfy_cli.workflow_to_api", reason="pip install comfy-cli for the UI-to-API converter")
+    with open(os.path.join(REPO, "workflows", "expression_sheet_from_photos.json")) as handle:
+        workflow = json.load(handle)
+    prompt = convert.convert_ui_to_api(workflow, comfy.get("/object_info"))
+    loader = next(node for node in prompt.values() if node["class_type"] == "GenAffectFaceAnalyzerLoader")
+    loader["inputs"].update(provider="CPU", detection_size=512)  # the painted face sits on the 512 px grid
+    image = next(node for node in prompt.values() if node["class_type"] == "LoadImage")
+    image["inputs"]["image"] = "astronaut.png"
+    return prompt
+
+
+@pytest.mark.skipif(HAS_REAL_LANDMARKER, reason="a real face_landmarker.task is installed: the workflow runs instead")
+def test_expression_sheet_workflow_without_the_landmarker_names_the_download(comfy):
+    result = comfy.run(_expression_sheet_prompt(comfy))
+    assert result["status"]["status_str"] == "error"
+    messages = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    message = messages[0]["exception_message"]
+    assert "face_landmarker.task" in message and "storage.googleapis.com" in message and "mediapipe" in message
+
+
+@pytest.mark.skipif(not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
+def test_expression_sheet_workflow_runs_with_the_real_landmarker(comfy):
+    result = comfy.run(_expression_sheet_prompt(comfy))
+    errors = [(m[1]["node_type"], m[1]["exception_message"], m[1]["traceback"][-3:])
+              for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert result["status"]["status_str"] == "success", errors
+    outputs = result["outputs"]
+    images = [image for output in outputs.values() for image in output.get("images", [])]
+    assert len(images) == 3  # sheet, chart, landmarks preview
+    texts = [text for output in outputs.values() for text in output.get("text", [])]
+    assert any("faces found: 1/1" in text and "expression error (blendshape L1): mean 0.000" in text for text in texts), texts
