@@ -25,6 +25,7 @@ from .model_catalog import CATALOG
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FACES = 4
+SMIRK_CHUNK = 32  # crops per SMIRK batch
 _LANDMARKER_ENTRY = next(entry for entry in CATALOG if entry.name == "face_landmarker.task")
 
 
@@ -159,7 +160,8 @@ def estimate_expressions(
         raise GenAffectInputError(f"{len(labels)} labels given for {len(images_rgb)} images; give one per image or none.")
     found: list[tuple[int, dict, int]] = []
     skipped: list[SkippedImage] = []
-    crops: list[torch.Tensor] = []
+    crops: list[torch.Tensor] = []  # waiting for SMIRK, encoded in chunks so long videos stay small
+    flame_parts: list[np.ndarray] = []
     for index, rgb in enumerate(images_rgb):
         reason = too_small_reason(rgb)
         if reason is None:
@@ -172,6 +174,9 @@ def estimate_expressions(
             if estimator.smirk is not None:
                 pixels = face["landmarks"][:, :2] * np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
                 crops.append(smirk_encoder.warp_crop(rgb, smirk_encoder.crop_matrix(pixels)))
+                if len(crops) == SMIRK_CHUNK:
+                    flame_parts.append(smirk_encoder.encode(estimator.smirk, torch.stack(crops)))
+                    crops = []
         elif on_no_face == "error":
             raise GenAffectInputError(f"Image {index}: {reason}. Use a photo with a visible face, or set on_no_face to 'skip'.")
         else:
@@ -184,7 +189,9 @@ def estimate_expressions(
             f"No face found in any of the {len(images_rgb)} image(s) ({describe_skipped(skipped)}). Use photos where the "
             "face is visible and at least ~64 px wide, or lower the estimator's min_confidence."
         )
-    flame = smirk_encoder.encode(estimator.smirk, torch.stack(crops)) if crops else None
+    if crops:
+        flame_parts.append(smirk_encoder.encode(estimator.smirk, torch.stack(crops)))
+    flame = np.concatenate(flame_parts) if flame_parts else None
     expression = ExpressionBatch(
         labels=[labels[i] if labels else f"image {i}" for i, _, _ in found],
         blendshapes=np.stack([face["blendshapes"] for _, face, _ in found]),

@@ -154,3 +154,12 @@ def test_real_mediapipe_face_detector_finds_the_astronaut_through_our_image_conv
         assert box.origin_x < x < box.origin_x + box.width and box.origin_y < y < box.origin_y + box.height
     right_eye = result.detections[0].keypoints[0]
     assert abs(right_eye.x * 512 - 203) < 15 and abs(right_eye.y * 512 - 100) < 15
+
+
+def test_smirk_runs_in_chunks_with_the_same_result(smirk_file, monkeypatch):
+    frames = [faces_image(dict(cx=96 + 8 * i, cy=128, half=40 + 2 * i, identity=i)) for i in range(5)]
+    whole = expression_estimator.estimate_expressions(_estimator(smirk_file), frames).expression.flame
+    monkeypatch.setattr(expression_estimator, "SMIRK_CHUNK", 2)
+    chunked = expression_estimator.estimate_expressions(_estimator(smirk_file), frames).expression.flame
+    assert chunked.shape == (5, 55)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
