@@ -1,0 +1,188 @@
+"""Consistent attention: each image of a batch also attends to some of the other images' tokens, so a
+set generated together keeps one identity (StoryDiffusion's consistent self-attention, with
+ConsiStory's subject masks and anchors).
+
+One core on (q, k, v) of shape (B, H, L, D) for every host (UNet self-attention, FLUX/SD3 joint
+attention). B holds one or more chunks of N images (cond, uncond, ... as ComfyUI's
+``cond_or_uncond`` says); chunks never mix. In a chunk, the image-token queries of image i attend
+to all of image i's own tokens plus a fraction r of the image tokens of its donors (every other
+image, or only the first ``anchors`` images); text queries are unchanged.
+
+Memory stays linear in N: images are processed one at a time, and when the borrowed keys would be
+large they are streamed in blocks and merged with log-sum-exp. At N = 1 or r = 0 the given plain
+attention function is called as it is, so the result is exactly the unpatched one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import GenAffectInputError
+
+# Above this many borrowed keys per image, they are streamed in blocks of this size.
+STREAM_BLOCK = 4096
+
+
+def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """What to share: the rate, the anchors, and which tokens are image tokens (and may be borrowed)."""
+
+    rate: float
+    image_tokens: slice  # positions of the image tokens in the sequence (the rest is text)
+    anchors: int = 0  # 0: every image borrows from all others; a > 0: only from images 0..a-1
+
+    def __post_init__(self):
+        if not 0.0 <= self.rate <= 1.0 or math.isnan(self.rate):
+            raise GenAffectInputError(f"the sharing rate must be between 0 and 1, got {self.rate}.")
+        if self.anchors < 0:
+            raise GenAffectInputError(f"anchors must be 0 or more, got {self.anchors}.")
+
+    def donors(self, image: int, images: int) -> list[int]:
+        pool = range(self.anchors) if self.anchors else range(images)
+        return [j for j in pool if j != image]
+
+
+def make_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    """The generator for one step (and block): same seed and step, same borrowed tokens."""
+    mixed = (seed * 1_000_003 + step * 9_176 + salt * 7_919) % (2**63 - 1)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(mixed)
+    return generator
+
+
+def choose_borrowed(
+    sharing: Sharing,
+    images: int,
+    chunks: int,
+    image_token_count: int,
+    generator: torch.Generator,
+    token_mask: torch.Tensor | None = None,
+) -> list[list[list[tuple[int, torch.Tensor]]]]:
+    """For each chunk and receiving image: (donor, positions in the donor's sequence) pairs.
+
+    Each receiver draws, for each donor, round(r x candidates) of the donor's image tokens without
+    replacement; candidates are all its image tokens, or those where ``token_mask`` (N, n) is True.
+    """
+    if token_mask is not None:
+        if token_mask.shape != (images, image_token_count):
+            raise GenAffectInputError(
+                f"the token mask has shape {list(token_mask.shape)}; expected [{images}, {image_token_count}] "
+                "(one row per image, one value per image token of this block)."
+            )
+        candidates = [torch.nonzero(token_mask[j].bool()).flatten() for j in range(images)]
+    else:
+        candidates = [torch.arange(image_token_count)] * images
+    offset = sharing.image_tokens.start or 0
+    plan = []
+    for _ in range(chunks):
+        chunk = []
+        for i in range(images):
+            pairs = []
+            for j in sharing.donors(i, images):
+                pool = candidates[j]
+                take = int(round(sharing.rate * len(pool)))
+                if take == 0:
+                    continue
+                picked = pool[torch.randperm(len(pool), generator=generator)[:take]]
+                pairs.append((j, torch.sort(picked).values + offset))
+            chunk.append(pairs)
+        plan.append(chunk)
+    return plan
+
+
+def check_batch(batch: int, images: int, sharing: Sharing) -> int:
+    """The number of chunks (cond, uncond, ...) in a batch of ``batch`` sequences of ``images`` images."""
+    if images < 1 or batch % images:
+        raise GenAffectInputError(f"a batch of {batch} is not a whole number of sets of {images} images.")
+    if sharing.anchors > images:
+        raise GenAffectInputError(
+            f"{sharing.anchors} anchor images asked for, but the set has only {images} images; use at most {images}."
+        )
+    return batch // images
+
+
+def consistent_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    images: int,
+    sharing: Sharing,
+    generator: torch.Generator | None = None,
+    token_mask: torch.Tensor | None = None,
+    attention=plain_attention,
+    plan=None,
+    stream_block: int = STREAM_BLOCK,
+) -> torch.Tensor:
+    """Attention over (B, H, L, D) tensors with tokens shared across the ``images`` of each chunk.
+
+    ``plan`` (from :func:`choose_borrowed`) may be given to reuse a choice; otherwise it is drawn from
+    ``generator``. ``attention(q, k, v)`` is the host's plain attention, used unchanged when nothing
+    is shared.
+    """
+    batch, _, length, _ = q.shape
+    chunks = check_batch(batch, images, sharing)
+    if images == 1 or sharing.rate == 0.0:
+        return attention(q, k, v)
+    image_slice = sharing.image_tokens
+    image_positions = torch.arange(length)[image_slice]
+    if len(image_positions) == 0:
+        raise GenAffectInputError(f"no image tokens in positions {image_slice} of a sequence of {length}.")
+    first, last = int(image_positions[0]), int(image_positions[-1])
+    text_positions = torch.cat([torch.arange(0, first), torch.arange(last + 1, length)])
+    if plan is None:
+        if generator is None:
+            raise GenAffectInputError("consistent attention needs a seeded generator (or a plan) to choose tokens.")
+        plan = choose_borrowed(sharing, images, chunks, len(image_positions), generator, token_mask)
+
+    out = torch.empty_like(q)
+    for c in range(chunks):
+        for i in range(images):
+            b = c * images + i
+            own_k, own_v = k[b:b + 1], v[b:b + 1]
+            if len(text_positions):
+                out[b:b + 1, :, text_positions] = attention(q[b:b + 1, :, text_positions], own_k, own_v)
+            q_image = q[b:b + 1, :, image_slice]
+            pairs = plan[c][i]
+            if not pairs:
+                out[b:b + 1, :, image_slice] = attention(q_image, own_k, own_v)
+                continue
+            donors_k = [k[c * images + j:c * images + j + 1, :, positions] for j, positions in pairs]
+            donors_v = [v[c * images + j:c * images + j + 1, :, positions] for j, positions in pairs]
+            borrowed = sum(d.shape[2] for d in donors_k)
+            if borrowed <= stream_block:
+                keys = torch.cat([own_k] + donors_k, dim=2)
+                values = torch.cat([own_v] + donors_v, dim=2)
+                out[b:b + 1, :, image_slice] = attention(q_image, keys, values)
+            else:
+                out[b:b + 1, :, image_slice] = _streamed(q_image, own_k, own_v, donors_k, donors_v, stream_block)
+    return out
+
+
+def _partial(q, k, v):
+    """Softmax attention of q over one block of keys, with its log-sum-exp for merging."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return torch.matmul(torch.exp(scores - lse), v), lse
+
+
+def _streamed(q, own_k, own_v, donors_k, donors_v, block):
+    """Own keys, then each donor's borrowed keys in blocks of ``block``, merged by log-sum-exp, so the
+    score matrix never exceeds queries x block."""
+    out, lse = _partial(q.float(), own_k.float(), own_v.float())
+    for donor_k, donor_v in zip(donors_k, donors_v):
+        for start in range(0, donor_k.shape[2], block):
+            part, part_lse = _partial(q.float(), donor_k[:, :, start:start + block].float(),
+                                      donor_v[:, :, start:start + block].float())
+            merged = torch.logaddexp(lse, part_lse)
+            out = out * torch.exp(lse - merged) + part * torch.exp(part_lse - merged)
+            lse = merged
+    return out.to(q.dtype)

@@ -1,0 +1,151 @@
+"""Consistent attention core against a naive oracle: full attention over the whole set with an
+explicit mask saying which keys each query may see."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from genaffect.models.consistent_attention import (
+    Sharing,
+    choose_borrowed,
+    consistent_attention,
+    make_generator,
+    plain_attention,
+)
+from genaffect.models.errors import GenAffectInputError
+
+
+def oracle(q, k, v, images, sharing, plan):
+    """Per chunk: concatenate the N sequences, allow own tokens everywhere and the planned borrowed
+    image tokens for image-token queries, and run masked softmax attention over everything."""
+    batch, heads, length, dim = q.shape
+    out = torch.empty_like(q, dtype=torch.float64)
+    image_rows = torch.zeros(length, dtype=torch.bool)
+    image_rows[sharing.image_tokens] = True
+    for c in range(batch // images):
+        rows = slice(c * images, (c + 1) * images)
+        q_all = q[rows].double().permute(1, 0, 2, 3).reshape(heads, images * length, dim)
+        k_all = k[rows].double().permute(1, 0, 2, 3).reshape(heads, images * length, dim)
+        v_all = v[rows].double().permute(1, 0, 2, 3).reshape(heads, images * length, dim)
+        allowed = torch.zeros(images * length, images * length, dtype=torch.bool)
+        for i in range(images):
+            own = slice(i * length, (i + 1) * length)
+            allowed[own, own] = True
+            for j, positions in plan[c][i]:
+                receiving = torch.arange(i * length, (i + 1) * length)[image_rows]
+                allowed[receiving.unsqueeze(1), (j * length + positions).unsqueeze(0)] = True
+        scores = q_all @ k_all.transpose(-1, -2) / dim ** 0.5
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        result = torch.softmax(scores, dim=-1) @ v_all
+        out[rows] = result.reshape(heads, images, length, dim).permute(1, 0, 2, 3)
+    return out.to(q.dtype)
+
+
+LAYOUTS = {  # where the image tokens sit: all (UNet), after the text (FLUX), before the text (SD3)
+    "unet": lambda length, text: slice(0, length),
+    "flux": lambda length, text: slice(text, length),
+    "sd3": lambda length, text: slice(0, length - text),
+}
+
+CASES = [
+    # images, chunks, heads, length, text, dim, rate, anchors, layout, masked, stream_block
+    (2, 1, 1, 16, 0, 8, 0.5, 0, "unet", False, 4096),
+    (3, 2, 2, 24, 0, 16, 1.0, 0, "unet", False, 4096),
+    (4, 2, 3, 20, 6, 8, 0.25, 0, "flux", False, 4096),
+    (5, 1, 2, 18, 5, 8, 0.5, 2, "sd3", False, 4096),
+    (4, 3, 2, 16, 4, 8, 0.7, 1, "flux", True, 4096),
+    (6, 2, 2, 12, 0, 8, 0.5, 0, "unet", True, 5),  # streamed in blocks of 5 keys
+    (8, 2, 4, 20, 4, 16, 0.5, 2, "flux", False, 3),  # streamed, with anchors
+    (3, 1, 1, 9, 2, 4, 0.1, 0, "sd3", False, 4096),  # rate so small some donors give nothing
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"N{c[0]}x{c[1]}-{c[8]}-r{c[6]}-a{c[7]}{'-mask' if c[9] else ''}{'-stream' if c[10] < 100 else ''}")
+def test_matches_the_masked_full_attention_oracle(case):
+    images, chunks, heads, length, text, dim, rate, anchors, layout, masked, block = case
+    torch.manual_seed(hash(case) % 1000)
+    q, k, v = (torch.randn(images * chunks, heads, length, dim) for _ in range(3))
+    sharing = Sharing(rate, LAYOUTS[layout](length, text), anchors)
+    image_count = len(range(length)[sharing.image_tokens])
+    mask = torch.rand(images, image_count) > 0.4 if masked else None
+    plan = choose_borrowed(sharing, images, chunks, image_count, make_generator(7, 3), mask)
+    ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, stream_block=block)
+    assert (ours - oracle(q, k, v, images, sharing, plan)).abs().max() < 1e-5
+
+
+def test_random_shapes_against_the_oracle():
+    rng = torch.Generator().manual_seed(11)
+    for trial in range(25):
+        pick = lambda options: options[int(torch.randint(len(options), (1,), generator=rng))]  # noqa: E731
+        images, chunks, heads, dim = pick([1, 2, 3, 5, 8]), pick([1, 2, 3]), pick([1, 2, 4]), pick([4, 8, 32])
+        length, text = pick([6, 10, 17, 32]), pick([0, 2, 5])
+        layout = pick(list(LAYOUTS)) if text else "unet"
+        sharing = Sharing(pick([0.0, 0.2, 0.5, 1.0]), LAYOUTS[layout](length, text), pick([0, 1, 2]) if images >= 2 else 0)
+        q, k, v = (torch.randn(images * chunks, heads, length, dim, generator=rng) for _ in range(3))
+        image_count = len(range(length)[sharing.image_tokens])
+        mask = (torch.rand(images, image_count, generator=rng) > 0.5) if trial % 3 == 0 else None
+        plan = choose_borrowed(sharing, images, chunks, image_count, make_generator(trial, trial), mask)
+        ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, stream_block=pick([4, 4096]))
+        assert (ours - oracle(q, k, v, images, sharing, plan)).abs().max() < 1e-5, trial
+
+
+@pytest.mark.parametrize("images, rate", [(1, 0.5), (4, 0.0)])
+def test_one_image_or_rate_zero_is_exactly_plain_attention(images, rate):
+    q, k, v = (torch.randn(images * 2, 2, 12, 8) for _ in range(3))
+    sharing = Sharing(rate, slice(4, 12))
+    ours = consistent_attention(q, k, v, images=images, sharing=sharing, generator=make_generator(1, 1))
+    assert torch.equal(ours, plain_attention(q, k, v))
+
+
+def test_same_seed_same_tokens_different_seed_different_tokens():
+    sharing = Sharing(0.5, slice(0, 64))
+    draw = lambda seed, step: choose_borrowed(sharing, 4, 2, 64, make_generator(seed, step))  # noqa: E731
+    flat = lambda plan: [p.tolist() for chunk in plan for pairs in chunk for _, p in pairs]  # noqa: E731
+    assert flat(draw(5, 3)) == flat(draw(5, 3))
+    assert flat(draw(5, 3)) != flat(draw(6, 3))
+    assert flat(draw(5, 3)) != flat(draw(5, 4))  # redrawn every step
+    q, k, v = (torch.randn(8, 2, 64, 8) for _ in range(3))
+    run = lambda seed: consistent_attention(q, k, v, images=4, sharing=sharing, generator=make_generator(seed, 0))  # noqa: E731
+    assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))
+
+
+def test_anchors_make_everyone_borrow_only_from_the_anchors():
+    plan = choose_borrowed(Sharing(0.5, slice(0, 10), anchors=2), 5, 1, 10, make_generator(0, 0))
+    donors = [[j for j, _ in pairs] for pairs in plan[0]]
+    assert donors == [[1], [0], [0, 1], [0, 1], [0, 1]]
+    assert all(len(p) == 5 for pairs in plan[0] for _, p in pairs)
+
+
+def test_masked_tokens_are_the_only_ones_borrowed():
+    mask = torch.zeros(3, 10, dtype=torch.bool)
+    mask[:, 2:6] = True
+    plan = choose_borrowed(Sharing(1.0, slice(4, 14)), 3, 1, 10, make_generator(0, 0), mask)
+    for pairs in plan[0]:
+        for _, positions in pairs:
+            assert positions.tolist() == [6, 7, 8, 9]  # mask columns 2..5, offset by the 4 text tokens
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Sharing(1.5, slice(0, 8)), "between 0 and 1"),
+        (lambda: Sharing(-0.1, slice(0, 8)), "between 0 and 1"),
+        (lambda: consistent_attention(*(torch.randn(2, 1, 8, 4) for _ in range(3)), images=2,
+                                      sharing=Sharing(0.5, slice(0, 8), anchors=3), generator=make_generator(0, 0)),
+         "3 anchor images asked for, but the set has only 2"),
+        (lambda: consistent_attention(*(torch.randn(3, 1, 8, 4) for _ in range(3)), images=2,
+                                      sharing=Sharing(0.5, slice(0, 8)), generator=make_generator(0, 0)),
+         "not a whole number of sets of 2"),
+        (lambda: consistent_attention(*(torch.randn(2, 1, 8, 4) for _ in range(3)), images=2,
+                                      sharing=Sharing(0.5, slice(0, 8)), generator=make_generator(0, 0),
+                                      token_mask=torch.ones(2, 5, dtype=torch.bool)),
+         r"token mask has shape \[2, 5\]; expected \[2, 8\]"),
+    ],
+    ids=["rate above 1", "rate below 0", "more anchors than images", "batch not a multiple", "mask of the wrong size"],
+)
+def test_bad_inputs_are_explained(make, message):
+    with pytest.raises(GenAffectInputError, match=message):
+        make()
