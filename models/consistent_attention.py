@@ -23,8 +23,11 @@ import torch.nn.functional as F
 
 from .errors import GenAffectInputError
 
-# Above this many borrowed keys per image, they are streamed in blocks of this size.
-STREAM_BLOCK = 4096
+# The host's attention (PyTorch SDPA, xformers, ...) is memory-efficient, so one image's own keys plus
+# its borrowed keys go to it in one call. Only beyond this many borrowed keys are they streamed, in
+# blocks sized so that one block's score matrix stays under SCORE_BUDGET elements.
+STREAM_ABOVE = 32768
+SCORE_BUDGET = 1 << 26
 
 
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -120,7 +123,8 @@ def consistent_attention(
     token_mask: torch.Tensor | None = None,
     attention=plain_attention,
     plan=None,
-    stream_block: int = STREAM_BLOCK,
+    stream_above: int = STREAM_ABOVE,
+    stream_block: int | None = None,
 ) -> torch.Tensor:
     """Attention over (B, H, L, D) tensors with tokens shared across the ``images`` of each chunk.
 
@@ -158,20 +162,21 @@ def consistent_attention(
             donors_k = [k[c * images + j:c * images + j + 1, :, positions] for j, positions in pairs]
             donors_v = [v[c * images + j:c * images + j + 1, :, positions] for j, positions in pairs]
             borrowed = sum(d.shape[2] for d in donors_k)
-            if borrowed <= stream_block:
+            if borrowed <= stream_above:
                 keys = torch.cat([own_k] + donors_k, dim=2)
                 values = torch.cat([own_v] + donors_v, dim=2)
                 out[b:b + 1, :, image_slice] = attention(q_image, keys, values)
             else:
-                out[b:b + 1, :, image_slice] = _streamed(q_image, own_k, own_v, donors_k, donors_v, stream_block)
+                block = stream_block or max(256, SCORE_BUDGET // (q_image.shape[1] * q_image.shape[2]))
+                out[b:b + 1, :, image_slice] = _streamed(q_image, own_k, own_v, donors_k, donors_v, block)
     return out
 
 
 def _partial(q, k, v):
     """Softmax attention of q over one block of keys, with its log-sum-exp for merging."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-    return torch.matmul(torch.exp(scores - lse), v), lse
+    return torch.matmul(scores.sub_(lse).exp_(), v), lse
 
 
 def _streamed(q, own_k, own_v, donors_k, donors_v, block):

@@ -57,7 +57,7 @@ CASES = [
     (4, 2, 3, 20, 6, 8, 0.25, 0, "flux", False, 4096),
     (5, 1, 2, 18, 5, 8, 0.5, 2, "sd3", False, 4096),
     (4, 3, 2, 16, 4, 8, 0.7, 1, "flux", True, 4096),
-    (6, 2, 2, 12, 0, 8, 0.5, 0, "unet", True, 5),  # streamed in blocks of 5 keys
+    (6, 2, 2, 12, 0, 8, 0.5, 0, "unet", True, 5),  # streamed (above 5 borrowed keys) in blocks of 5
     (8, 2, 4, 20, 4, 16, 0.5, 2, "flux", False, 3),  # streamed, with anchors
     (3, 1, 1, 9, 2, 4, 0.1, 0, "sd3", False, 4096),  # rate so small some donors give nothing
 ]
@@ -72,7 +72,8 @@ def test_matches_the_masked_full_attention_oracle(case):
     image_count = len(range(length)[sharing.image_tokens])
     mask = torch.rand(images, image_count) > 0.4 if masked else None
     plan = choose_borrowed(sharing, images, chunks, image_count, make_generator(7, 3), mask)
-    ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, stream_block=block)
+    ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan,
+                                stream_above=block, stream_block=block)
     assert (ours - oracle(q, k, v, images, sharing, plan)).abs().max() < 1e-5
 
 
@@ -88,7 +89,8 @@ def test_random_shapes_against_the_oracle():
         image_count = len(range(length)[sharing.image_tokens])
         mask = (torch.rand(images, image_count, generator=rng) > 0.5) if trial % 3 == 0 else None
         plan = choose_borrowed(sharing, images, chunks, image_count, make_generator(trial, trial), mask)
-        ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, stream_block=pick([4, 4096]))
+        block = pick([4, 4096])
+        ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, stream_above=block, stream_block=block)
         assert (ours - oracle(q, k, v, images, sharing, plan)).abs().max() < 1e-5, trial
 
 
@@ -149,3 +151,36 @@ def test_masked_tokens_are_the_only_ones_borrowed():
 def test_bad_inputs_are_explained(make, message):
     with pytest.raises(GenAffectInputError, match=message):
         make()
+
+
+PROBE = """
+import resource, sys, torch
+sys.path.insert(0, {tests!r})
+import conftest
+from genaffect.models.consistent_attention import Sharing, consistent_attention, make_generator
+torch.set_num_threads(1)
+images = int(sys.argv[1])
+q, k, v = (torch.randn(images, 4, 1024, 64) for _ in range(3))
+consistent_attention(q[:2, :, :64], k[:2, :, :64], v[:2, :, :64], images=2,
+                     sharing=Sharing(0.5, slice(0, 64)), generator=make_generator(0, 0))  # warm-up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+consistent_attention(q, k, v, images=images, sharing=Sharing(0.5, slice(0, 1024)), generator=make_generator(0, 0))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_peak_memory_grows_linearly_with_the_number_of_images():
+    # Peak resident memory above the inputs, each size in a fresh process (CPU has no allocator stats).
+    # Linear growth doubles from 8 to 16 images; StoryDiffusion's dense (N*L)^2 mask would quadruple.
+    import os
+    import subprocess
+    import sys
+
+    script = PROBE.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    extra = {}
+    for images in (2, 4, 8, 16):
+        done = subprocess.run([sys.executable, "-c", script, str(images)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        extra[images] = int(done.stdout.split()[-1])
+    assert extra[16] / extra[8] < 2.8, extra
+    assert extra[16] / extra[4] < 6.0, extra
