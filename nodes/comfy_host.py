@@ -99,6 +99,17 @@ def progress_bar(total: int):
     return ProgressBar(total)
 
 
+def progress_callback(total: int):
+    """An ``on_progress(done, total)`` for loops in models/: moves ComfyUI's bar and honours Cancel."""
+    bar = progress_bar(total)
+
+    def on_progress(done: int, count: int) -> None:
+        bar.update_absolute(done, count)
+        check_interrupted()
+
+    return on_progress
+
+
 @functools.cache
 def _model_management():
     # Cached: outside ComfyUI a failing import searches sys.path again on every call, per frame.

@@ -133,11 +133,7 @@ class GenAffectEstimateExpression:
 
     def estimate(self, estimator, images, face_order, face_index, on_no_face, labels="", draw_preview=True):
         frames = image_batch_to_rgb_uint8(images, what="Estimate Expression images")
-        progress = comfy_host.progress_bar(len(frames))
-
-        def on_progress(done, total):
-            progress.update_absolute(done, total)
-            comfy_host.check_interrupted()
+        on_progress = comfy_host.progress_callback(len(frames))
 
         estimation = expression_estimator.estimate_expressions(
             estimator, frames, split_list(labels) or None,

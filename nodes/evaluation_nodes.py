@@ -59,11 +59,7 @@ class GenAffectFaceMetrics:
         names = split_list(labels)
         if not names and target_expression is not None and len(target_expression) == len(frames):
             names = list(target_expression.labels)
-        progress = comfy_host.progress_bar(len(frames))
-
-        def on_progress(done, total):
-            progress.update_absolute(done, total)
-            comfy_host.check_interrupted()
+        on_progress = comfy_host.progress_callback(len(frames))
 
         metrics = face_metrics.measure(face_analyzer, identity, frames, names or None, target_expression, estimator,
                                        on_progress)

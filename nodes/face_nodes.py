@@ -110,11 +110,7 @@ class GenAffectExtractIdentity:
     def extract(self, face_analyzer, images, face_order, face_index, on_no_face,
                 outlier_threshold=identity.DEFAULT_OUTLIER_THRESHOLD, drop_outliers=False):
         frames = image_batch_to_rgb_uint8(images, what="Extract Identity images")
-        progress = comfy_host.progress_bar(len(frames))
-
-        def on_progress(done, total):
-            progress.update_absolute(done, total)
-            comfy_host.check_interrupted()
+        on_progress = comfy_host.progress_callback(len(frames))
 
         result, detections = identity.extract_identity(
             face_analyzer,
