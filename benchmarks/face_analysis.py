@@ -65,7 +65,7 @@ def main() -> int:
 
     logging.getLogger("genaffect").setLevel(logging.ERROR)  # per-run skip/outlier notes are not timed output
 
-    pack = import_pack()
+    import_pack()
     from genaffect.models import face_analyzer, onnx_providers
     from genaffect.nodes.face_nodes import GenAffectExtractIdentity
 
