@@ -18,7 +18,7 @@ import torch
 from . import smirk_encoder
 from .errors import GenAffectInputError, ModelFileError, NoFaceFoundError
 from .expression import ExpressionBatch
-from .face_choice import SkippedImage, check_face_choice, describe_skipped, no_face_reason, too_small_reason
+from .face_choice import SkippedImage, check_face_choice, describe_skipped, no_face_reason, skip_or_fail, too_small_reason
 from . import face_landmarks
 from .model_catalog import CATALOG
 
@@ -177,11 +177,8 @@ def estimate_expressions(
                 if len(crops) == SMIRK_CHUNK:
                     flame_parts.append(smirk_encoder.encode(estimator.smirk, torch.stack(crops)))
                     crops = []
-        elif on_no_face == "error":
-            raise GenAffectInputError(f"Image {index}: {reason}. Use a photo with a visible face, or set on_no_face to 'skip'.")
         else:
-            log.warning("GenAffect: image %d skipped: %s.", index, reason)
-            skipped.append(SkippedImage(index, reason))
+            skip_or_fail(index, reason, on_no_face, skipped)
         if on_progress is not None:
             on_progress(index + 1, len(images_rgb))
     if not found:

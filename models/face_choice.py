@@ -3,10 +3,13 @@ that reads faces from images: identity extraction, expression estimation, metric
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from .errors import GenAffectInputError
 from .images import too_small_for_a_face
+
+log = logging.getLogger(__name__)
 
 FACE_ORDERS = ("largest", "highest score", "left to right")
 NO_FACE_POLICIES = ("skip", "error")
@@ -41,3 +44,11 @@ def no_face_reason(faces_found: int, face_index: int, face_order: str) -> str | 
 
 def describe_skipped(skipped: list[SkippedImage]) -> str:
     return "; ".join(f"image {s.image_index}: {s.reason}" for s in skipped)
+
+
+def skip_or_fail(index: int, reason: str, on_no_face: str, skipped: list[SkippedImage], what: str = "Image") -> None:
+    """Apply the on_no_face policy to an image without a usable face: stop with the fix, or note and skip it."""
+    if on_no_face == "error":
+        raise GenAffectInputError(f"{what} {index}: {reason}. Use a photo with a visible face, or set on_no_face to 'skip'.")
+    log.warning("GenAffect: %s %d skipped: %s.", what.lower(), index, reason)
+    skipped.append(SkippedImage(index, reason))

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import GenAffectInputError, NoFaceFoundError
 from .face_analyzer import Detection, FaceAnalyzer
-from .face_choice import FACE_ORDERS, SkippedImage, check_face_choice, describe_skipped, no_face_reason, too_small_reason
+from .face_choice import FACE_ORDERS, SkippedImage, check_face_choice, describe_skipped, no_face_reason, skip_or_fail, too_small_reason
 from .images import bgr_to_rgb, rgb_to_bgr
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,8 @@ def extract_identity(
             if len(detections) > 1:
                 log.info("GenAffect: image %d has %d faces; using face %d by '%s'.", index, len(detections), face_index, face_order)
             kept.append((index, chosen, analyzer.align(bgr, chosen.keypoints), len(detections)))
-        elif on_no_face == "error":
-            raise GenAffectInputError(
-                f"Reference image {index}: {reason}. Use a photo with a visible face, or set on_no_face to 'skip'."
-            )
         else:
-            log.warning("GenAffect: reference image %d skipped: %s.", index, reason)
-            skipped.append(SkippedImage(index, reason))
+            skip_or_fail(index, reason, on_no_face, skipped, what="Reference image")
         if on_progress is not None:
             on_progress(index + 1, len(images_rgb))
     if not kept:
