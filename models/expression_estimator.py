@@ -20,13 +20,13 @@ from .errors import GenAffectInputError, ModelFileError, NoFaceFoundError
 from .expression import ExpressionBatch
 from .face_choice import SkippedImage, check_face_choice, describe_skipped, no_face_reason, skip_or_fail, too_small_reason
 from . import face_landmarks
-from .model_catalog import CATALOG
+from .model_catalog import catalog_entry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FACES = 4
 SMIRK_CHUNK = 32  # crops per SMIRK batch
-_LANDMARKER_ENTRY = next(entry for entry in CATALOG if entry.name == "face_landmarker.task")
+LANDMARKER_ENTRY = catalog_entry("face_landmarker.task")
 
 
 def to_mediapipe_image(image_rgb: np.ndarray):
@@ -48,8 +48,8 @@ def create_face_landmarker(path: str, max_faces: int = DEFAULT_MAX_FACES, min_co
 
     if not os.path.isfile(path):
         raise ModelFileError(
-            f"MediaPipe face landmarker not found at {path}. Download {_LANDMARKER_ENTRY.url} "
-            f"({_LANDMARKER_ENTRY.size_mb} MB) into models/{_LANDMARKER_ENTRY.folder}/."
+            f"MediaPipe face landmarker not found at {path}. Download {LANDMARKER_ENTRY.url} "
+            f"({LANDMARKER_ENTRY.size_mb} MB) into models/{LANDMARKER_ENTRY.folder}/."
         )
     with open(path, "rb") as handle:
         model = handle.read()
@@ -67,7 +67,7 @@ def create_face_landmarker(path: str, max_faces: int = DEFAULT_MAX_FACES, min_co
     except (RuntimeError, ValueError) as error:
         raise ModelFileError(
             f"{path} is not a usable MediaPipe face landmarker ({error}). Download face_landmarker.task again "
-            f"from {_LANDMARKER_ENTRY.url}."
+            f"from {LANDMARKER_ENTRY.url}."
         ) from error
     _open_landmarkers.add(landmarker)
     return landmarker

@@ -94,3 +94,8 @@ CATALOG: tuple[ModelFile, ...] = (
 
 # Folders the pack registers with ComfyUI (models/<name>/ by default, next to the user's own entries).
 MODEL_FOLDERS = ("insightface", "mediapipe", "smirk", "arc2face", "genaffect")
+
+
+def catalog_entry(name: str) -> ModelFile:
+    """The catalog entry of a file by its name (e.g. "face_landmarker.task"), for messages that name its URL."""
+    return next(entry for entry in CATALOG if entry.name == name)

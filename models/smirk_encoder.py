@@ -256,8 +256,7 @@ def convert_to_safetensors(checkpoint_path: str, output_path: str) -> str:
 
 
 @torch.inference_mode()
-def encode(model: ExpressionEncoder, crops: torch.Tensor, chunk: int = 32) -> np.ndarray:
-    """(N, 55) float32 FLAME values for (N, 3, 224, 224) crops, in chunks so long videos fit in memory."""
+def encode(model: ExpressionEncoder, crops: torch.Tensor) -> np.ndarray:
+    """(N, 55) float32 FLAME values for (N, 3, 224, 224) crops (callers batch long videos)."""
     device = next(model.parameters()).device
-    parts = [model(crops[start:start + chunk].to(device)).float().cpu() for start in range(0, len(crops), chunk)]
-    return torch.cat(parts).numpy()
+    return model(crops.to(device)).float().cpu().numpy()

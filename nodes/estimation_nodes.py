@@ -10,7 +10,7 @@ from ..models.drawing import draw_expression_preview
 from ..models.errors import ModelFileError
 from ..models.expression import BLENDSHAPE_NAMES, split_list
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
-from ..models.model_catalog import CATALOG
+from ..models.model_catalog import catalog_entry
 from . import comfy_host
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ LANDMARKER_FILE = "face_landmarker.task"
 TASK_EXTENSIONS = (".task",)
 SMIRK_EXTENSIONS = (".pt", ".pth", ".safetensors")
 NO_SMIRK = "none (no FLAME-55)"
-SMIRK_ENTRY = next(entry for entry in CATALOG if entry.name == "SMIRK_em1.pt")
+SMIRK_ENTRY = catalog_entry("SMIRK_em1.pt")
 
 
 def _converted_name(path: str) -> str:
@@ -65,7 +65,7 @@ class GenAffectExpressionEstimatorLoader:
     def load(self, landmarker, smirk, max_faces, min_confidence, convert_smirk_to_safetensors=False):
         task_path = comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS)
         if task_path is None:
-            entry = next(e for e in CATALOG if e.name == LANDMARKER_FILE)
+            entry = expression_estimator.LANDMARKER_ENTRY
             raise ModelFileError(
                 f"{landmarker} is not in models/mediapipe/ ({', '.join(comfy_host.model_roots('mediapipe'))}). "
                 f"Download {entry.url} ({entry.size_mb} MB) into that folder, then press R in ComfyUI to refresh."
