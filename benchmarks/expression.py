@@ -15,7 +15,6 @@ benchmarks/results/expression.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -24,7 +23,7 @@ import time
 
 import numpy as np
 
-from face_analysis import REPO, import_pack
+from face_analysis import import_pack, save_result
 
 
 def benchmark_images(count: int) -> list[np.ndarray]:
@@ -107,9 +106,7 @@ def main() -> int:
     print(f"  FaceLandmarker.detect        median {median['mediapipe'] * 1000:8.1f} ms")
     print(f"  ratio (median) {ratio:.3f}   ratio (best) {best_ratio:.3f}   "
           f"without preview {ratio_undrawn:.3f}   target <= 1.10")
-    os.makedirs(os.path.join(REPO, "benchmarks", "results"), exist_ok=True)
-    with open(os.path.join(REPO, "benchmarks", "results", "expression.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
+    save_result("expression", result)
     return 0
 
 

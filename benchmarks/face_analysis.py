@@ -38,6 +38,13 @@ def import_pack():
     return module
 
 
+def save_result(name: str, result: dict) -> None:
+    """benchmarks/results/<name>.json (not committed)."""
+    os.makedirs(os.path.join(REPO, "benchmarks", "results"), exist_ok=True)
+    with open(os.path.join(REPO, "benchmarks", "results", f"{name}.json"), "w") as handle:
+        json.dump(result, handle, indent=2)
+
+
 def benchmark_images(count: int, size: int, real_pack: bool) -> list[np.ndarray]:
     if real_pack:  # the real detector needs a real face: the astronaut, shifted and flipped for variety
         from skimage import data
@@ -122,9 +129,7 @@ def main() -> int:
     print(f"  GenAffectExtractIdentity  median {median['genaffect'] * 1000:8.1f} ms")
     print(f"  FaceAnalysis.get          median {median['insightface'] * 1000:8.1f} ms")
     print(f"  ratio (median) {ratio:.3f}   ratio (best) {best_ratio:.3f}   target <= 1.10")
-    os.makedirs(os.path.join(REPO, "benchmarks", "results"), exist_ok=True)
-    with open(os.path.join(REPO, "benchmarks", "results", "face_analysis.json"), "w") as handle:
-        json.dump(result, handle, indent=2)
+    save_result("face_analysis", result)
     return 0
 
 

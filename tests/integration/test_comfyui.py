@@ -160,11 +160,16 @@ def test_example_workflow_is_served_as_a_template(comfy):
     assert expected <= set(templates.get("genaffect", [])), templates
 
 
-def test_identity_workflow_runs_and_returns_its_previews(comfy):
+def _workflow_prompt(comfy, name: str) -> dict:
+    """workflows/<name>.json converted to the API format by comfy-cli against this server's nodes."""
     convert = pytest.importorskip("comfy_cli.workflow_to_api", reason="pip install comfy-cli for the UI-to-API converter")
-    with open(os.path.join(REPO, "workflows", "identity_from_photos.json")) as handle:
+    with open(os.path.join(REPO, "workflows", f"{name}.json")) as handle:
         workflow = json.load(handle)
-    prompt = convert.convert_ui_to_api(workflow, comfy.get("/object_info"))
+    return convert.convert_ui_to_api(workflow, comfy.get("/object_info"))
+
+
+def test_identity_workflow_runs_and_returns_its_previews(comfy):
+    prompt = _workflow_prompt(comfy, "identity_from_photos")
     loader = next(node for node in prompt.values() if node["class_type"] == "GenAffectFaceAnalyzerLoader")
     loader["inputs"]["provider"] = "CPU"
     loader["inputs"]["detection_size"] = 256
@@ -197,10 +202,7 @@ def test_a_graph_naming_a_missing_pack_fails_with_the_fix_in_history(comfy):
 
 
 def test_expression_transition_workflow_runs_and_describes_each_step(comfy):
-    convert = pytest.importorskip("comfy_cli.workflow_to_api", reason="pip install comfy-cli for the UI-to-API converter")
-    with open(os.path.join(REPO, "workflows", "expression_transition_prompts.json")) as handle:
-        workflow = json.load(handle)
-    result = comfy.run(convert.convert_ui_to_api(workflow, comfy.get("/object_info")))
+    result = comfy.run(_workflow_prompt(comfy, "expression_transition_prompts"))
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
     texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
     lines = texts[0].splitlines()
@@ -210,10 +212,7 @@ def test_expression_transition_workflow_runs_and_describes_each_step(comfy):
 
 
 def _expression_sheet_prompt(comfy):
-    convert = pytest.importorskip("comfy_cli.workflow_to_api", reason="pip install comfy-cli for the UI-to-API converter")
-    with open(os.path.join(REPO, "workflows", "expression_sheet_from_photos.json")) as handle:
-        workflow = json.load(handle)
-    prompt = convert.convert_ui_to_api(workflow, comfy.get("/object_info"))
+    prompt = _workflow_prompt(comfy, "expression_sheet_from_photos")
     loader = next(node for node in prompt.values() if node["class_type"] == "GenAffectFaceAnalyzerLoader")
     loader["inputs"].update(provider="CPU", detection_size=512)  # the painted face sits on the 512 px grid
     image = next(node for node in prompt.values() if node["class_type"] == "LoadImage")
