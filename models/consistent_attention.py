@@ -180,14 +180,81 @@ def _partial(q, k, v):
 
 
 def _streamed(q, own_k, own_v, donors_k, donors_v, block):
-    """Own keys, then each donor's borrowed keys in blocks of ``block``, merged by log-sum-exp, so the
+    """Own keys, then each donor's borrowed keys, in blocks of ``block`` merged by log-sum-exp, so the
     score matrix never exceeds queries x block."""
-    out, lse = _partial(q.float(), own_k.float(), own_v.float())
-    for donor_k, donor_v in zip(donors_k, donors_v):
-        for start in range(0, donor_k.shape[2], block):
-            part, part_lse = _partial(q.float(), donor_k[:, :, start:start + block].float(),
-                                      donor_v[:, :, start:start + block].float())
+    out = lse = None
+    for keys, values in zip([own_k] + donors_k, [own_v] + donors_v):
+        for start in range(0, keys.shape[2], block):
+            part, part_lse = _partial(q.float(), keys[:, :, start:start + block].float(),
+                                      values[:, :, start:start + block].float())
+            if out is None:
+                out, lse = part, part_lse
+                continue
             merged = torch.logaddexp(lse, part_lse)
             out = out * torch.exp(lse - merged) + part * torch.exp(part_lse - merged)
             lse = merged
     return out.to(q.dtype)
+
+
+# ---- What a host needs around the core: token grids, masks, the step, the per-call settings ----
+
+def token_grid(latent_size: tuple[int, int], tokens: int) -> tuple[int, int]:
+    """(rows, columns) of a block's token grid: the latent downscaled by 1, 2, 4, ... rounding up, as
+    strided convolutions (UNets) and padded patching (FLUX, SD3) do."""
+    height, width = latent_size
+    for scale in (1, 2, 4, 8, 16, 32, 64):
+        rows, columns = -(-height // scale), -(-width // scale)
+        if rows * columns == tokens:
+            return rows, columns
+    raise GenAffectInputError(
+        f"{tokens} image tokens do not form a downscaled grid of the {height}x{width} latent; "
+        "this model's token layout is not one consistent attention knows."
+    )
+
+
+def mask_tokens(mask: torch.Tensor, images: int, grid: tuple[int, int]) -> torch.Tensor:
+    """A MASK (M, H, W) in 0..1 -> which image tokens may be borrowed, (images, rows x columns) bools.
+
+    A token is borrowable when at least half of its area is inside the mask. One mask serves every
+    image; otherwise there must be one per image.
+    """
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3 or mask.shape[0] not in (1, images):
+        raise GenAffectInputError(
+            f"the region mask has shape {list(mask.shape)}; give one mask for all images or one per image "
+            f"({images}), each [height, width]."
+        )
+    coverage = F.adaptive_avg_pool2d(mask.float().unsqueeze(1), grid).squeeze(1)
+    return (coverage >= 0.5).flatten(1).expand(images, -1).to("cpu")
+
+
+def step_index(sigma: float, schedule: torch.Tensor | None) -> int:
+    """Which step of the sampling schedule a model call is at (the nearest sigma); 0 without one."""
+    if schedule is None or len(schedule) == 0:
+        return 0
+    return int(torch.argmin((schedule.detach().float().cpu() - float(sigma)).abs()))
+
+
+@dataclass(frozen=True)
+class ConsistencySettings:
+    """A node's choices: how much to share, with whom, from where, and the seed for the choice."""
+
+    rate: float
+    anchors: int = 0
+    seed: int = 0
+    region: torch.Tensor | None = None  # MASK (M, H, W): only tokens inside it are borrowed
+
+    def __post_init__(self):
+        Sharing(self.rate, slice(0, 1), self.anchors)  # validates rate and anchors
+
+    def share(self, q, k, v, *, images: int, image_tokens: slice, latent_size, step: int, salt: int,
+              attention=plain_attention) -> torch.Tensor:
+        """Consistent attention for one call of one block at one step."""
+        sharing = Sharing(self.rate, image_tokens, self.anchors)
+        token_mask = None
+        if self.region is not None:
+            count = len(range(q.shape[2])[image_tokens])
+            token_mask = mask_tokens(self.region, images, token_grid(latent_size, count))
+        return consistent_attention(q, k, v, images=images, sharing=sharing, token_mask=token_mask,
+                                    generator=make_generator(self.seed, step, salt), attention=attention)

@@ -7,6 +7,7 @@ from .expression_nodes import (
     GenAffectExpressionPreset,
     GenAffectExpressionToPrompt,
 )
+from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
 from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics
 from .face_nodes import GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
@@ -28,6 +29,8 @@ NODE_CLASSES = (
     GenAffectApplyExpressionMapping,
     GenAffectFaceMetrics,
     GenAffectExpressionSheet,
+    GenAffectConsistentAttention,
+    GenAffectConsistentBatchSampler,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
@@ -46,4 +49,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
     "GenAffectFaceMetrics": "GenAffect Face Metrics",
     "GenAffectExpressionSheet": "GenAffect Expression Sheet",
+    "GenAffectConsistentAttention": "GenAffect Consistent Attention",
+    "GenAffectConsistentBatchSampler": "GenAffect Consistent Batch Sampler",
 }

@@ -1,0 +1,259 @@
+"""Consistent attention installed on a ComfyUI MODEL clone: SD1.x/SDXL UNets, FLUX and SD3.
+
+How each host is reached (DESIGN.md §4, checked on ComfyUI 0.33):
+- every architecture: an APPLY_MODEL wrapper runs once per model call and records the call's
+  layout (images per set from ``cond_or_uncond``, latent size, text and image token counts, the
+  step, whether the noise level is in the active range) in a copy of ``transformer_options``;
+- UNets: an ``attn1`` (self-attention) replacement on each chosen block, given projected q, k, v;
+- FLUX and SD3: the ``optimized_attention_override`` (q, k, v after RoPE), chained to any override
+  already installed. Both put the text first: ``[text ; image (; reference images)]``.
+
+The tensor work is :meth:`ConsistencySettings.share` in ``models/``; this module only finds the
+layout and calls it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from ..models.consistent_attention import ConsistencySettings, step_index
+from ..models.errors import GenAffectInputError
+
+LAYOUT_KEY = "genaffect_consistent_layout"
+WRAPPER_KEY = "genaffect_consistent_attention"
+APPLY_MODEL = "apply_model"  # comfy.patcher_extension.WrappersMP.APPLY_MODEL
+
+# Diffusion-model classes by (module, name), looked up along the class's MRO so subclasses count.
+HOSTS = {
+    ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel"): "unet",
+    ("comfy.ldm.flux.model", "Flux"): "flux",
+    ("comfy.ldm.modules.diffusionmodules.mmdit", "MMDiT"): "sd3",
+}
+UNET_BLOCKS = ("up", "middle and up", "all")
+
+
+@dataclass
+class CallLayout:
+    """What one model call looks like, as the attention patches need it."""
+
+    images: int  # images per set (the batch is sets x images: cond, uncond, ...)
+    latent_size: tuple[int, int]
+    step: int
+    active: bool  # the noise level is inside the node's start/end range
+    text_tokens: int = 0  # DiTs: tokens before the image tokens
+    image_tokens: int = 0  # DiTs: the generated image's tokens (reference images come after)
+    shared_calls: int = 0  # how many attention calls shared tokens (0 on a DiT means a layout we missed)
+
+
+def host_of(diffusion_model) -> str:
+    for cls in type(diffusion_model).__mro__:
+        host = HOSTS.get((cls.__module__, cls.__name__))
+        if host:
+            return host
+    name = type(diffusion_model).__name__
+    raise GenAffectInputError(
+        f"consistent attention works on SD1.x/SDXL UNets, FLUX and SD3; this model is a {name}, whose "
+        "attention layout it does not know. Use one of those models."
+    )
+
+
+def salt_of(*parts) -> int:
+    """A stable number per block, so each block draws its own tokens."""
+    return zlib.crc32(repr(parts).encode())
+
+
+class LayoutRecorder:
+    """APPLY_MODEL wrapper: describe the call, run it, and make sure a DiT call really shared."""
+
+    def __init__(self, settings: ConsistencySettings, host: str, sigma_range: tuple[float, float],
+                 patch_size: int = 1, registers: int = 0):
+        self.settings = settings
+        self.host = host
+        self.sigma_start, self.sigma_end = sigma_range
+        self.patch_size = patch_size
+        self.registers = registers
+
+    def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
+                 **kwargs):
+        transformer_options = transformer_options or {}
+        sets = len(transformer_options.get("cond_or_uncond") or [0])
+        if x.shape[0] % sets:
+            raise GenAffectInputError(f"a batch of {x.shape[0]} does not split into {sets} equal sets.")
+        sigma = float(t.flatten()[0])
+        height, width = x.shape[-2:]
+        layout = CallLayout(
+            images=x.shape[0] // sets,
+            latent_size=(height, width),
+            step=step_index(sigma, transformer_options.get("sample_sigmas")),
+            active=self.sigma_end <= sigma <= self.sigma_start,
+        )
+        if self.host != "unet":
+            p = self.patch_size
+            layout.text_tokens = (c_crossattn.shape[1] if c_crossattn is not None else 0) + self.registers
+            layout.image_tokens = -(-height // p) * -(-width // p)
+        options = {**transformer_options, LAYOUT_KEY: layout}
+        out = executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
+        if self.host != "unet" and self.sharing(layout) and layout.shared_calls == 0:
+            raise GenAffectInputError(
+                f"consistent attention found no attention call with {layout.text_tokens} text and "
+                f"{layout.image_tokens} image tokens in this {self.host} model, so nothing was shared. "
+                "The model's layout differs from the ones this pack knows; please report it."
+            )
+        return out
+
+    def sharing(self, layout: CallLayout) -> bool:
+        return layout.active and layout.images > 1 and self.settings.rate > 0
+
+
+def _active_layout(options, settings: ConsistencySettings):
+    layout = options.get(LAYOUT_KEY) if options else None
+    if layout is None or not layout.active or layout.images == 1 or settings.rate == 0:
+        return None
+    return layout
+
+
+def _to_heads(t, heads):
+    batch, length, width = t.shape
+    return t.view(batch, length, heads, width // heads).transpose(1, 2)
+
+
+def _from_heads(t):
+    batch, heads, length, dim = t.shape
+    return t.transpose(1, 2).reshape(batch, length, heads * dim)
+
+
+class SelfAttentionShare:
+    """UNet ``attn1`` replacement: q, k, v are projected, (batch, tokens, heads x dim)."""
+
+    def __init__(self, settings: ConsistencySettings, attention=None):
+        self.settings = settings
+        self.attention = attention  # ComfyUI's optimized_attention; looked up at first use
+
+    def _plain(self):
+        if self.attention is None:
+            from comfy.ldm.modules.attention import optimized_attention
+
+            self.attention = optimized_attention
+        return self.attention
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        attention = self._plain()
+
+        def plain(q_, k_, v_, **shape):  # exactly the call ComfyUI's own self-attention makes
+            return attention(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
+                             transformer_options=extra_options, **shape)
+
+        layout = _active_layout(extra_options, self.settings)
+        if layout is None:
+            return plain(q, k, v)
+        out = self.settings.share(
+            _to_heads(q, heads), _to_heads(k, heads), _to_heads(v, heads),
+            images=layout.images, image_tokens=slice(0, q.shape[1]), latent_size=layout.latent_size,
+            step=layout.step, salt=salt_of(extra_options.get("block"), extra_options.get("block_index")),
+            attention=lambda a, b, c: plain(a, b, c, skip_reshape=True, skip_output_reshape=True),
+        )
+        return _from_heads(out)
+
+
+class JointAttentionShare:
+    """FLUX / SD3 attention override ``(func, q, k, v, heads, ...)``, chained to ``previous``."""
+
+    def __init__(self, settings: ConsistencySettings, previous=None):
+        self.settings = settings
+        self.previous = previous.previous if isinstance(previous, JointAttentionShare) else previous
+
+    def _call(self, func, *args, **kwargs):
+        if self.previous is not None:
+            return self.previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    def __call__(self, func, *args, **kwargs):
+        layout = _active_layout(kwargs.get("transformer_options"), self.settings)
+        heads = args[3] if len(args) > 3 else kwargs.get("heads")  # SD3 passes heads by keyword
+        if layout is None or heads is None:
+            return self._call(func, *args, **kwargs)
+        q, k, v = args[:3]
+        in_heads = kwargs.get("skip_reshape", False)
+        length = q.shape[2] if in_heads else q.shape[1]
+        text, image = layout.text_tokens, layout.image_tokens
+        if length >= text + image:  # joint attention: [text ; image (; references)]
+            image_tokens = slice(text, text + image)
+        elif length == image:  # SD3.5's extra image-only self-attention
+            image_tokens = slice(0, image)
+        else:
+            return self._call(func, *args, **kwargs)
+        mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
+        if mask is not None:
+            raise GenAffectInputError(
+                "this model runs its attention with a mask (e.g. a padded text encoder), which consistent "
+                "attention does not support; turn it off (rate 0) for this model."
+            )
+        rest = {**kwargs, "skip_reshape": True, "skip_output_reshape": True}
+        if not in_heads:
+            q, k, v = _to_heads(q, heads), _to_heads(k, heads), _to_heads(v, heads)
+        options = kwargs["transformer_options"]
+        out = self.settings.share(
+            q, k, v, images=layout.images, image_tokens=image_tokens, latent_size=layout.latent_size,
+            step=layout.step, salt=salt_of(options.get("block_type"), options.get("block_index"), length),
+            attention=lambda a, b, c: self._call(func, a, b, c, *args[3:], **rest),
+        )
+        layout.shared_calls += 1
+        return out if kwargs.get("skip_output_reshape", False) else _from_heads(out)
+
+
+def unet_attention_blocks(diffusion_model, which: str) -> list[tuple[str, int]]:
+    """The (block name, index) pairs holding transformer blocks, for the UNet part chosen."""
+    if which not in UNET_BLOCKS:
+        raise GenAffectInputError(f"blocks must be one of {', '.join(UNET_BLOCKS)}; got {which!r}.")
+
+    def has_attention(module) -> bool:
+        return any(type(m).__name__ == "BasicTransformerBlock" for m in module.modules())
+
+    parts = {"up": ["output"], "middle and up": ["middle", "output"], "all": ["input", "middle", "output"]}[which]
+    found = []
+    for name in parts:
+        if name == "middle":
+            blocks = [diffusion_model.middle_block] if diffusion_model.middle_block is not None else []
+        else:
+            blocks = getattr(diffusion_model, f"{name}_blocks")
+        found += [(name, index) for index, block in enumerate(blocks) if has_attention(block)]
+    return found
+
+
+def install(model, settings: ConsistencySettings, *, start_percent: float = 0.0, end_percent: float = 1.0,
+            blocks: str = "up"):
+    """A clone of the ComfyUI MODEL ``model`` with consistent attention; ``model`` is left untouched."""
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise GenAffectInputError(
+            f"start and end percent must satisfy 0 <= start <= end <= 1; got {start_percent} and {end_percent}."
+        )
+    diffusion_model = model.get_model_object("diffusion_model")
+    host = host_of(diffusion_model)
+    model_sampling = model.get_model_object("model_sampling")
+    sigma_range = (model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent))
+    patched = model.clone()
+    patched.remove_wrappers_with_key(APPLY_MODEL, WRAPPER_KEY)  # a second node replaces the first
+    if host == "unet":
+        replace = SelfAttentionShare(settings)
+        existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+        for block_name, number in unet_attention_blocks(diffusion_model, blocks):
+            other = existing.get((block_name, number))
+            if other is not None and not isinstance(other, SelfAttentionShare):
+                raise GenAffectInputError(
+                    f"the {block_name} block {number} already has its self-attention replaced by another node "
+                    f"({type(other).__name__}); consistent attention cannot share it. Choose other blocks or "
+                    "apply consistent attention before that node."
+                )
+            patched.set_model_attn1_replace(replace, block_name, number)
+        recorder = LayoutRecorder(settings, host, sigma_range)
+    else:
+        options = patched.model_options.setdefault("transformer_options", {})
+        options["optimized_attention_override"] = JointAttentionShare(
+            settings, options.get("optimized_attention_override"))
+        patch_size = getattr(diffusion_model, "patch_size", None) or diffusion_model.x_embedder.patch_size[0]
+        recorder = LayoutRecorder(settings, host, sigma_range, patch_size=patch_size,
+                                  registers=getattr(diffusion_model, "register_length", 0))
+    patched.add_wrapper_with_key(APPLY_MODEL, WRAPPER_KEY, recorder)
+    return patched

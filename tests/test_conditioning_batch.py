@@ -1,0 +1,43 @@
+"""Per-image prompts folded into one CONDITIONING whose batch matches the latent batch."""
+
+import pytest
+import torch
+
+from genaffect.models.errors import GenAffectInputError
+from genaffect.nodes.conditioning_batch import stack_per_image
+
+
+def prompt(tokens, seed, **extras):
+    torch.manual_seed(seed)
+    return [[torch.randn(1, tokens, 8), {"pooled_output": torch.randn(1, 8), **extras}]]
+
+
+def test_one_prompt_is_shared_by_every_image_unchanged():
+    one = prompt(77, 0)
+    assert stack_per_image([one], 4) is one
+
+
+def test_per_image_prompts_become_rows_in_order_with_their_pooled_outputs():
+    prompts = [prompt(77, i, guidance=3.5) for i in range(3)]
+    [[tensor, extras]] = stack_per_image(prompts, 3)
+    assert tensor.shape == (3, 77, 8)
+    for i, p in enumerate(prompts):
+        assert torch.equal(tensor[i], p[0][0][0]) and torch.equal(extras["pooled_output"][i], p[0][1]["pooled_output"][0])
+    assert extras["guidance"] == 3.5
+
+
+def test_prompts_of_different_clip_chunk_counts_are_padded_by_repetition():
+    [[tensor, _]] = stack_per_image([prompt(77, 0), prompt(154, 1)], 2)
+    assert tensor.shape == (2, 154, 8)
+    assert torch.equal(tensor[0, 77:], tensor[0, :77])
+
+
+@pytest.mark.parametrize("conditionings, images, message", [
+    ([prompt(77, 0)] * 2, 3, "2 positive conditionings for 3 images"),
+    ([prompt(77, 0) + prompt(77, 1), prompt(77, 2)], 2, "one plain prompt"),
+    ([prompt(77, 0), prompt(300, 1)], 2, "cannot be padded"),
+    ([prompt(77, 0), [[torch.zeros(1, 77, 16), {}]]], 2, "different text encoders"),
+])
+def test_mismatches_are_explained(conditionings, images, message):
+    with pytest.raises(GenAffectInputError, match=message):
+        stack_per_image(conditionings, images)
