@@ -11,7 +11,11 @@ from genaffect import NODE_CLASS_MAPPINGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOWS = sorted(glob.glob(os.path.join(REPO, "workflows", "*.json")))
 # Core ComfyUI nodes the examples may use (checked against a real ComfyUI in tests/integration/).
-CORE_NODES = {"LoadImage", "PreviewImage", "SaveImage", "PreviewAny", "ImageBatch", "Note", "MarkdownNote"}
+CORE_NODES = {"LoadImage", "PreviewImage", "SaveImage", "PreviewAny", "ImageBatch", "Note", "MarkdownNote",
+              "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "EmptySD3LatentImage",
+              "VAEDecode"}
+# What ComfyUI stores after a seed widget with control_after_generate.
+SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
 
 
 def widget_inputs(cls):
@@ -24,6 +28,8 @@ def widget_inputs(cls):
             force_input = len(declaration) > 1 and declaration[1].get("forceInput")
             if (isinstance(kind, list) or kind in ("INT", "FLOAT", "BOOLEAN", "STRING")) and not force_input:
                 names.append((name, declaration))
+                if declaration[1].get("control_after_generate"):
+                    names.append(("control_after_generate", (sorted(SEED_CONTROLS),)))
     return names
 
 
