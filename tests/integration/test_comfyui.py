@@ -42,7 +42,8 @@ def test_the_pack_imports_without_failure(comfy):
 
 def test_example_workflow_is_served_as_a_template(comfy):
     templates = comfy.get("/api/workflow_templates")
-    expected = {"identity_from_photos", "expression_transition_prompts", "expression_sheet_from_photos"}
+    expected = {"identity_from_photos", "expression_transition_prompts", "expression_sheet_from_photos",
+                "flux_expression_sheet_consistent"}
     assert expected <= set(templates.get("genaffect", [])), templates
 
 
