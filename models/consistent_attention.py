@@ -155,21 +155,33 @@ def consistent_attention(
             if len(text_positions):
                 out[b:b + 1, :, text_positions] = attention(q[b:b + 1, :, text_positions], own_k, own_v)
             q_image = q[b:b + 1, :, image_slice]
-            pairs = plan[c][i]
-            if not pairs:
+            sources = [(c * images + j, positions) for j, positions in plan[c][i]]
+            borrowed = sum(len(positions) for _, positions in sources)
+            if borrowed == 0:
                 out[b:b + 1, :, image_slice] = attention(q_image, own_k, own_v)
-                continue
-            donors_k = [k[c * images + j:c * images + j + 1, :, positions] for j, positions in pairs]
-            donors_v = [v[c * images + j:c * images + j + 1, :, positions] for j, positions in pairs]
-            borrowed = sum(d.shape[2] for d in donors_k)
-            if borrowed <= stream_above:
-                keys = torch.cat([own_k] + donors_k, dim=2)
-                values = torch.cat([own_v] + donors_v, dim=2)
+            elif borrowed <= stream_above:
+                keys, values = _gathered(k, v, b, sources, borrowed)
                 out[b:b + 1, :, image_slice] = attention(q_image, keys, values)
             else:
                 block = stream_block or max(256, SCORE_BUDGET // (q_image.shape[1] * q_image.shape[2]))
-                out[b:b + 1, :, image_slice] = _streamed(q_image, own_k, own_v, donors_k, donors_v, block)
+                out[b:b + 1, :, image_slice] = _streamed(q_image, k, v, b, sources, block)
     return out
+
+
+def _gathered(k, v, own, sources, borrowed):
+    """One image's own keys and values followed by its borrowed ones, written once into one buffer
+    (the borrowed tokens of one donor at a time are the only temporary)."""
+    length = k.shape[2]
+    keys = k.new_empty(1, k.shape[1], length + borrowed, k.shape[3])
+    values = v.new_empty(1, v.shape[1], length + borrowed, v.shape[3])
+    keys[:, :, :length], values[:, :, :length] = k[own:own + 1], v[own:own + 1]
+    start = length
+    for source, positions in sources:
+        end = start + len(positions)
+        keys[:, :, start:end] = k[source:source + 1, :, positions]
+        values[:, :, start:end] = v[source:source + 1, :, positions]
+        start = end
+    return keys, values
 
 
 def _partial(q, k, v):
@@ -179,14 +191,16 @@ def _partial(q, k, v):
     return torch.matmul(scores.sub_(lse).exp_(), v), lse
 
 
-def _streamed(q, own_k, own_v, donors_k, donors_v, block):
+def _streamed(q, k, v, own, sources, block):
     """Own keys, then each donor's borrowed keys, in blocks of ``block`` merged by log-sum-exp, so the
-    score matrix never exceeds queries x block."""
+    score matrix never exceeds queries x block and borrowed keys are gathered one block at a time."""
+    everything = [(own, torch.arange(k.shape[2], device=k.device))] + list(sources)
     out = lse = None
-    for keys, values in zip([own_k] + donors_k, [own_v] + donors_v):
-        for start in range(0, keys.shape[2], block):
-            part, part_lse = _partial(q.float(), keys[:, :, start:start + block].float(),
-                                      values[:, :, start:start + block].float())
+    for source, positions in everything:
+        for start in range(0, len(positions), block):
+            chosen = positions[start:start + block]
+            part, part_lse = _partial(q.float(), k[source:source + 1, :, chosen].float(),
+                                      v[source:source + 1, :, chosen].float())
             if out is None:
                 out, lse = part, part_lse
                 continue

@@ -15,7 +15,9 @@ from genaffect.models.consistent_attention import (
     choose_borrowed,
     consistent_attention,
     make_generator,
+    mask_tokens,
     plain_attention,
+    token_grid,
 )
 from genaffect.models.errors import GenAffectInputError
 
@@ -191,3 +193,14 @@ def test_peak_memory_grows_linearly_with_the_number_of_images():
         extra[images] = int(done.stdout.split()[-1])
     assert extra[16] / extra[8] < 2.8, extra
     assert extra[16] / extra[4] < 6.0, extra
+
+
+def test_region_masks_become_token_masks_and_wrong_sizes_are_explained():
+    region = torch.zeros(1, 64, 96)
+    region[:, :32, :] = 1.0  # top half
+    tokens = mask_tokens(region, 3, token_grid((8, 12), 24))  # this block's grid: 4 x 6
+    assert tokens.shape == (3, 24) and tokens[:, :12].all() and not tokens[:, 12:].any()
+    with pytest.raises(GenAffectInputError, match="one mask for all images or one per image"):
+        mask_tokens(torch.zeros(2, 64, 96), 3, (4, 6))
+    with pytest.raises(GenAffectInputError, match="do not form a downscaled grid"):
+        token_grid((8, 12), 25)

@@ -19,7 +19,7 @@ CLIP = {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l_random.safet
                                                "device": "default"}}
 
 
-def sampling_graph(kind: str, branches: dict[str, float | None], sampler: str = "KSampler") -> dict:
+def sampling_graph(kind: str, branches: dict[str, float | None], sampler: str = "KSampler", images: int = 3) -> dict:
     """One loader, prompts and a batch of 3 latents; per branch an optional consistent-attention patch
     (its rate), a sampler and a SaveLatent named after the branch."""
     model_file, latent = MODELS[kind]
@@ -28,7 +28,7 @@ def sampling_graph(kind: str, branches: dict[str, float | None], sampler: str = 
         "clip": CLIP,
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a face", "clip": ["clip", 0]}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "latent": {"class_type": latent, "inputs": {"width": 64, "height": 64, "batch_size": 3}},
+        "latent": {"class_type": latent, "inputs": {"width": 64, "height": 64, "batch_size": images}},
     }
     for name, rate in branches.items():
         model = ["unet", 0]
@@ -76,6 +76,12 @@ def test_rate_zero_is_exactly_the_unpatched_model_and_sharing_changes_the_set(ti
     # Later, the cached unpatched MODEL sampled again gives the same set: the patch did not touch it.
     run_ok(comfy, sampling_graph(kind, {"again": None}, sampler="KSamplerAdvanced"))
     assert torch.equal(saved_latent(comfy, kind, "again"), plain)
+
+
+def test_a_set_of_one_image_is_exactly_the_unpatched_model_whatever_the_rate(tiny_diffusion):
+    comfy = tiny_diffusion
+    run_ok(comfy, sampling_graph("flux", {"single": None, "single_shared": 1.0}, images=1))
+    assert torch.equal(saved_latent(comfy, "flux", "single_shared"), saved_latent(comfy, "flux", "single"))
 
 
 def test_the_flux_example_workflow_runs_with_one_prompt_per_expression(tiny_diffusion):
