@@ -263,12 +263,18 @@ class ConsistencySettings:
         Sharing(self.rate, slice(0, 1), self.anchors)  # validates rate and anchors
 
     def share(self, q, k, v, *, images: int, image_tokens: slice, latent_size, step: int, salt: int,
-              attention=plain_attention) -> torch.Tensor:
-        """Consistent attention for one call of one block at one step."""
+              chunk_kinds=None, attention=plain_attention) -> torch.Tensor:
+        """Consistent attention for one call of one block at one step.
+
+        Each chunk draws its tokens from its own kind (ComfyUI's ``cond_or_uncond``: 0 cond, 1 uncond),
+        so the result does not depend on whether ComfyUI batched cond and uncond together or not."""
         sharing = Sharing(self.rate, image_tokens, self.anchors)
+        chunks = check_batch(q.shape[0], images, sharing)
+        kinds = list(chunk_kinds) if chunk_kinds is not None and len(chunk_kinds) == chunks else list(range(chunks))
+        count = len(range(q.shape[2])[image_tokens])
         token_mask = None
         if self.region is not None:
-            count = len(range(q.shape[2])[image_tokens])
             token_mask = mask_tokens(self.region, images, token_grid(latent_size, count))
-        return consistent_attention(q, k, v, images=images, sharing=sharing, token_mask=token_mask,
-                                    generator=make_generator(self.seed, step, salt), attention=attention)
+        plan = [choose_borrowed(sharing, images, 1, count, make_generator(self.seed, step, salt + 7_919 * kind),
+                                token_mask)[0] for kind in kinds]
+        return consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, attention=attention)

@@ -43,6 +43,7 @@ class CallLayout:
     active: bool  # the noise level is inside the node's start/end range
     text_tokens: int = 0  # DiTs: tokens before the image tokens
     image_tokens: int = 0  # DiTs: the generated image's tokens (reference images come after)
+    chunk_kinds: tuple = (0,)  # cond_or_uncond: which conditioning each set in the batch belongs to
     shared_calls: int = 0  # how many attention calls shared tokens (0 on a DiT means a layout we missed)
 
 
@@ -77,7 +78,8 @@ class LayoutRecorder:
     def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
                  **kwargs):
         transformer_options = transformer_options or {}
-        sets = len(transformer_options.get("cond_or_uncond") or [0])
+        kinds = tuple(transformer_options.get("cond_or_uncond") or [0])
+        sets = len(kinds)
         if x.shape[0] % sets:
             raise GenAffectInputError(f"a batch of {x.shape[0]} does not split into {sets} equal sets.")
         sigma = float(t.flatten()[0])
@@ -87,6 +89,7 @@ class LayoutRecorder:
             latent_size=(height, width),
             step=step_index(sigma, transformer_options.get("sample_sigmas")),
             active=self.sigma_end <= sigma <= self.sigma_start,
+            chunk_kinds=kinds,
         )
         if self.host != "unet":
             p = self.patch_size
@@ -152,6 +155,7 @@ class SelfAttentionShare:
             _to_heads(q, heads), _to_heads(k, heads), _to_heads(v, heads),
             images=layout.images, image_tokens=slice(0, q.shape[1]), latent_size=layout.latent_size,
             step=layout.step, salt=salt_of(extra_options.get("block"), extra_options.get("block_index")),
+            chunk_kinds=layout.chunk_kinds,
             attention=lambda a, b, c: plain(a, b, c, skip_reshape=True, skip_output_reshape=True),
         )
         return _from_heads(out)
@@ -197,6 +201,7 @@ class JointAttentionShare:
         out = self.settings.share(
             q, k, v, images=layout.images, image_tokens=image_tokens, latent_size=layout.latent_size,
             step=layout.step, salt=salt_of(options.get("block_type"), options.get("block_index"), length),
+            chunk_kinds=layout.chunk_kinds,
             attention=lambda a, b, c: self._call(func, a, b, c, *args[3:], **rest),
         )
         layout.shared_calls += 1

@@ -42,12 +42,24 @@ def layout(images=3, text=4, image=12, step=2, active=True):
 SETTINGS = ConsistencySettings(rate=0.5, anchors=0, seed=123)
 
 
-def expected(q, k, v, images, image_tokens, settings, step, salt):
-    """The oracle with the plan the host must have drawn (same seed, step and block salt)."""
+def expected(q, k, v, images, image_tokens, settings, step, salt, kinds=None):
+    """The oracle with the plan the host must have drawn (same seed, step, block salt, chunk kind)."""
     sharing = Sharing(settings.rate, image_tokens, settings.anchors)
     count = len(range(q.shape[2])[image_tokens])
-    plan = choose_borrowed(sharing, images, q.shape[0] // images, count, make_generator(settings.seed, step, salt))
+    kinds = kinds or range(q.shape[0] // images)
+    plan = [choose_borrowed(sharing, images, 1, count, make_generator(settings.seed, step, salt + 7_919 * kind))[0]
+            for kind in kinds]
     return oracle(q, k, v, images, sharing, plan)
+
+
+def test_each_conditioning_draws_the_same_tokens_whether_batched_together_or_alone():
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(6, 2, 16, 8) for _ in range(3))  # uncond set, then cond set
+    share = lambda q_, k_, v_, kinds: SETTINGS.share(q_, k_, v_, images=3, image_tokens=slice(4, 16),  # noqa: E731
+                                                     latent_size=(6, 2), step=1, salt=9, chunk_kinds=kinds)
+    together = share(q, k, v, (1, 0))
+    assert torch.equal(together[:3], share(q[:3], k[:3], v[:3], (1,)))
+    assert torch.equal(together[3:], share(q[3:], k[3:], v[3:], (0,)))
 
 
 @pytest.mark.parametrize("host", ["flux", "sd3"])
