@@ -46,6 +46,9 @@ class CallLayout:
     chunk_kinds: tuple = (0,)  # cond_or_uncond: which conditioning each set in the batch belongs to
     shared_calls: int = 0  # how many attention calls shared tokens (0 on a DiT means a layout we missed)
 
+    def shares(self, settings: ConsistencySettings) -> bool:
+        return self.active and self.images > 1 and settings.rate > 0
+
 
 def host_of(diffusion_model) -> str:
     for cls in type(diffusion_model).__mro__:
@@ -97,7 +100,7 @@ class LayoutRecorder:
             layout.image_tokens = -(-height // p) * -(-width // p)
         options = {**transformer_options, LAYOUT_KEY: layout}
         out = executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
-        if self.host != "unet" and self.sharing(layout) and layout.shared_calls == 0:
+        if self.host != "unet" and layout.shares(self.settings) and layout.shared_calls == 0:
             raise GenAffectInputError(
                 f"consistent attention found no attention call with {layout.text_tokens} text and "
                 f"{layout.image_tokens} image tokens in this {self.host} model, so nothing was shared. "
@@ -105,15 +108,11 @@ class LayoutRecorder:
             )
         return out
 
-    def sharing(self, layout: CallLayout) -> bool:
-        return layout.active and layout.images > 1 and self.settings.rate > 0
-
 
 def _active_layout(options, settings: ConsistencySettings):
+    """The call's layout when this call shares tokens, else None."""
     layout = options.get(LAYOUT_KEY) if options else None
-    if layout is None or not layout.active or layout.images == 1 or settings.rate == 0:
-        return None
-    return layout
+    return layout if layout is not None and layout.shares(settings) else None
 
 
 def _to_heads(t, heads):

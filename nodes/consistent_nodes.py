@@ -41,10 +41,6 @@ def region_input():
                    "stay free. One mask for all images or one per image; resized to each block's token grid."})}
 
 
-def _settings(rate, anchors, seed, region) -> ConsistencySettings:
-    return ConsistencySettings(rate=rate, anchors=anchors, seed=seed, region=region)
-
-
 class GenAffectConsistentAttention:
     DESCRIPTION = (
         "Patches a MODEL so the images of one batch attend to each other's tokens (consistent self-attention, "
@@ -72,7 +68,7 @@ class GenAffectConsistentAttention:
         }
 
     def patch(self, model, rate, anchors, start_percent, end_percent, blocks, seed, region=None):
-        settings = _settings(rate, anchors, seed, region)
+        settings = ConsistencySettings(rate=rate, anchors=anchors, seed=seed, region=region)
         return (consistent_hosts.install(model, settings, start_percent=start_percent, end_percent=end_percent,
                                          blocks=blocks),)
 
@@ -140,7 +136,7 @@ class GenAffectConsistentBatchSampler:
             samples = samples.repeat(images, *([1] * (samples.ndim - 1)))
         positive = stack_per_image(positive, images, "positive")
         negative = stack_per_image(negative, images, "negative")
-        settings = _settings(_first(rate), _first(anchors), seed, _first(region))
+        settings = ConsistencySettings(rate=_first(rate), anchors=_first(anchors), seed=seed, region=_first(region))
         patched = consistent_hosts.install(model, settings, start_percent=_first(start_percent),
                                            end_percent=_first(end_percent), blocks=_first(blocks))
 
