@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelFileError
+from .weight_files import read_weights, write_safetensors
 
 CHECKPOINT_PREFIX = "smirk_encoder.expression_encoder."
 FORMAT = "genaffect.smirk_expression_encoder"
@@ -185,26 +186,11 @@ def warp_crop(image_rgb: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) 
 
 # --- weights ----------------------------------------------------------------------------------------
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+HINT = "Download SMIRK_em1.pt again (see the SMIRK repository, github.com/georgeretsi/smirk)."
 
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError) as error:
-            raise ModelFileError(f"{path} is not a readable safetensors file ({error}); download or convert it again.") from error
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # an unpickling refusal, a truncated zip, or not a torch file at all
-        raise ModelFileError(
-            f"{path} could not be read as a PyTorch checkpoint ({type(error).__name__}: {error}). It is read with "
-            "weights_only=True, which refuses code; download SMIRK_em1.pt again (see the SMIRK repository, "
-            "github.com/georgeretsi/smirk)."
-        ) from error
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ModelFileError(f"{path} holds no state dict of tensors; is it SMIRK_em1.pt?")
-    return loaded
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    return read_weights(path, HINT)
 
 
 def encoder_state_dict(raw: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
@@ -246,13 +232,10 @@ def load_expression_encoder(path: str, device: str | torch.device = "cpu") -> Ex
 
 def convert_to_safetensors(checkpoint_path: str, output_path: str) -> str:
     """Write the expression encoder of a SMIRK checkpoint to safetensors (about 12 MB, no pickle)."""
-    from safetensors.torch import save_file
-
     state = encoder_state_dict(_read_state_dict(checkpoint_path), checkpoint_path)
     check_state_dict(ExpressionEncoder(), state, checkpoint_path)
-    save_file({k: v.contiguous() for k, v in state.items()}, output_path,
-              metadata={"format": FORMAT, "source": os.path.basename(checkpoint_path)})
-    return output_path
+    return write_safetensors(state, output_path,
+                             metadata={"format": FORMAT, "source": os.path.basename(checkpoint_path)})
 
 
 @torch.inference_mode()

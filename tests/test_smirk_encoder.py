@@ -95,7 +95,7 @@ def test_pickle_with_code_is_refused_not_run(tmp_path, capsys):
 def test_truncated_or_foreign_file_gives_a_clear_error(tmp_path, published_checkpoint):
     truncated = tmp_path / "SMIRK_em1.pt"
     truncated.write_bytes(open(published_checkpoint, "rb").read()[:5000])
-    with pytest.raises(ModelFileError, match="download SMIRK_em1.pt again"):
+    with pytest.raises(ModelFileError, match="Download SMIRK_em1.pt again"):
         smirk_encoder.load_expression_encoder(str(truncated))
     bad_safetensors = tmp_path / "smirk.safetensors"
     bad_safetensors.write_bytes(b"not a safetensors file")

@@ -1,0 +1,64 @@
+"""Tiny diffusers models with SD1.5's structure, and adapter files in Arc2Face's published layouts.
+
+SD1.5 has three cross-attention down blocks and three cross-attention up blocks with two and three
+transformer blocks each, plus one in the middle: 16 cross-attention layers. The tiny UNet keeps that
+structure (so layer numbering and order are SD1.5's) at 32-64 channels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FLAME_SIZE = 55
+CONTEXT = 32  # the tiny text width (SD1.5: 768)
+
+
+def tiny_unet(seed: int = 0, context: int = CONTEXT):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 32, 64, 64), norm_num_groups=8, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=context,
+    )
+    return unet.eval()
+
+
+def cross_attention_widths(unet) -> list[int]:
+    """Inner width of each cross-attention layer, in the order of ``unet.attn_processors``."""
+    modules = dict(unet.named_modules())
+    return [modules[name[: -len(".processor")]].to_k.out_features
+            for name in unet.attn_processors if name.endswith("attn2.processor")]
+
+
+def published_adapter(widths: list[int], kind: str = "mlp", tokens: int = 4, context: int = CONTEXT,
+                      seed: int = 1) -> dict:
+    """A state dict in the published ``exp_adapter.bin`` layout: {"image_proj": ..., "ip_adapter": ...}."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=0.2):
+        return torch.randn(*shape, generator=g) * scale
+
+    if kind == "linear":
+        image_proj = {"proj.weight": rand(tokens * context, FLAME_SIZE), "proj.bias": rand(tokens * context)}
+    elif kind == "mlp":
+        hidden = 2 * FLAME_SIZE
+        image_proj = {"proj.0.weight": rand(hidden, FLAME_SIZE), "proj.0.bias": rand(hidden),
+                      "proj.2.weight": rand(tokens * context, hidden), "proj.2.bias": rand(tokens * context)}
+    elif kind == "full":
+        image_proj = {"proj.0.weight": rand(FLAME_SIZE, FLAME_SIZE), "proj.0.bias": rand(FLAME_SIZE),
+                      "proj.2.weight": rand(context, FLAME_SIZE), "proj.2.bias": rand(context),
+                      "proj.3.weight": 1 + rand(context), "proj.3.bias": rand(context)}
+    else:
+        raise ValueError(kind)
+    if kind != "full":
+        image_proj.update({"norm.weight": 1 + rand(context), "norm.bias": rand(context)})
+    ip_adapter = {}
+    for i, width in enumerate(widths):
+        number = 2 * i + 1
+        ip_adapter[f"{number}.to_k_ip.weight"] = rand(width, context)
+        ip_adapter[f"{number}.to_v_ip.weight"] = rand(width, context)
+    return {"image_proj": image_proj, "ip_adapter": ip_adapter}
