@@ -62,19 +62,21 @@ CATALOG: tuple[ModelFile, ...] = (
     ModelFile(
         "Arc2Face", "arc2face", "arc2face/diffusion_pytorch_model.safetensors",
         ARC2FACE_HF + "arc2face/diffusion_pytorch_model.safetensors", 3440.0, "MIT (Arc2Face)",
-        "the Arc2Face SD1.5 UNet (with arc2face/config.json)",
+        "the Arc2Face SD1.5 UNet",
     ),
     ModelFile(
         "Arc2Face", "arc2face", "arc2face/config.json", ARC2FACE_HF + "arc2face/config.json", None,
-        "MIT (Arc2Face)", "the UNet's configuration",
+        "MIT (Arc2Face)", "the UNet's configuration (read by diffusers; GenAffect needs only the weights)",
+        optional=True,
     ),
     ModelFile(
         "Arc2Face", "arc2face", "encoder/pytorch_model.bin", ARC2FACE_HF + "encoder/pytorch_model.bin",
-        492.0, "MIT (Arc2Face)", "the fine-tuned CLIP text encoder (with encoder/config.json)",
+        492.0, "MIT (Arc2Face)", "the fine-tuned CLIP text encoder",
     ),
     ModelFile(
         "Arc2Face", "arc2face", "encoder/config.json", ARC2FACE_HF + "encoder/config.json", None,
-        "MIT (Arc2Face)", "the text encoder's configuration",
+        "MIT (Arc2Face)", "the encoder's configuration (read by transformers; GenAffect needs only the weights)",
+        optional=True,
     ),
     ModelFile(
         "Arc2Face", "arc2face", "exp_adapter/exp_adapter.bin", ARC2FACE_HF + "exp_adapter/exp_adapter.bin",

@@ -1,5 +1,10 @@
 """ComfyUI's skin over ``models/``: node classes grouped by stage, and the glue to ComfyUI itself."""
 
+from .arc2face_nodes import (
+    GenAffectApplyExpressionAdapter,
+    GenAffectArc2FaceConditioning,
+    GenAffectArc2FaceLoader,
+)
 from .expression_nodes import (
     GenAffectExpressionEditor,
     GenAffectExpressionInterpolate,
@@ -31,6 +36,9 @@ NODE_CLASSES = (
     GenAffectExpressionSheet,
     GenAffectConsistentAttention,
     GenAffectConsistentBatchSampler,
+    GenAffectArc2FaceLoader,
+    GenAffectArc2FaceConditioning,
+    GenAffectApplyExpressionAdapter,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
@@ -51,4 +59,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectExpressionSheet": "GenAffect Expression Sheet",
     "GenAffectConsistentAttention": "GenAffect Consistent Attention",
     "GenAffectConsistentBatchSampler": "GenAffect Consistent Batch Sampler",
+    "GenAffectArc2FaceLoader": "GenAffect Arc2Face Loader",
+    "GenAffectArc2FaceConditioning": "GenAffect Arc2Face Conditioning",
+    "GenAffectApplyExpressionAdapter": "GenAffect Apply Expression Adapter",
 }

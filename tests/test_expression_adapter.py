@@ -8,11 +8,11 @@ import copy
 import pytest
 import torch
 
-from models.errors import GenAffectInputError, ModelFileError
-from models.expression_adapter import (
+from genaffect.models.errors import GenAffectInputError, ModelFileError
+from genaffect.models.expression_adapter import (
     convert_to_safetensors, decoupled_cross_attention, expression_rows, load_expression_adapter,
 )
-from tests.tiny_sd15 import CONTEXT, FLAME_SIZE, cross_attention_widths, published_adapter, tiny_unet
+from tiny_sd15 import CONTEXT, FLAME_SIZE, cross_attention_widths, published_adapter, tiny_unet
 
 pytest.importorskip("diffusers")
 

@@ -27,7 +27,8 @@ TYPE_CHECKS = {
 }
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 # Nodes that take a ComfyUI MODEL run in the integration lane (tests/integration), against a real ComfyUI.
-NEEDS_COMFYUI = {"GenAffectConsistentAttention", "GenAffectConsistentBatchSampler"}
+NEEDS_COMFYUI = {"GenAffectConsistentAttention", "GenAffectConsistentBatchSampler", "GenAffectArc2FaceLoader",
+                 "GenAffectArc2FaceConditioning", "GenAffectApplyExpressionAdapter"}
 
 
 @pytest.mark.parametrize("name, cls", NODES)

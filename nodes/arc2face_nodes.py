@@ -1,0 +1,208 @@
+"""Arc2Face in ComfyUI: loader, identity conditioning, Expression Adapter (category GenAffect/sampling)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..models import arc2face
+from ..models.errors import GenAffectInputError
+from ..models.expression_adapter import ExpressionAdapter, load_expression_adapter
+from ..models.weight_files import read_weights, write_safetensors
+from . import comfy_host, expression_patch
+
+log = logging.getLogger(__name__)
+
+ENCODER_HINT = ("Download encoder/pytorch_model.bin from https://huggingface.co/FoivosPar/Arc2Face into "
+                "ComfyUI/models/arc2face/encoder/.")
+WEIGHT_DTYPES = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+CLIP_L_WIDTH = 768
+
+
+class MissingAdapter:
+    """A GA_ADAPTER socket whose file was not downloaded: using it raises the message."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def expression_adapter_of(adapter) -> ExpressionAdapter:
+    if isinstance(adapter, ExpressionAdapter):
+        return adapter
+    if isinstance(adapter, MissingAdapter):
+        raise GenAffectInputError(adapter.message)
+    raise GenAffectInputError(
+        f"this GA_ADAPTER is a {type(adapter).__name__}, not Arc2Face's Expression Adapter; take the "
+        "expression_adapter output of GenAffect Arc2Face Loader."
+    )
+
+
+def _read_encoder(path: str, convert: bool) -> dict[str, torch.Tensor]:
+    state = read_weights(path, ENCODER_HINT)
+    if convert and not path.endswith(".safetensors"):
+        target = os.path.join(os.path.dirname(path), os.path.basename(arc2face.CONVERTED["encoder/pytorch_model.bin"]))
+        write_safetensors(state, target, metadata={"format": "pt", "source": os.path.basename(path)})
+        log.info("GenAffect: wrote %s; it is loaded instead of the pickle from now on.", target)
+    return state
+
+
+def _read_adapter(path: str | None, convert: bool, missing: str):
+    if path is None:
+        return MissingAdapter("the Expression Adapter is not installed:\n" + missing)
+    adapter = load_expression_adapter(path)
+    if convert and not path.endswith(".safetensors"):
+        target = os.path.join(os.path.dirname(path), "exp_adapter.safetensors")
+        write_safetensors(adapter.state_dict_published(), target,
+                          metadata={"format": "genaffect.expression_adapter", "source": os.path.basename(path)})
+    return adapter
+
+
+class GenAffectArc2FaceLoader:
+    DESCRIPTION = (
+        "Loads Arc2Face from models/arc2face/ in its published layout (huggingface.co/FoivosPar/Arc2Face): the "
+        "SD1.5 UNet as a MODEL, its fine-tuned CLIP text encoder as a CLIP, and the Expression Adapter. Use an SD1.5 "
+        "VAE from models/vae/. Missing files are named with their download address and folder."
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "load"
+    RETURN_TYPES = ("MODEL", "CLIP", "GA_ADAPTER", "STRING")
+    RETURN_NAMES = ("model", "clip", "expression_adapter", "info")
+    OUTPUT_TOOLTIPS = (
+        "Arc2Face's UNet, a normal ComfyUI MODEL (KSampler, LoRAs, consistent attention all apply).",
+        "Arc2Face's text encoder; feed it to GenAffect Arc2Face Conditioning.",
+        "The Expression Adapter (FLAME-55 cross-attention) for GenAffect Apply Expression Adapter.",
+        "The files loaded.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "weight_dtype": (list(WEIGHT_DTYPES), {
+                    "default": "default",
+                    "tooltip": "The UNet's weight precision; default lets ComfyUI choose for your GPU (fp16 on most)."}),
+            },
+            "optional": {
+                "convert_pickles_to_safetensors": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Also write encoder/model.safetensors and exp_adapter/exp_adapter.safetensors next to "
+                               "the published .bin files (read safely with weights_only either way); later loads "
+                               "use the safetensors. The .bin files may then be deleted."}),
+            },
+        }
+
+    def load(self, weight_dtype, convert_pickles_to_safetensors=False):
+        import comfy.sd
+        import folder_paths
+
+        roots = comfy_host.model_roots("arc2face")
+        files = arc2face.locate_files(roots, [comfy_host.models_dir()] + roots)
+        dtype = WEIGHT_DTYPES[weight_dtype]
+        model = comfy.sd.load_diffusion_model(files.unet, model_options={"dtype": dtype} if dtype else {})
+        encoder = _read_encoder(files.encoder, convert_pickles_to_safetensors)
+        clip = comfy.sd.load_text_encoder_state_dicts(
+            [encoder], embedding_directory=folder_paths.get_folder_paths("embeddings"),
+            clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+        adapter = _read_adapter(files.expression_adapter, convert_pickles_to_safetensors, files.missing_optional)
+        info = "\n".join([f"UNet: {files.unet}", f"text encoder: {files.encoder}",
+                          f"expression adapter: {files.expression_adapter or 'not installed'}",
+                          f"reference LoRA: {files.reference_lora or 'not installed'}"])
+        return (model, clip, adapter, info)
+
+
+def _token_width(clip) -> int:
+    """The width of the CLIP's token embeddings (768 for Arc2Face's CLIP ViT-L)."""
+    model = clip.cond_stage_model
+    inner = getattr(model, getattr(model, "clip", ""), None)
+    try:
+        return inner.transformer.get_input_embeddings().weight.shape[1]
+    except AttributeError:
+        return CLIP_L_WIDTH
+
+
+class GenAffectArc2FaceConditioning:
+    DESCRIPTION = (
+        "Arc2Face's identity conditioning: the prompt 'photo of a id person' with the 'id' word's embedding "
+        "replaced by the ArcFace identity, encoded by Arc2Face's CLIP. Negative = the same encoder on an empty "
+        "prompt. Sample with CFG about 3 (DPM++ 2M, 25 steps, 512x512)."
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = ("The identity conditioning.", "The empty-prompt conditioning Arc2Face uses as negative.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "Arc2Face's text encoder, from GenAffect Arc2Face Loader."}),
+                "identity": ("GA_IDENTITY", {
+                    "tooltip": "From GenAffect Extract Identity, with recognition 'arcface.onnx (Arc2Face)'."}),
+            },
+            "optional": {
+                "extra_words": ("STRING", {
+                    "default": "", "multiline": False,
+                    "tooltip": "Words appended to the prompt. Arc2Face was trained on the fixed prompt, so their "
+                               "effect is weak; leave empty for the published behaviour."}),
+            },
+        }
+
+    def encode(self, clip, identity, extra_words=""):
+        recognizer = os.path.basename(identity.recognition_model or "")
+        if recognizer and recognizer != arc2face.RECOGNITION_FILE:
+            log.warning("GenAffect: this identity was embedded with %s; Arc2Face was trained on %s embeddings, so "
+                        "the likeness will suffer. Choose 'arcface.onnx (Arc2Face)' in the Face Analyzer Loader.",
+                        recognizer, arc2face.RECOGNITION_FILE)
+        text = f"{arc2face.PROMPT} {extra_words.strip()}".strip()
+        tokens = clip.tokenize(text)
+        if set(tokens) != {"l"}:
+            raise GenAffectInputError(
+                f"Arc2Face conditioning needs Arc2Face's CLIP (one CLIP-L, SD1.5 style); this CLIP has encoders "
+                f"{sorted(tokens)}. Connect the clip output of GenAffect Arc2Face Loader."
+            )
+        id_token = clip.tokenize(arc2face.ID_WORD)["l"][0][1][0]  # after the start token
+        vector = arc2face.identity_vector(identity.embedding, _token_width(clip))
+        positive = clip.encode_from_tokens_scheduled(arc2face.place_identity(tokens, id_token, vector))
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        return (positive, negative)
+
+
+class GenAffectApplyExpressionAdapter:
+    DESCRIPTION = (
+        "Adds Arc2Face's Expression Adapter to a MODEL: every cross-attention layer also attends to tokens made from "
+        "a FLAME-55 expression. With N expressions sample a latent batch of N (image i gets expression i); one "
+        "expression applies to every image. The negative side gets the neutral (zero) vector, as published. The "
+        "input model is not changed."
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A patched copy of the model.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "Arc2Face's UNet (GenAffect Arc2Face Loader)."}),
+                "expression_adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect Arc2Face Loader."}),
+                "expression": ("GA_EXPRESSION", {
+                    "tooltip": "Expressions with FLAME-55: GenAffect Estimate Expression with SMIRK loaded, or a "
+                               "blendshape expression through GenAffect Apply Expression Mapping."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                       "tooltip": "The adapter's scale; 1.0 as published, 0 turns it off."}),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                            "tooltip": "Where in the sampling schedule the adapter starts."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "Where it stops."}),
+            },
+        }
+
+    def apply(self, model, expression_adapter, expression, strength, start_percent, end_percent):
+        adapter = expression_adapter_of(expression_adapter)
+        flame = expression.require("flame", node="GenAffect Apply Expression Adapter")
+        return (expression_patch.install(model, adapter, torch.from_numpy(flame).float(), strength,
+                                         start_percent, end_percent),)

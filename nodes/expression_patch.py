@@ -1,0 +1,131 @@
+"""The Expression Adapter installed on a ComfyUI MODEL clone as ``attn2`` (cross-attention) replacements.
+
+ComfyUI hands an attn2 replacement the projected q, k, v and applies the layer's ``to_out`` to what it
+returns, as diffusers' IP-Adapter processors do around their sum. The adapter's layers follow
+diffusers' order (down blocks, up blocks, mid block), which in ComfyUI's names is input blocks,
+output blocks, middle block, each block's transformers in order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.errors import GenAffectInputError
+from ..models.expression_adapter import ExpressionAdapter, decoupled_cross_attention, expression_rows
+
+UNET_HOST = ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel")
+
+
+def cross_attention_layers(diffusion_model) -> list[tuple[tuple[str, int, int], torch.nn.Module]]:
+    """((block name, block number, transformer index), attn2 module) of a ComfyUI UNet, in diffusers' order."""
+    layers = []
+    for name, blocks in (("input", diffusion_model.input_blocks), ("output", diffusion_model.output_blocks),
+                         ("middle", [diffusion_model.middle_block])):
+        for number, block in enumerate(blocks):
+            transformers = [m for m in block.modules() if type(m).__name__ == "BasicTransformerBlock"]
+            layers += [((name, number, index), t.attn2) for index, t in enumerate(transformers)
+                       if t.attn2 is not None]
+    return layers
+
+
+def check_host(diffusion_model, adapter: ExpressionAdapter) -> list[tuple[str, int, int]]:
+    """The attn2 blocks the adapter's layers patch; refuses a model they were not trained for."""
+    kind = type(diffusion_model)
+    if not any((c.__module__, c.__name__) == UNET_HOST for c in kind.__mro__):
+        raise GenAffectInputError(
+            f"the Expression Adapter patches an SD1.5 UNet (Arc2Face); this MODEL is a {kind.__name__}. Load "
+            "Arc2Face with GenAffect Arc2Face Loader; for FLUX or SD3 use the expression prompts or a "
+            "Gen-AFFECT DiT adapter."
+        )
+    layers = cross_attention_layers(diffusion_model)
+    shapes = [tuple(module.to_k.weight.shape) for _, module in layers]
+    wanted = [(layer.width, adapter.context_width) for layer in adapter.layers]
+    if shapes != wanted:
+        raise GenAffectInputError(
+            f"this UNet has {len(shapes)} cross-attention layers reading {shapes[0][1] if shapes else '?'}-wide "
+            f"text; the Expression Adapter ({adapter.source}) was trained for {len(wanted)} layers reading "
+            f"{adapter.context_width}-wide text (SD1.5). An SDXL or other UNet cannot take it; use Arc2Face's UNet."
+        )
+    return [block for block, _ in layers]
+
+
+class ExpressionTokens:
+    """The adapter's keys/values for every model call's rows, computed once per batch layout and device."""
+
+    def __init__(self, adapter: ExpressionAdapter, expressions: torch.Tensor):
+        self.adapter = adapter
+        self.expressions = expressions  # (N, 55) float32
+        self._cache: dict = {}
+
+    def keys_values(self, layer: int, chunk_kinds: tuple, images: int, device, dtype):
+        key = (layer, chunk_kinds, images, device, dtype)
+        if key not in self._cache:
+            rows = expression_rows(self.expressions, chunk_kinds, images)
+            with torch.no_grad():
+                tokens = self.adapter.tokens(rows)
+                k, v = self.adapter.keys_values(layer, tokens)
+            self._cache[key] = (k.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype))
+        return self._cache[key]
+
+
+class ExpressionCrossAttention:
+    """The attn2 replacement of one layer: text cross-attention + strength x expression attention."""
+
+    def __init__(self, tokens: ExpressionTokens, layer: int, strength: float, sigma_range: tuple[float, float]):
+        self.tokens = tokens
+        self.layer = layer
+        self.strength = strength
+        self.sigma_start, self.sigma_end = sigma_range
+        self._attention = None
+
+    def _optimized_attention(self):
+        if self._attention is None:
+            from comfy.ldm.modules.attention import optimized_attention
+
+            self._attention = optimized_attention
+        return self._attention
+
+    def __call__(self, q, k, v, extra_options):
+        optimized = self._optimized_attention()
+
+        def attention(q_, k_, v_, heads):  # the call ComfyUI's own cross-attention makes
+            return optimized(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
+                             transformer_options=extra_options)
+
+        heads = extra_options["n_heads"]
+        sigmas = extra_options.get("sigmas")
+        sigma = float(sigmas.flatten()[0]) if sigmas is not None else self.sigma_start
+        if not self.sigma_end <= sigma <= self.sigma_start:
+            return attention(q, k, v, heads)
+        kinds = tuple(extra_options.get("cond_or_uncond") or [0])
+        if q.shape[0] % len(kinds):
+            raise GenAffectInputError(f"a batch of {q.shape[0]} does not split into {len(kinds)} conditionings.")
+        k_ip, v_ip = self.tokens.keys_values(self.layer, kinds, q.shape[0] // len(kinds), q.device, q.dtype)
+        return decoupled_cross_attention(q, k, v, k_ip, v_ip, heads, self.strength, attention=attention)
+
+
+ADDITIONAL_MODELS_KEY = "genaffect_expression_adapter"
+
+
+def install(model, adapter: ExpressionAdapter, expressions: torch.Tensor, strength: float,
+            start_percent: float = 0.0, end_percent: float = 1.0):
+    """A clone of ComfyUI MODEL ``model`` whose cross-attention layers also attend to the expressions."""
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise GenAffectInputError(
+            f"start and end percent must satisfy 0 <= start <= end <= 1; got {start_percent} and {end_percent}."
+        )
+    blocks = check_host(model.get_model_object("diffusion_model"), adapter)
+    model_sampling = model.get_model_object("model_sampling")
+    sigma_range = (model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent))
+    tokens = ExpressionTokens(adapter, expressions)
+    patched = model.clone()
+    for layer, (name, number, index) in enumerate(blocks):
+        patched.set_model_attn2_replace(ExpressionCrossAttention(tokens, layer, strength, sigma_range),
+                                        name, number, index)
+    import comfy.model_patcher
+
+    # ComfyUI moves the adapter to the GPU with the UNet and offloads it with it.
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [
+        comfy.model_patcher.ModelPatcher(adapter, load_device=model.load_device, offload_device=model.offload_device)
+    ])
+    return patched
