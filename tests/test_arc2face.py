@@ -13,7 +13,7 @@ from genaffect.models.errors import GenAffectInputError, ModelFileError
 from genaffect.models.expression import ExpressionBatch
 from genaffect.nodes.arc2face_nodes import GenAffectApplyExpressionAdapter, MissingAdapter
 
-ID = 538  # "id" in CLIP's vocabulary
+ID = 1014  # "id" in CLIP's vocabulary (ComfyUI's SD1 tokenizer)
 START, END = 49406, 49407
 
 

@@ -58,6 +58,7 @@ def comfy(tmp_path_factory):
         "--output-directory", str(work / "output"), "--temp-directory", str(work / "temp"),
         "--user-directory", str(work / "user"), "--input-directory", str(work / "input"),
         "--extra-model-paths-config", str(work / "extra_model_paths.yaml"),
+        "--fp32-text-enc",  # on CPU ComfyUI runs text encoders in fp16; parity tests compare with fp32 references
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT)
@@ -88,4 +89,27 @@ def tiny_diffusion(comfy):
     builder = os.path.join(os.path.dirname(__file__), "tiny_diffusion_models.py")
     done = subprocess.run([COMFYUI_PYTHON, builder, str(comfy.models)], cwd=COMFYUI_DIR, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    return comfy
+
+
+@pytest.fixture(scope="session")
+def arc2face_models(comfy):
+    """A full-size random Arc2Face in its published layout, an SD1.5 VAE, a tiny arcface.onnx and a
+    blendshape -> FLAME-55 mapping in the server's model folders."""
+    pytest.importorskip("diffusers", reason="the Arc2Face tests need diffusers in ComfyUI's Python (README, Tests)")
+    builder = os.path.join(os.path.dirname(__file__), "arc2face_models.py")
+    done = subprocess.run([COMFYUI_PYTHON, builder, str(comfy.models)], cwd=COMFYUI_DIR, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import numpy as np
+    import onnx
+    from tiny_insightface import tiny_recognizer
+
+    from genaffect.models.expression_mapping import fit_mapping, save_mapping
+
+    onnx.save(tiny_recognizer(seed=5), str(comfy.models / "arc2face" / "arcface.onnx"))
+    rng = np.random.default_rng(0)
+    blendshapes = rng.uniform(0, 1, (200, 52))
+    flame = blendshapes @ rng.normal(0, 0.5, (52, 55)) + rng.normal(0, 0.01, (200, 55))
+    (comfy.models / "genaffect" / "mappings").mkdir(parents=True, exist_ok=True)
+    save_mapping(fit_mapping(blendshapes, flame), str(comfy.models / "genaffect" / "mappings" / "test_map.safetensors"))
     return comfy

@@ -1,0 +1,127 @@
+"""Arc2Face inside a real ComfyUI on a full-size, randomly initialised Arc2Face in the published
+layout: the native result (our loader, identity conditioning and Expression Adapter, ComfyUI's KSampler)
+matches a diffusers StableDiffusionPipeline with Arc2Face's identity projection and the adapter loaded
+by diffusers' own load_ip_adapter, on the same weights, inputs and seed."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_consistent_sampling import run_ok, saved_latent
+
+EXPRESSIONS = "neutral, happy, surprised"
+SEED, STEPS, CFG = 5, 2, 3.0
+TOLERANCE = 1e-3  # max abs difference of the final latents, fp32 on CPU (this random UNet's latents reach ~60)
+
+
+def arc2face_graph(prefix: str, weight_dtype: str = "fp32") -> dict:
+    return {
+        "image": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "analyzer": {"class_type": "GenAffectFaceAnalyzerLoader", "inputs": {
+            "pack": "antelopev2", "recognition": "arcface.onnx (Arc2Face)", "provider": "CPU",
+            "detection_size": 256, "detection_threshold": 0.5}},
+        "identity": {"class_type": "GenAffectExtractIdentity", "inputs": {
+            "face_analyzer": ["analyzer", 0], "images": ["image", 0], "face_order": "largest", "face_index": 0,
+            "on_no_face": "skip"}},
+        "arc2face": {"class_type": "GenAffectArc2FaceLoader", "inputs": {"weight_dtype": weight_dtype}},
+        "cond": {"class_type": "GenAffectArc2FaceConditioning", "inputs": {
+            "clip": ["arc2face", 1], "identity": ["identity", 0]}},
+        "presets": {"class_type": "GenAffectExpressionPreset", "inputs": {"expressions": EXPRESSIONS, "intensity": 1.0}},
+        "flame": {"class_type": "GenAffectApplyExpressionMapping", "inputs": {
+            "expression": ["presets", 0], "mapping_file": "mappings/test_map.safetensors", "replace_existing": False}},
+        "adapter": {"class_type": "GenAffectApplyExpressionAdapter", "inputs": {
+            "model": ["arc2face", 0], "expression_adapter": ["arc2face", 2], "expression": ["flame", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 3}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["adapter", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["latent", 0],
+            "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": f"latents/{prefix}"}},
+    }
+
+
+def reference_inputs(comfy):
+    """The identity embedding and FLAME vectors, computed by the pack's own code outside ComfyUI."""
+    from genaffect.models import expression_library, expression_mapping, face_analyzer, identity, onnx_providers
+
+    analyzer = face_analyzer.load_face_analyzer(
+        "antelopev2", str(comfy.models / "insightface" / "models" / "antelopev2"),
+        onnx_providers.choose_providers("CPU"), use_arc2face_recognizer=True,
+        arc2face_roots=[str(comfy.models / "arc2face")], det_size=256, det_threshold=0.5)
+    frame = np.asarray(Image.open(comfy.work / "input" / "example.png").convert("RGB"))
+    found, _ = identity.extract_identity(analyzer, [frame])
+    mapping = expression_mapping.load_mapping(str(comfy.models / "genaffect" / "mappings" / "test_map.safetensors"))
+    names = [n.strip() for n in EXPRESSIONS.split(",")]
+    flame = mapping.apply(expression_library.presets(names).blendshapes)
+    return torch.from_numpy(found.embedding).float()[None], torch.from_numpy(flame).float()
+
+
+def diffusers_reference(comfy, embedding: torch.Tensor, flame: torch.Tensor) -> torch.Tensor:
+    """Arc2Face's published inference (gradio_demo/app_exp_adapter.py) on diffusers, Euler sampling."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from arc2face_models import SD15_VAE
+
+    root = comfy.models / "arc2face"
+    unet = UNet2DConditionModel.from_pretrained(str(root / "arc2face"), torch_dtype=torch.float32)
+    encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(str(root / "encoder")))
+    state = torch.load(root / "encoder" / "pytorch_model.bin", weights_only=True)
+    if not any(k.startswith("text_model.") for k in encoder.state_dict()):  # transformers 5 names
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(os.environ["COMFYUI_DIR"], "comfy", "sd1_tokenizer"))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="trailing")  # ComfyUI's "simple" schedule
+    pipe = StableDiffusionPipeline(vae=AutoencoderKL(**SD15_VAE), text_encoder=encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   image_encoder=None, requires_safety_checker=False)
+    pipe.load_ip_adapter(str(root), subfolder="exp_adapter", weight_name="exp_adapter.bin", image_encoder_folder=None)
+    pipe.set_ip_adapter_scale(1.0)
+
+    # Arc2Face's project_face_embs: the "id" token's input embedding replaced, then the encoder run.
+    ids = tokenizer("photo of a id person", padding="max_length", max_length=77, truncation=True,
+                    return_tensors="pt").input_ids
+    id_token = tokenizer.encode("id", add_special_tokens=False)[0]
+    padded = torch.nn.functional.pad(embedding, (0, 768 - 512))
+    hook = encoder.get_input_embeddings().register_forward_hook(
+        lambda module, args, out: torch.where((args[0] == id_token)[..., None], padded.to(out.dtype), out))
+    with torch.no_grad():
+        prompt_embeds = encoder(ids).last_hidden_state
+    hook.remove()
+
+    # One expression per pipeline call, as the demo runs it: the pipeline repeats the adapter's embeddings
+    # for every image of a batch, so a batch cannot carry different expressions. Images are independent.
+    noise = torch.randn((flame.shape[0], 4, 8, 8), generator=torch.manual_seed(SEED))  # ComfyUI's prepare_noise
+    # ComfyUI starts from noise x sqrt(1 + sigma_max^2); diffusers' "trailing" Euler from noise x sigma_max.
+    scheduler.set_timesteps(STEPS)
+    sigma_max = float(scheduler.sigmas[0])
+    noise = noise * (1 + sigma_max ** 2) ** 0.5 / sigma_max
+    latents = []
+    for i in range(flame.shape[0]):
+        exp_embeds = torch.cat([torch.zeros_like(flame[i:i + 1]), flame[i:i + 1]])[:, None, :]
+        with torch.no_grad():
+            latents.append(pipe(prompt_embeds=prompt_embeds, ip_adapter_image_embeds=[exp_embeds],
+                                num_inference_steps=STEPS, guidance_scale=CFG, latents=noise[i:i + 1], height=64,
+                                width=64, output_type="latent").images)
+    return torch.cat(latents)
+
+
+def test_arc2face_expression_sheet_matches_the_diffusers_reference(arc2face_models):
+    comfy = arc2face_models
+    run_ok(comfy, arc2face_graph("arc2face_parity"), timeout=600)
+    ours = saved_latent(comfy, "arc2face", "parity")
+    embedding, flame = reference_inputs(comfy)
+    reference = diffusers_reference(comfy, embedding, flame)
+    ours_internal = ours * 0.18215  # SaveLatent stores ComfyUI's latent; diffusers returns the model's own scale
+    difference = (ours_internal - reference).abs().max().item()
+    print(f"Arc2Face parity: max abs difference {difference:.2e} (latents up to {reference.abs().max():.2f})")
+    assert ours.shape == (3, 4, 8, 8) and torch.isfinite(ours).all()
+    assert difference < TOLERANCE
+    assert (ours[0] - ours[1]).abs().max() > 1e-3  # the expressions make the images differ
