@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from comfy_server import HAS_REAL_LANDMARKER
 from test_consistent_sampling import run_ok, saved_latent
 
 EXPRESSIONS = "neutral, happy, surprised"
@@ -125,3 +126,56 @@ def test_arc2face_expression_sheet_matches_the_diffusers_reference(arc2face_mode
     assert ours.shape == (3, 4, 8, 8) and torch.isfinite(ours).all()
     assert difference < TOLERANCE
     assert (ours[0] - ours[1]).abs().max() > 1e-3  # the expressions make the images differ
+
+
+def _errors(result):
+    return [m[1]["exception_message"] for m in result["status"]["messages"] if m[0] == "execution_error"]
+
+
+@pytest.mark.parametrize("model_file, fragment", [
+    ("tiny_sd15.safetensors", "trained for 16 layers"),  # an SD1.5-style UNet whose layers do not match
+    ("tiny_flux.safetensors", "this MODEL is a Flux"),
+])
+def test_expression_adapter_refuses_a_model_it_was_not_trained_for(arc2face_models, tiny_diffusion, model_file, fragment):
+    comfy = arc2face_models
+    prompt = arc2face_graph("refused")
+    prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": model_file, "weight_dtype": "default"}}
+    prompt["adapter"]["inputs"]["model"] = ["unet", 0]
+    result = comfy.run(prompt)
+    assert result["status"]["status_str"] == "error"
+    assert any(fragment in message for message in _errors(result)), _errors(result)
+
+
+def test_latent_batch_that_fits_no_expression_count_stops_with_both_counts(arc2face_models):
+    comfy = arc2face_models
+    prompt = arc2face_graph("mismatch")
+    prompt["latent"]["inputs"]["batch_size"] = 2
+    result = comfy.run(prompt)
+    assert any("3 expressions for a batch of 2 images" in message for message in _errors(result)), _errors(result)
+
+
+@pytest.mark.skipif(not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
+def test_arc2face_example_workflow_runs_end_to_end(arc2face_models):
+    comfy = arc2face_models
+    from smirk_weights import published_layout_weights
+
+    (comfy.models / "smirk").mkdir(exist_ok=True)
+    torch.save(published_layout_weights(0), comfy.models / "smirk" / "SMIRK_em1.pt")
+    prompt = comfy.workflow_prompt("arc2face_expression_sheet")
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "LoadImage":  # painted faces for the tiny detector; a real face for MediaPipe
+            inputs["image"] = "example.png" if inputs["image"] == "person.png" else "astronaut.png"
+        elif kind == "GenAffectFaceAnalyzerLoader":
+            inputs.update(provider="CPU", detection_size=256)
+        elif kind == "EmptyLatentImage":
+            inputs.update(width=64, height=64)
+        elif kind == "KSampler":
+            inputs["steps"] = 2
+        elif kind == "VAELoader":
+            inputs["vae_name"] = "sd15_vae_random.safetensors"
+    result = run_ok(comfy, prompt, timeout=600)
+    images = [image for output in result["outputs"].values() for image in output.get("images", [])]
+    assert len(images) == 1  # the sheet of 3 generated faces
+    texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
+    assert texts, "the metrics summary"
