@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import GenAffectInputError, ModelFileError
-from .model_catalog import CATALOG, ModelFile
+from .model_catalog import CATALOG
 from .model_check import FOUND, check_models, format_report
 
 PROMPT = "photo of a id person"
@@ -79,11 +79,7 @@ class Arc2FaceFiles:
     encoder: str
     expression_adapter: str | None  # None when not downloaded (an optional part)
     reference_lora: str | None
-    missing_optional: str  # the report lines for the optional parts not found, for later messages
-
-
-def _entry(path: str) -> ModelFile:
-    return next(entry for entry in ARC2FACE_ENTRIES if entry.path == path)
+    missing: dict[str, str]  # optional file path -> its report lines (download, folder), when not found
 
 
 UNET, ENCODER = "arc2face/diffusion_pytorch_model.safetensors", "encoder/pytorch_model.bin"
@@ -116,5 +112,5 @@ def locate_files(roots: list[str], search_dirs: list[str]) -> Arc2FaceFiles:
     return Arc2FaceFiles(
         unet=paths[UNET], encoder=paths[ENCODER],
         expression_adapter=paths[EXPRESSION_ADAPTER], reference_lora=paths[REFERENCE_LORA],
-        missing_optional=format_report([s for s in statuses if paths[s.entry.path] is None and s.entry.optional]),
+        missing={s.entry.path: format_report([s]) for s in statuses if paths[s.entry.path] is None},
     )

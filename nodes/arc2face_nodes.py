@@ -9,7 +9,7 @@ import torch
 
 from ..models import arc2face
 from ..models.errors import GenAffectInputError
-from ..models.expression_adapter import ExpressionAdapter, load_expression_adapter
+from ..models.expression_adapter import FORMAT as ADAPTER_FORMAT, ExpressionAdapter, load_expression_adapter
 from ..models.weight_files import read_weights, write_safetensors
 from . import comfy_host, expression_patch
 
@@ -39,23 +39,27 @@ def expression_adapter_of(adapter) -> ExpressionAdapter:
     )
 
 
+def _save_conversion(state: dict[str, torch.Tensor], path: str, published: str, format_name: str) -> None:
+    """Write ``state`` as the safetensors file that stands in for the pickle ``path`` from now on."""
+    target = os.path.join(os.path.dirname(path), os.path.basename(arc2face.CONVERTED[published]))
+    write_safetensors(state, target, metadata={"format": format_name, "source": os.path.basename(path)})
+    log.info("GenAffect: wrote %s; it is loaded instead of the pickle from now on.", target)
+
+
 def _read_encoder(path: str, convert: bool) -> dict[str, torch.Tensor]:
     state = read_weights(path, ENCODER_HINT)
     if convert and not path.endswith(".safetensors"):
-        target = os.path.join(os.path.dirname(path), os.path.basename(arc2face.CONVERTED["encoder/pytorch_model.bin"]))
-        write_safetensors(state, target, metadata={"format": "pt", "source": os.path.basename(path)})
-        log.info("GenAffect: wrote %s; it is loaded instead of the pickle from now on.", target)
+        _save_conversion(state, path, arc2face.ENCODER, "pt")
     return state
 
 
-def _read_adapter(path: str | None, convert: bool, missing: str):
+def _read_adapter(files: arc2face.Arc2FaceFiles, convert: bool):
+    path = files.expression_adapter
     if path is None:
-        return MissingAdapter("the Expression Adapter is not installed:\n" + missing)
+        return MissingAdapter("the Expression Adapter is not installed:\n" + files.missing[arc2face.EXPRESSION_ADAPTER])
     adapter = load_expression_adapter(path)
     if convert and not path.endswith(".safetensors"):
-        target = os.path.join(os.path.dirname(path), "exp_adapter.safetensors")
-        write_safetensors(adapter.state_dict_published(), target,
-                          metadata={"format": "genaffect.expression_adapter", "source": os.path.basename(path)})
+        _save_conversion(adapter.state_dict_published(), path, arc2face.EXPRESSION_ADAPTER, ADAPTER_FORMAT)
     return adapter
 
 
@@ -105,7 +109,7 @@ class GenAffectArc2FaceLoader:
         clip = comfy.sd.load_text_encoder_state_dicts(
             [encoder], embedding_directory=folder_paths.get_folder_paths("embeddings"),
             clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
-        adapter = _read_adapter(files.expression_adapter, convert_pickles_to_safetensors, files.missing_optional)
+        adapter = _read_adapter(files, convert_pickles_to_safetensors)
         info = "\n".join([f"UNet: {files.unet}", f"text encoder: {files.encoder}",
                           f"expression adapter: {files.expression_adapter or 'not installed'}",
                           f"reference LoRA: {files.reference_lora or 'not installed'}"])

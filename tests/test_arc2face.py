@@ -77,7 +77,7 @@ def test_published_layout_is_found(tmp_path):
     assert files.unet.endswith(os.path.join("arc2face", "diffusion_pytorch_model.safetensors"))
     assert files.encoder.endswith(os.path.join("encoder", "pytorch_model.bin"))
     assert files.expression_adapter.endswith("exp_adapter.bin") and files.reference_lora is None
-    assert "ref_adapter/pytorch_lora_weights.safetensors" in files.missing_optional
+    assert "huggingface.co/FoivosPar/Arc2Face" in files.missing[arc2face.REFERENCE_LORA]
 
 
 def test_safetensors_conversions_are_preferred_and_stand_in_for_the_pickles(tmp_path):
