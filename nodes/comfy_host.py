@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
+from ..models.errors import GenAffectInputError
 from ..models.model_catalog import MODEL_FOLDERS
 
 MODELS_DIR_ENV = "GENAFFECT_MODELS_DIR"
@@ -118,6 +119,24 @@ def _model_management():
     except ImportError:
         return None
     return model_management
+
+
+def sigma_range(model, start_percent: float, end_percent: float) -> tuple[float, float]:
+    """The noise levels (high, low) between which a patch acts, from a start/end share of the schedule."""
+    if not 0.0 <= start_percent <= end_percent <= 1.0:
+        raise GenAffectInputError(
+            f"start and end percent must satisfy 0 <= start <= end <= 1; got {start_percent} and {end_percent}."
+        )
+    model_sampling = model.get_model_object("model_sampling")
+    return model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
+
+
+@functools.cache
+def optimized_attention():
+    """ComfyUI's attention function, the one its own attention layers call (imported at first use)."""
+    from comfy.ldm.modules.attention import optimized_attention as attention
+
+    return attention
 
 
 def check_interrupted() -> None:

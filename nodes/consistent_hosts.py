@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..models.consistent_attention import ConsistencySettings, step_index
 from ..models.errors import GenAffectInputError
+from . import comfy_host
 
 LAYOUT_KEY = "genaffect_consistent_layout"
 WRAPPER_KEY = "genaffect_consistent_attention"
@@ -130,18 +131,11 @@ class SelfAttentionShare:
 
     def __init__(self, settings: ConsistencySettings, attention=None):
         self.settings = settings
-        self.attention = attention  # ComfyUI's optimized_attention; looked up at first use
-
-    def _plain(self):
-        if self.attention is None:
-            from comfy.ldm.modules.attention import optimized_attention
-
-            self.attention = optimized_attention
-        return self.attention
+        self.attention = attention  # None: ComfyUI's optimized_attention, looked up at first use
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
-        attention = self._plain()
+        attention = self.attention or comfy_host.optimized_attention()
 
         def plain(q_, k_, v_, **shape):  # exactly the call ComfyUI's own self-attention makes
             return attention(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
@@ -229,14 +223,9 @@ def unet_attention_blocks(diffusion_model, which: str) -> list[tuple[str, int]]:
 def install(model, settings: ConsistencySettings, *, start_percent: float = 0.0, end_percent: float = 1.0,
             blocks: str = "up"):
     """A clone of the ComfyUI MODEL ``model`` with consistent attention; ``model`` is left untouched."""
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise GenAffectInputError(
-            f"start and end percent must satisfy 0 <= start <= end <= 1; got {start_percent} and {end_percent}."
-        )
+    sigma_range = comfy_host.sigma_range(model, start_percent, end_percent)
     diffusion_model = model.get_model_object("diffusion_model")
     host = host_of(diffusion_model)
-    model_sampling = model.get_model_object("model_sampling")
-    sigma_range = (model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent))
     patched = model.clone()
     patched.remove_wrappers_with_key(APPLY_MODEL, WRAPPER_KEY)  # a second node replaces the first
     if host == "unet":

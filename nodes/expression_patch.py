@@ -12,6 +12,7 @@ import torch
 
 from ..models.errors import GenAffectInputError
 from ..models.expression_adapter import ExpressionAdapter, decoupled_cross_attention, expression_rows
+from . import comfy_host
 
 UNET_HOST = ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel")
 
@@ -50,22 +51,25 @@ def check_host(diffusion_model, adapter: ExpressionAdapter) -> list[tuple[str, i
 
 
 class ExpressionTokens:
-    """The adapter's keys/values for every model call's rows, computed once per batch layout and device."""
+    """The adapter's keys/values for every model call's rows: the tokens once per batch layout, each
+    layer's keys/values once per layout, device and dtype (they do not change between steps)."""
 
     def __init__(self, adapter: ExpressionAdapter, expressions: torch.Tensor):
         self.adapter = adapter
         self.expressions = expressions  # (N, 55) float32
-        self._cache: dict = {}
+        self._tokens: dict = {}
+        self._keys_values: dict = {}
 
     def keys_values(self, layer: int, chunk_kinds: tuple, images: int, device, dtype):
         key = (layer, chunk_kinds, images, device, dtype)
-        if key not in self._cache:
-            rows = expression_rows(self.expressions, chunk_kinds, images)
+        if key not in self._keys_values:
             with torch.no_grad():
-                tokens = self.adapter.tokens(rows)
-                k, v = self.adapter.keys_values(layer, tokens)
-            self._cache[key] = (k.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype))
-        return self._cache[key]
+                if (chunk_kinds, images) not in self._tokens:
+                    rows = expression_rows(self.expressions, chunk_kinds, images)
+                    self._tokens[chunk_kinds, images] = self.adapter.tokens(rows)
+                k, v = self.adapter.keys_values(layer, self._tokens[chunk_kinds, images])
+            self._keys_values[key] = (k.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype))
+        return self._keys_values[key]
 
 
 class ExpressionCrossAttention:
@@ -76,17 +80,9 @@ class ExpressionCrossAttention:
         self.layer = layer
         self.strength = strength
         self.sigma_start, self.sigma_end = sigma_range
-        self._attention = None
-
-    def _optimized_attention(self):
-        if self._attention is None:
-            from comfy.ldm.modules.attention import optimized_attention
-
-            self._attention = optimized_attention
-        return self._attention
 
     def __call__(self, q, k, v, extra_options):
-        optimized = self._optimized_attention()
+        optimized = comfy_host.optimized_attention()
 
         def attention(q_, k_, v_, heads):  # the call ComfyUI's own cross-attention makes
             return optimized(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
@@ -110,13 +106,8 @@ ADDITIONAL_MODELS_KEY = "genaffect_expression_adapter"
 def install(model, adapter: ExpressionAdapter, expressions: torch.Tensor, strength: float,
             start_percent: float = 0.0, end_percent: float = 1.0):
     """A clone of ComfyUI MODEL ``model`` whose cross-attention layers also attend to the expressions."""
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise GenAffectInputError(
-            f"start and end percent must satisfy 0 <= start <= end <= 1; got {start_percent} and {end_percent}."
-        )
+    sigma_range = comfy_host.sigma_range(model, start_percent, end_percent)
     blocks = check_host(model.get_model_object("diffusion_model"), adapter)
-    model_sampling = model.get_model_object("model_sampling")
-    sigma_range = (model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent))
     tokens = ExpressionTokens(adapter, expressions)
     patched = model.clone()
     for layer, (name, number, index) in enumerate(blocks):
