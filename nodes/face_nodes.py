@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ..models import face_analyzer, face_choice, identity, insightface_packs, onnx_providers
+from ..models import face_align, face_analyzer, face_choice, identity, insightface_packs, onnx_providers
 from ..models.drawing import draw_detections
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host
@@ -127,6 +127,47 @@ class GenAffectExtractIdentity:
         report = result.report()
         log.info("GenAffect %s", report)
         return (result, crops, preview, report)
+
+
+class GenAffectAlignFace:
+    DESCRIPTION = (
+        "Crops and rotates the face of each photo FFHQ-style (eyes level, the face centred as in FFHQ and Arc2Face's "
+        "training data). Feed the result to GenAffect Apply Reference Adapter, and to Extract Identity so both see "
+        "the same crop. Photos without a face are skipped with a warning."
+    )
+    CATEGORY = "GenAffect/face"
+    FUNCTION = "align"
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("aligned", "report")
+    OUTPUT_TOOLTIPS = ("One aligned square image per photo with a face.", "Which photos were skipped and why.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From GenAffect Face Analyzer Loader (its detector "
+                                                                  "finds the eyes and mouth corners)."}),
+                "images": ("IMAGE", {"tooltip": "Photos with a face."}),
+                "size": ("INT", {"default": face_align.ALIGNED_SIZE, "min": 64, "max": 2048, "step": 8,
+                                 "tooltip": "Output side in pixels; Arc2Face works at 512."}),
+                "face_order": (list(face_choice.FACE_ORDERS), {
+                    "tooltip": "How faces in one photo are ordered before face_index picks one."}),
+                "face_index": ("INT", {"default": 0, "min": 0, "max": 63,
+                                       "tooltip": "Which face to use in the chosen order (0 = first)."}),
+                "on_no_face": (list(face_choice.NO_FACE_POLICIES), {
+                    "tooltip": "skip: leave out photos without a face (with a warning); error: stop."}),
+            },
+        }
+
+    def align(self, face_analyzer, images, size, face_order, face_index, on_no_face):
+        frames = image_batch_to_rgb_uint8(images, what="Align Face images")
+        aligned, skipped = face_align.align_photos(
+            face_analyzer, frames, face_order=face_order, face_index=face_index, on_no_face=on_no_face, size=size,
+            on_progress=comfy_host.progress_callback(len(frames)))
+        report = f"aligned {len(aligned)} of {len(frames)} photo(s) to {size}x{size}"
+        if skipped:
+            report += "; skipped " + face_choice.describe_skipped(skipped)
+        return (rgb_uint8_to_image_batch(aligned), report)
 
 
 def _previews(frames: list[np.ndarray], detections, result: identity.Identity) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ TYPE_CHECKS = {
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 # Nodes that take a ComfyUI MODEL run in the integration lane (tests/integration), against a real ComfyUI.
 NEEDS_COMFYUI = {"GenAffectConsistentAttention", "GenAffectConsistentBatchSampler", "GenAffectArc2FaceLoader",
-                 "GenAffectArc2FaceConditioning", "GenAffectApplyExpressionAdapter"}
+                 "GenAffectArc2FaceConditioning", "GenAffectApplyExpressionAdapter", "GenAffectApplyReferenceAdapter"}
 
 
 @pytest.mark.parametrize("name, cls", NODES)
@@ -76,6 +76,8 @@ def _run_every_node():
     return {
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
         "GenAffectExtractIdentity": identity,
+        "GenAffectAlignFace": NODE_CLASS_MAPPINGS["GenAffectAlignFace"]().align(
+            analyzer_outputs[0], images, 128, "largest", 0, "skip"),
         "GenAffectCheckModels": check.check(False),
         "GenAffectExpressionPreset": preset,
         "GenAffectExpressionEditor": NODE_CLASS_MAPPINGS["GenAffectExpressionEditor"]().edit(1.0, preset[0], smile_left=0.5),
