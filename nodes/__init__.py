@@ -2,6 +2,7 @@
 
 from .arc2face_nodes import (
     GenAffectApplyExpressionAdapter,
+    GenAffectApplyReferenceAdapter,
     GenAffectArc2FaceConditioning,
     GenAffectArc2FaceLoader,
 )
@@ -15,13 +16,14 @@ from .expression_nodes import (
 from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
 from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics
-from .face_nodes import GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
+from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
 
 NODE_CLASSES = (
     GenAffectFaceAnalyzerLoader,
     GenAffectExtractIdentity,
+    GenAffectAlignFace,
     GenAffectCheckModels,
     GenAffectExpressionPreset,
     GenAffectExpressionEditor,
@@ -39,12 +41,14 @@ NODE_CLASSES = (
     GenAffectArc2FaceLoader,
     GenAffectArc2FaceConditioning,
     GenAffectApplyExpressionAdapter,
+    GenAffectApplyReferenceAdapter,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectFaceAnalyzerLoader": "GenAffect Face Analyzer Loader",
     "GenAffectExtractIdentity": "GenAffect Extract Identity",
+    "GenAffectAlignFace": "GenAffect Align Face",
     "GenAffectCheckModels": "GenAffect Check Models",
     "GenAffectExpressionPreset": "GenAffect Expression Preset",
     "GenAffectExpressionEditor": "GenAffect Expression Editor",
@@ -62,4 +66,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectArc2FaceLoader": "GenAffect Arc2Face Loader",
     "GenAffectArc2FaceConditioning": "GenAffect Arc2Face Conditioning",
     "GenAffectApplyExpressionAdapter": "GenAffect Apply Expression Adapter",
+    "GenAffectApplyReferenceAdapter": "GenAffect Apply Reference Adapter",
 }

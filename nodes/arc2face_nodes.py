@@ -10,8 +10,10 @@ import torch
 from ..models import arc2face
 from ..models.errors import GenAffectInputError
 from ..models.expression_adapter import FORMAT as ADAPTER_FORMAT, ExpressionAdapter, load_expression_adapter
+from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
+from ..models.reference_adapter import ReferenceLora, load_reference_lora
 from ..models.weight_files import read_weights, write_safetensors
-from . import comfy_host, expression_patch
+from . import comfy_host, expression_patch, reference_patch
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +24,29 @@ CLIP_L_WIDTH = 768
 
 
 class MissingAdapter:
-    """A GA_ADAPTER socket whose file was not downloaded: using it raises the message."""
+    """An adapter socket whose file was not downloaded: using it raises the message."""
 
     def __init__(self, message: str):
         self.message = message
 
 
-def expression_adapter_of(adapter) -> ExpressionAdapter:
-    if isinstance(adapter, ExpressionAdapter):
+def _adapter_of(adapter, kind: type, what: str, output: str):
+    if isinstance(adapter, kind):
         return adapter
     if isinstance(adapter, MissingAdapter):
         raise GenAffectInputError(adapter.message)
     raise GenAffectInputError(
-        f"this GA_ADAPTER is a {type(adapter).__name__}, not Arc2Face's Expression Adapter; take the "
-        "expression_adapter output of GenAffect Arc2Face Loader."
+        f"this input is a {type(adapter).__name__}, not Arc2Face's {what}; take the {output} output of "
+        "GenAffect Arc2Face Loader."
     )
+
+
+def expression_adapter_of(adapter) -> ExpressionAdapter:
+    return _adapter_of(adapter, ExpressionAdapter, "Expression Adapter", "expression_adapter")
+
+
+def reference_adapter_of(adapter) -> ReferenceLora:
+    return _adapter_of(adapter, ReferenceLora, "Reference Adapter", "reference_adapter")
 
 
 def _save_conversion(state: dict[str, torch.Tensor], path: str, published: str, format_name: str) -> None:
@@ -63,20 +73,28 @@ def _read_adapter(files: arc2face.Arc2FaceFiles, convert: bool):
     return adapter
 
 
+def _read_reference(files: arc2face.Arc2FaceFiles):
+    if files.reference_lora is None:
+        return MissingAdapter("the Reference Adapter is not installed:\n" + files.missing[arc2face.REFERENCE_LORA])
+    return load_reference_lora(files.reference_lora)
+
+
 class GenAffectArc2FaceLoader:
     DESCRIPTION = (
         "Loads Arc2Face from models/arc2face/ in its published layout (huggingface.co/FoivosPar/Arc2Face): the "
-        "SD1.5 UNet as a MODEL, its fine-tuned CLIP text encoder as a CLIP, and the Expression Adapter. Use an SD1.5 "
+        "SD1.5 UNet as a MODEL, its fine-tuned CLIP text encoder as a CLIP, the Expression Adapter and the Reference "
+        "Adapter. Use an SD1.5 "
         "VAE from models/vae/. Missing files are named with their download address and folder."
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP", "GA_ADAPTER", "STRING")
-    RETURN_NAMES = ("model", "clip", "expression_adapter", "info")
+    RETURN_TYPES = ("MODEL", "CLIP", "GA_ADAPTER", "GA_REFERENCE_ADAPTER", "STRING")
+    RETURN_NAMES = ("model", "clip", "expression_adapter", "reference_adapter", "info")
     OUTPUT_TOOLTIPS = (
         "Arc2Face's UNet, a normal ComfyUI MODEL (KSampler, LoRAs, consistent attention all apply).",
         "Arc2Face's text encoder; feed it to GenAffect Arc2Face Conditioning.",
         "The Expression Adapter (FLAME-55 cross-attention) for GenAffect Apply Expression Adapter.",
+        "The Reference Adapter's LoRA, for GenAffect Apply Reference Adapter (editing a real photo).",
         "The files loaded.",
     )
 
@@ -110,10 +128,11 @@ class GenAffectArc2FaceLoader:
             [encoder], embedding_directory=folder_paths.get_folder_paths("embeddings"),
             clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
         adapter = _read_adapter(files, convert_pickles_to_safetensors)
+        reference = _read_reference(files)
         info = "\n".join([f"UNet: {files.unet}", f"text encoder: {files.encoder}",
                           f"expression adapter: {files.expression_adapter or 'not installed'}",
                           f"reference LoRA: {files.reference_lora or 'not installed'}"])
-        return (model, clip, adapter, info)
+        return (model, clip, adapter, reference, info)
 
 
 def _token_width(clip) -> int:
@@ -210,3 +229,64 @@ class GenAffectApplyExpressionAdapter:
         flame = expression.require("flame", node="GenAffect Apply Expression Adapter")
         return (expression_patch.install(model, adapter, torch.from_numpy(flame).float(), strength,
                                          start_percent, end_percent),)
+
+
+class GenAffectApplyReferenceAdapter:
+    DESCRIPTION = (
+        "Arc2Face's Reference Adapter: edits a real photo instead of inventing a new one. The photo (aligned with "
+        "GenAffect Align Face) runs once through the incoming model; while sampling, the positive side's "
+        "self-attention also reads those features, and the adapter's LoRA is applied. It keeps the photo's pose, "
+        "hair and background; it tends to copy the photo's expression too, so lower lora_strength for stronger "
+        "expressions. Apply the Expression Adapter before or after it."
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A patched copy of the model.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "Arc2Face's UNet (GenAffect Arc2Face Loader), with or without the "
+                                               "Expression Adapter."}),
+                "reference_adapter": ("GA_REFERENCE_ADAPTER", {"tooltip": "From GenAffect Arc2Face Loader."}),
+                "vae": ("VAE", {"tooltip": "The SD1.5 VAE you decode with; it encodes the photo."}),
+                "positive": ("CONDITIONING", {
+                    "tooltip": "The positive output of GenAffect Arc2Face Conditioning (the photo is read with it)."}),
+                "photo": ("IMAGE", {
+                    "tooltip": "The photo to edit, aligned by GenAffect Align Face (512x512). One photo for all "
+                               "images, or one per image of the latent batch."}),
+                "lora_strength": ("FLOAT", {
+                    "default": 0.8, "min": 0.0, "max": 1.5, "step": 0.05,
+                    "tooltip": "The adapter LoRA's scale. 0.8 as Arc2Face suggests; lower follows the target "
+                               "expression more, higher keeps more of the photo."}),
+            },
+        }
+
+    def apply(self, model, reference_adapter, vae, positive, photo, lora_strength):
+        lora = reference_adapter_of(reference_adapter)
+        pixels = _square_photos(photo)
+        if not positive or not torch.is_tensor(positive[0][0]):
+            raise GenAffectInputError("positive is empty; connect the positive output of GenAffect Arc2Face "
+                                      "Conditioning.")
+        context = positive[0][0]
+        if context.shape[0] not in (1, pixels.shape[0]):
+            raise GenAffectInputError(f"the positive conditioning has {context.shape[0]} rows for {pixels.shape[0]} "
+                                      "photos; use one conditioning, or one per photo.")
+        latent = vae.encode(pixels)
+        return (reference_patch.install(model, lora, latent, context, lora_strength),)
+
+
+def _square_photos(photo) -> torch.Tensor:
+    """The photos as an RGB IMAGE batch, refused unless square (the aligned crop the adapter expects)."""
+    frames = image_batch_to_rgb_uint8(photo, what="Apply Reference Adapter photo")
+    height, width = frames[0].shape[:2]
+    if height != width or height % 8:
+        raise GenAffectInputError(
+            f"the photo is {width}x{height}; the Reference Adapter reads a square crop aligned like its training "
+            "data. Pass the photo through GenAffect Align Face (size 512) first.")
+    if height != 512:
+        log.info("GenAffect: the reference photo is %dx%d; Arc2Face was trained at 512x512.", width, height)
+    return rgb_uint8_to_image_batch(frames)

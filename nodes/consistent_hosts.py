@@ -232,8 +232,10 @@ def install(model, settings: ConsistencySettings, *, start_percent: float = 0.0,
         replace = SelfAttentionShare(settings)
         existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
         for block_name, number in unet_attention_blocks(diffusion_model, blocks):
-            other = existing.get((block_name, number))
-            if other is not None and not isinstance(other, SelfAttentionShare):
+            # Replacements keyed per transformer (name, number, index) win over ours; look for both.
+            others = [patch for key, patch in existing.items() if tuple(key[:2]) == (block_name, number)]
+            other = next((patch for patch in others if not isinstance(patch, SelfAttentionShare)), None)
+            if other is not None:
                 raise GenAffectInputError(
                     f"the {block_name} block {number} already has its self-attention replaced by another node "
                     f"({type(other).__name__}); consistent attention cannot share it. Choose other blocks or "

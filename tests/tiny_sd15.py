@@ -62,3 +62,31 @@ def published_adapter(widths: list[int], kind: str = "mlp", tokens: int = 4, con
         ip_adapter[f"{number}.to_k_ip.weight"] = rand(width, context)
         ip_adapter[f"{number}.to_v_ip.weight"] = rand(width, context)
     return {"image_proj": image_proj, "ip_adapter": ip_adapter}
+
+
+SELF_ATTENTION_TARGETS = r".*attn1\.(to_q|to_k|to_v|to_out\.0)"
+
+
+def published_reference_lora(unet, rank: int = 4, seed: int = 2, layout: str = "diffusers") -> dict:
+    """A "ref" LoRA on every self-attention projection, in the layout diffusers' LoRA writer produces
+    (``unet.<module>.lora.down/up.weight``; ``layout="peft"`` keeps PEFT's ``lora_A/B`` names).
+
+    Built by PEFT on ``unet`` (which is left unchanged) with random up matrices, so it does something.
+    """
+    import copy
+
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    host = copy.deepcopy(unet)
+    host.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=SELF_ATTENTION_TARGETS))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in host.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=g) * 0.3)
+    state = get_peft_model_state_dict(host)
+    if layout == "diffusers":
+        state = convert_state_dict_to_diffusers(state)
+    return {f"unet.{key}": value.contiguous() for key, value in state.items()}
