@@ -90,3 +90,24 @@ def published_reference_lora(unet, rank: int = 4, seed: int = 2, layout: str = "
     if layout == "diffusers":
         state = convert_state_dict_to_diffusers(state)
     return {f"unet.{key}": value.contiguous() for key, value in state.items()}
+
+
+class ArcReferenceProcessor:
+    """Arc2Face's ReferenceAdapter (arc2face/ref_adapter.py) as self-attention processors: "write" banks
+    the block's normalised hidden states, "read" (with CFG) runs the conditional half's attention with
+    ``encoder_hidden_states = cat([own] + bank)`` and the unconditional half plainly."""
+
+    def __init__(self, mode, bank):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.mode, self.bank, self.plain = mode, bank, AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if self.mode == "write":
+            self.bank.append(hidden_states.clone())
+            return self.plain(attn, hidden_states)
+        with_bank = torch.cat([hidden_states] + self.bank, dim=1)
+        split = hidden_states.shape[0] // 2
+        uncond = self.plain(attn, hidden_states[:split])
+        cond = self.plain(attn, hidden_states[split:], encoder_hidden_states=with_bank[split:])
+        return torch.cat([uncond, cond])

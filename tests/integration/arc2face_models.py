@@ -8,6 +8,8 @@ Run with ComfyUI's Python (it needs diffusers and transformers): ``python arc2fa
   and config.json;
 - arc2face/exp_adapter/exp_adapter.bin: an Expression Adapter in the published pickle layout
   (FLAME-55 -> MLP -> 4 tokens of 768, to_k_ip/to_v_ip for the 16 cross-attention layers);
+- arc2face/ref_adapter/pytorch_lora_weights.safetensors: a Reference Adapter LoRA on every
+  self-attention projection, written in the layout diffusers' LoRA writer produces;
 - vae/sd15_vae_random.safetensors: diffusers ``AutoencoderKL`` with SD1.5's configuration.
 """
 
@@ -33,15 +35,13 @@ SD15_VAE = dict(
 )
 
 
-def write_unet(folder: str) -> list[int]:
+def write_unet(folder: str):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(11)
     unet = UNet2DConditionModel(**SD15_UNET)
     unet.save_pretrained(folder)
-    from tiny_sd15 import cross_attention_widths
-
-    return cross_attention_widths(unet)
+    return unet
 
 
 def write_encoder(folder: str) -> None:
@@ -67,6 +67,15 @@ def write_adapter(path: str, widths: list[int]) -> None:
     torch.save(published_adapter(widths, kind="mlp", tokens=4, context=768, seed=13), path)
 
 
+def write_reference_lora(path: str, unet) -> None:
+    from safetensors.torch import save_file
+
+    from tiny_sd15 import published_reference_lora
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file(published_reference_lora(unet, rank=8, seed=15), path)
+
+
 def write_vae(path: str) -> None:
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
@@ -79,9 +88,12 @@ def write_vae(path: str) -> None:
 
 def main(models: str) -> None:
     root = os.path.join(models, "arc2face")
-    widths = write_unet(os.path.join(root, "arc2face"))
+    from tiny_sd15 import cross_attention_widths
+
+    unet = write_unet(os.path.join(root, "arc2face"))
     write_encoder(os.path.join(root, "encoder"))
-    write_adapter(os.path.join(root, "exp_adapter", "exp_adapter.bin"), widths)
+    write_adapter(os.path.join(root, "exp_adapter", "exp_adapter.bin"), cross_attention_widths(unet))
+    write_reference_lora(os.path.join(root, "ref_adapter", "pytorch_lora_weights.safetensors"), unet)
     write_vae(os.path.join(models, "vae", "sd15_vae_random.safetensors"))
 
 

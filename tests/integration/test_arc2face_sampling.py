@@ -1,7 +1,8 @@
 """Arc2Face inside a real ComfyUI on a full-size, randomly initialised Arc2Face in the published
-layout: the native result (our loader, identity conditioning and Expression Adapter, ComfyUI's KSampler)
-matches a diffusers StableDiffusionPipeline with Arc2Face's identity projection and the adapter loaded
-by diffusers' own load_ip_adapter, on the same weights, inputs and seed."""
+layout: the native result (our loader, identity conditioning, Expression Adapter and Reference Adapter,
+ComfyUI's KSampler) matches a diffusers StableDiffusionPipeline with Arc2Face's identity projection, the
+adapter loaded by diffusers' own load_ip_adapter and the reference LoRA by its load_lora_weights, on the
+same weights, inputs and seed."""
 
 from __future__ import annotations
 
@@ -46,9 +47,30 @@ def arc2face_graph(prefix: str, weight_dtype: str = "fp32") -> dict:
     }
 
 
+REFERENCE_SIZE, LORA_STRENGTH = 64, 0.8
+
+
+def reference_graph(prefix: str) -> dict:
+    """The parity graph plus the Reference Adapter on the aligned identity photo."""
+    prompt = arc2face_graph(prefix)
+    prompt.update({
+        "align": {"class_type": "GenAffectAlignFace", "inputs": {
+            "face_analyzer": ["analyzer", 0], "images": ["image", 0], "size": REFERENCE_SIZE, "face_order": "largest",
+            "face_index": 0, "on_no_face": "error"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "sd15_vae_random.safetensors"}},
+        "reference": {"class_type": "GenAffectApplyReferenceAdapter", "inputs": {
+            "model": ["adapter", 0], "reference_adapter": ["arc2face", 3], "vae": ["vae", 0],
+            "positive": ["cond", 0], "photo": ["align", 0], "lora_strength": LORA_STRENGTH}},
+    })
+    prompt["sample"]["inputs"]["model"] = ["reference", 0]
+    return prompt
+
+
 def reference_inputs(comfy):
-    """The identity embedding and FLAME vectors, computed by the pack's own code outside ComfyUI."""
-    from genaffect.models import expression_library, expression_mapping, face_analyzer, identity, onnx_providers
+    """The identity embedding, FLAME vectors and aligned photo, computed by the pack's own code outside ComfyUI."""
+    from genaffect.models import (
+        expression_library, expression_mapping, face_align, face_analyzer, identity, onnx_providers,
+    )
 
     analyzer = face_analyzer.load_face_analyzer(
         "antelopev2", str(comfy.models / "insightface" / "models" / "antelopev2"),
@@ -59,11 +81,42 @@ def reference_inputs(comfy):
     mapping = expression_mapping.load_mapping(str(comfy.models / "genaffect" / "mappings" / "test_map.safetensors"))
     names = [n.strip() for n in EXPRESSIONS.split(",")]
     flame = mapping.apply(expression_library.presets(names).blendshapes)
-    return torch.from_numpy(found.embedding).float()[None], torch.from_numpy(flame).float()
+    aligned, _ = face_align.align_photos(analyzer, [frame], size=REFERENCE_SIZE)
+    return torch.from_numpy(found.embedding).float()[None], torch.from_numpy(flame).float(), aligned[0]
 
 
-def diffusers_reference(comfy, embedding: torch.Tensor, flame: torch.Tensor) -> torch.Tensor:
-    """Arc2Face's published inference (gradio_demo/app_exp_adapter.py) on diffusers, Euler sampling."""
+def bank_reference_photo(pipe, comfy, photo: np.ndarray, prompt_embeds: torch.Tensor) -> None:
+    """Arc2Face's Reference Adapter on the pipeline: the "ref" LoRA on its UNet, and a clean UNet's pass at
+    timestep 0 on the photo's latent banked into the pipeline UNet's self-attention (CFG rows: 2)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    from safetensors.torch import load_file
+
+    from arc2face_models import SD15_VAE
+    from tiny_sd15 import ArcReferenceProcessor
+
+    root = comfy.models / "arc2face"
+    pipe.load_lora_weights(str(root / "ref_adapter"), weight_name="pytorch_lora_weights.safetensors", adapter_name="ref")
+    pipe.set_adapters("ref", LORA_STRENGTH)
+    vae = AutoencoderKL(**SD15_VAE)
+    vae.load_state_dict({k: v.float() for k, v in load_file(comfy.models / "vae" / "sd15_vae_random.safetensors").items()})
+    pixels = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+    writer = UNet2DConditionModel.from_pretrained(str(root / "arc2face"), torch_dtype=torch.float32)
+    banks = {name: [] for name in writer.attn_processors if name.endswith("attn1.processor")}
+    writer.set_attn_processor({name: ArcReferenceProcessor("write", banks[name]) if name in banks else AttnProcessor2_0()
+                               for name in writer.attn_processors})
+    with torch.no_grad():
+        # the latent's mode: ComfyUI's VAE encode is deterministic (the demo samples the distribution)
+        latent = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+        writer(latent.repeat(2, 1, 1, 1), torch.zeros(2).long(), prompt_embeds.repeat(2, 1, 1))
+    current = pipe.unet.attn_processors
+    pipe.unet.set_attn_processor({name: ArcReferenceProcessor("read", banks[name]) if name in banks else processor
+                                  for name, processor in current.items()})
+
+
+def diffusers_reference(comfy, embedding: torch.Tensor, flame: torch.Tensor, photo=None) -> torch.Tensor:
+    """Arc2Face's published inference (gradio_demo/app_exp_adapter.py) on diffusers, Euler sampling;
+    with ``photo``, reference-guided."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -96,6 +149,8 @@ def diffusers_reference(comfy, embedding: torch.Tensor, flame: torch.Tensor) -> 
     with torch.no_grad():
         prompt_embeds = encoder(ids).last_hidden_state
     hook.remove()
+    if photo is not None:
+        bank_reference_photo(pipe, comfy, photo, prompt_embeds)
 
     # One expression per pipeline call, as the demo runs it: the pipeline repeats the adapter's embeddings
     # for every image of a batch, so a batch cannot carry different expressions. Images are independent.
@@ -118,7 +173,7 @@ def test_arc2face_expression_sheet_matches_the_diffusers_reference(arc2face_mode
     comfy = arc2face_models
     run_ok(comfy, arc2face_graph("arc2face_parity"), timeout=600)
     ours = saved_latent(comfy, "arc2face", "parity")
-    embedding, flame = reference_inputs(comfy)
+    embedding, flame, _ = reference_inputs(comfy)
     reference = diffusers_reference(comfy, embedding, flame)
     ours_internal = ours * 0.18215  # SaveLatent stores ComfyUI's latent; diffusers returns the model's own scale
     difference = (ours_internal - reference).abs().max().item()
@@ -126,6 +181,34 @@ def test_arc2face_expression_sheet_matches_the_diffusers_reference(arc2face_mode
     assert ours.shape == (3, 4, 8, 8) and torch.isfinite(ours).all()
     assert difference < TOLERANCE
     assert (ours[0] - ours[1]).abs().max() > 1e-3  # the expressions make the images differ
+
+
+def test_reference_adapter_matches_arc2face_reference_guided_inference(arc2face_models):
+    comfy = arc2face_models
+    run_ok(comfy, reference_graph("arc2face_reference"), timeout=600)
+    ours = saved_latent(comfy, "arc2face", "reference")
+    embedding, flame, photo = reference_inputs(comfy)
+    reference = diffusers_reference(comfy, embedding, flame, photo)
+    difference = (ours * 0.18215 - reference).abs().max().item()
+    print(f"Reference Adapter parity: max abs difference {difference:.2e} (latents up to {reference.abs().max():.2f})")
+    assert difference < TOLERANCE
+    run_ok(comfy, arc2face_graph("arc2face_noref"), timeout=600)  # sampled already by the parity test, or now
+    assert (ours - saved_latent(comfy, "arc2face", "noref")).abs().max() > 1e-3  # the photo and LoRA act
+
+
+def test_samplercustom_gives_ksampler_result_with_both_adapters(arc2face_models):
+    comfy = arc2face_models
+    prompt = reference_graph("arc2face_custom")
+    prompt["sampler"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    prompt["sigmas"] = {"class_type": "BasicScheduler", "inputs": {
+        "model": ["reference", 0], "scheduler": "simple", "steps": STEPS, "denoise": 1.0}}
+    prompt["sample"] = {"class_type": "SamplerCustom", "inputs": {
+        "model": ["reference", 0], "add_noise": True, "noise_seed": SEED, "cfg": CFG, "positive": ["cond", 0],
+        "negative": ["cond", 1], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}}
+    run_ok(comfy, prompt, timeout=600)
+    run_ok(comfy, reference_graph("arc2face_ksampler"), timeout=600)  # cached when the parity test ran
+    custom, ksampler = saved_latent(comfy, "arc2face", "custom"), saved_latent(comfy, "arc2face", "ksampler")
+    assert (custom - ksampler).abs().max() < 1e-5
 
 
 def _errors(result):
@@ -152,6 +235,23 @@ def test_latent_batch_that_fits_no_expression_count_stops_with_both_counts(arc2f
     prompt["latent"]["inputs"]["batch_size"] = 2
     result = comfy.run(prompt)
     assert any("3 expressions for a batch of 2 images" in message for message in _errors(result)), _errors(result)
+
+
+def test_reference_adapter_refuses_consistent_attention_and_an_unaligned_photo(arc2face_models):
+    comfy = arc2face_models
+    prompt = reference_graph("refused_reference")
+    prompt["consistent"] = {"class_type": "GenAffectConsistentAttention", "inputs": {
+        "model": ["adapter", 0], "rate": 0.5, "anchors": 0, "start_percent": 0.0, "end_percent": 1.0,
+        "blocks": "up", "seed": 7}}
+    prompt["reference"]["inputs"]["model"] = ["consistent", 0]
+    result = comfy.run(prompt)
+    assert any("already replaced by SelfAttentionShare" in message for message in _errors(result)), _errors(result)
+    prompt = reference_graph("unaligned_reference")
+    prompt["crop"] = {"class_type": "ImageCrop", "inputs": {"image": ["image", 0], "width": 256, "height": 200,
+                                                            "x": 0, "y": 0}}
+    prompt["reference"]["inputs"]["photo"] = ["crop", 0]
+    result = comfy.run(prompt)
+    assert any("Pass the photo through GenAffect Align Face" in message for message in _errors(result)), _errors(result)
 
 
 @pytest.mark.skipif(not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
