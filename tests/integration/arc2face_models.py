@@ -73,7 +73,7 @@ def write_reference_lora(path: str, unet) -> None:
     from tiny_sd15 import published_reference_lora
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    save_file(published_reference_lora(unet, rank=8, seed=15), path)
+    save_file(published_reference_lora(unet, rank=128, seed=15), path)  # the published size
 
 
 def write_vae(path: str) -> None:

@@ -279,3 +279,32 @@ def test_arc2face_example_workflow_runs_end_to_end(arc2face_models):
     assert len(images) == 1  # the sheet of 3 generated faces
     texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
     assert texts, "the metrics summary"
+
+
+@pytest.mark.skipif(not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
+def test_arc2face_transfer_workflow_runs_end_to_end(arc2face_models):
+    comfy = arc2face_models
+    from smirk_weights import published_layout_weights
+
+    (comfy.models / "smirk").mkdir(exist_ok=True)
+    torch.save(published_layout_weights(0), comfy.models / "smirk" / "SMIRK_em1.pt")
+    prompt = comfy.workflow_prompt("arc2face_expression_transfer")
+    for node in prompt.values():
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "LoadImage":  # a painted face for the tiny detector; a real face for MediaPipe
+            inputs["image"] = "example.png" if inputs["image"] == "person.png" else "astronaut.png"
+        elif kind == "GenAffectFaceAnalyzerLoader":
+            inputs.update(provider="CPU", detection_size=256)
+        elif kind == "GenAffectAlignFace":
+            inputs["size"] = 256  # the tiny detector must find the painted face again in the crop
+        elif kind == "EmptyLatentImage":
+            inputs.update(width=64, height=64)
+        elif kind == "KSampler":
+            inputs["steps"] = 2
+        elif kind == "VAELoader":
+            inputs["vae_name"] = "sd15_vae_random.safetensors"
+    result = run_ok(comfy, prompt, timeout=600)
+    images = [image for output in result["outputs"].values() for image in output.get("images", [])]
+    assert len(images) == 2  # the aligned photo and its edit
+    texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
+    assert texts, "the metrics summary"
