@@ -139,6 +139,18 @@ def optimized_attention():
     return attention
 
 
+def layer_attention(extra_options: dict):
+    """``attention(q, k, v, heads)`` called exactly as ComfyUI's own attention layers call it, for an
+    attention replacement given ``extra_options``."""
+    optimized = optimized_attention()
+
+    def attention(q, k, v, heads, **shape):
+        return optimized(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
+                         transformer_options=extra_options, **shape)
+
+    return attention
+
+
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption exception when the user pressed Cancel."""
     model_management = _model_management()

@@ -82,12 +82,7 @@ class ExpressionCrossAttention:
         self.sigma_start, self.sigma_end = sigma_range
 
     def __call__(self, q, k, v, extra_options):
-        optimized = comfy_host.optimized_attention()
-
-        def attention(q_, k_, v_, heads):  # the call ComfyUI's own cross-attention makes
-            return optimized(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
-                             transformer_options=extra_options)
-
+        attention = comfy_host.layer_attention(extra_options)
         heads = extra_options["n_heads"]
         sigmas = extra_options.get("sigmas")
         sigma = float(sigmas.flatten()[0]) if sigmas is not None else self.sigma_start

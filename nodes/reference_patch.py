@@ -87,12 +87,7 @@ class ReferenceSelfAttention:
         return n, torch.cat([context_attn1, picked], dim=1), torch.cat([value_attn1, picked], dim=1)
 
     def __call__(self, q, k, v, extra_options):
-        optimized = comfy_host.optimized_attention()
-
-        def attention(q_, k_, v_, heads):  # the call ComfyUI's own self-attention makes
-            return optimized(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
-                             transformer_options=extra_options)
-
+        attention = comfy_host.layer_attention(extra_options)
         heads = extra_options["n_heads"]
         bank = self.bank.get(_block_key(extra_options))
         if bank is None:

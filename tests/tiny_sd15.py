@@ -1,4 +1,6 @@
-"""Tiny diffusers models with SD1.5's structure, and adapter files in Arc2Face's published layouts.
+"""Tiny diffusers models with SD1.5's structure, adapter files in Arc2Face's published layouts, and
+Arc2Face's Reference Adapter procedure as diffusers attention processors (the reference our code is
+compared with).
 
 SD1.5 has three cross-attention down blocks and three cross-attention up blocks with two and three
 transformer blocks each, plus one in the middle: 16 cross-attention layers. The tiny UNet keeps that

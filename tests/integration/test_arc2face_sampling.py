@@ -237,7 +237,7 @@ def test_latent_batch_that_fits_no_expression_count_stops_with_both_counts(arc2f
     assert any("3 expressions for a batch of 2 images" in message for message in _errors(result)), _errors(result)
 
 
-def test_reference_adapter_refuses_consistent_attention_and_an_unaligned_photo(arc2face_models):
+def test_reference_adapter_and_consistent_attention_refuse_each_other_and_an_unaligned_photo_is_refused(arc2face_models):
     comfy = arc2face_models
     prompt = reference_graph("refused_reference")
     prompt["consistent"] = {"class_type": "GenAffectConsistentAttention", "inputs": {
@@ -246,6 +246,12 @@ def test_reference_adapter_refuses_consistent_attention_and_an_unaligned_photo(a
     prompt["reference"]["inputs"]["model"] = ["consistent", 0]
     result = comfy.run(prompt)
     assert any("already replaced by SelfAttentionShare" in message for message in _errors(result)), _errors(result)
+    prompt["reference"]["inputs"]["model"] = ["adapter", 0]  # the other order: consistent attention refuses
+    prompt["consistent"]["inputs"]["model"] = ["reference", 0]
+    prompt["sample"]["inputs"]["model"] = ["consistent", 0]
+    result = comfy.run(prompt)
+    assert any("replaced by another node (ReferenceSelfAttention)" in message for message in _errors(result)), \
+        _errors(result)
     prompt = reference_graph("unaligned_reference")
     prompt["crop"] = {"class_type": "ImageCrop", "inputs": {"image": ["image", 0], "width": 256, "height": 200,
                                                             "x": 0, "y": 0}}
@@ -254,44 +260,17 @@ def test_reference_adapter_refuses_consistent_attention_and_an_unaligned_photo(a
     assert any("Pass the photo through GenAffect Align Face" in message for message in _errors(result)), _errors(result)
 
 
-@pytest.mark.skipif(not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
-def test_arc2face_example_workflow_runs_end_to_end(arc2face_models):
-    comfy = arc2face_models
+def small_workflow_prompt(comfy, name: str) -> dict:
+    """workflows/<name>.json as API prompt, made small for the CPU: painted faces for the tiny detector, a
+    real face for MediaPipe, 64x64 latents, 2 steps, the random VAE and SMIRK weights in the published layout."""
     from smirk_weights import published_layout_weights
 
     (comfy.models / "smirk").mkdir(exist_ok=True)
     torch.save(published_layout_weights(0), comfy.models / "smirk" / "SMIRK_em1.pt")
-    prompt = comfy.workflow_prompt("arc2face_expression_sheet")
+    prompt = comfy.workflow_prompt(name)
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "LoadImage":  # painted faces for the tiny detector; a real face for MediaPipe
-            inputs["image"] = "example.png" if inputs["image"] == "person.png" else "astronaut.png"
-        elif kind == "GenAffectFaceAnalyzerLoader":
-            inputs.update(provider="CPU", detection_size=256)
-        elif kind == "EmptyLatentImage":
-            inputs.update(width=64, height=64)
-        elif kind == "KSampler":
-            inputs["steps"] = 2
-        elif kind == "VAELoader":
-            inputs["vae_name"] = "sd15_vae_random.safetensors"
-    result = run_ok(comfy, prompt, timeout=600)
-    images = [image for output in result["outputs"].values() for image in output.get("images", [])]
-    assert len(images) == 1  # the sheet of 3 generated faces
-    texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
-    assert texts, "the metrics summary"
-
-
-@pytest.mark.skipif(not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
-def test_arc2face_transfer_workflow_runs_end_to_end(arc2face_models):
-    comfy = arc2face_models
-    from smirk_weights import published_layout_weights
-
-    (comfy.models / "smirk").mkdir(exist_ok=True)
-    torch.save(published_layout_weights(0), comfy.models / "smirk" / "SMIRK_em1.pt")
-    prompt = comfy.workflow_prompt("arc2face_expression_transfer")
-    for node in prompt.values():
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "LoadImage":  # a painted face for the tiny detector; a real face for MediaPipe
+        if kind == "LoadImage":
             inputs["image"] = "example.png" if inputs["image"] == "person.png" else "astronaut.png"
         elif kind == "GenAffectFaceAnalyzerLoader":
             inputs.update(provider="CPU", detection_size=256)
@@ -303,8 +282,27 @@ def test_arc2face_transfer_workflow_runs_end_to_end(arc2face_models):
             inputs["steps"] = 2
         elif kind == "VAELoader":
             inputs["vae_name"] = "sd15_vae_random.safetensors"
-    result = run_ok(comfy, prompt, timeout=600)
-    images = [image for output in result["outputs"].values() for image in output.get("images", [])]
-    assert len(images) == 2  # the aligned photo and its edit
-    texts = [text for output in result["outputs"].values() for text in output.get("text", [])]
-    assert texts, "the metrics summary"
+    return prompt
+
+
+def _outputs(result, kind: str) -> list:
+    return [item for output in result["outputs"].values() for item in output.get(kind, [])]
+
+
+NEEDS_LANDMARKER = pytest.mark.skipif(
+    not HAS_REAL_LANDMARKER, reason="set GENAFFECT_TEST_MODELS to a models folder with mediapipe/face_landmarker.task")
+
+
+@NEEDS_LANDMARKER
+def test_arc2face_example_workflow_runs_end_to_end(arc2face_models):
+    result = run_ok(arc2face_models, small_workflow_prompt(arc2face_models, "arc2face_expression_sheet"), timeout=600)
+    assert len(_outputs(result, "images")) == 1  # the sheet of 3 generated faces
+    assert _outputs(result, "text"), "the metrics summary"
+
+
+@NEEDS_LANDMARKER
+def test_arc2face_transfer_workflow_runs_end_to_end(arc2face_models):
+    result = run_ok(arc2face_models, small_workflow_prompt(arc2face_models, "arc2face_expression_transfer"),
+                    timeout=600)
+    assert len(_outputs(result, "images")) == 2  # the aligned photo and its edit
+    assert _outputs(result, "text"), "the metrics summary"
