@@ -286,7 +286,7 @@ def _square_photos(photo) -> torch.Tensor:
     if height != width or height % 8:
         raise GenAffectInputError(
             f"the photo is {width}x{height}; the Reference Adapter reads a square crop aligned like its training "
-            "data. Pass the photo through GenAffect Align Face (size 512) first.")
+            "data, its side a multiple of 8. Pass the photo through GenAffect Align Face (size 512) first.")
     if height != 512:
         log.info("GenAffect: the reference photo is %dx%d; Arc2Face was trained at 512x512.", width, height)
     return rgb_uint8_to_image_batch(frames)

@@ -211,6 +211,26 @@ def test_samplercustom_gives_ksampler_result_with_both_adapters(arc2face_models)
     assert (custom - ksampler).abs().max() < 1e-5
 
 
+def test_consistent_batch_sampler_samples_the_expression_set_with_the_adapter(arc2face_models):
+    comfy = arc2face_models
+    prompt = arc2face_graph("arc2face_batch_rate0")
+    ksampler = prompt["sample"]["inputs"]
+    prompt["sample"] = {"class_type": "GenAffectConsistentBatchSampler", "inputs": {
+        **{k: ksampler[k] for k in ("model", "positive", "negative", "latent_image", "seed", "steps", "cfg",
+                                    "sampler_name", "scheduler", "denoise")},
+        "rate": 0.0, "anchors": 0, "start_percent": 0.0, "end_percent": 1.0, "blocks": "up"}}
+    run_ok(comfy, prompt, timeout=600)
+    prompt["sample"]["inputs"]["rate"] = 0.5
+    prompt["save"]["inputs"]["filename_prefix"] = "latents/arc2face_batch_shared"
+    run_ok(comfy, prompt, timeout=600)
+    run_ok(comfy, arc2face_graph("arc2face_batch_ksampler"), timeout=600)  # cached when the parity test ran
+    plain, off, shared = (saved_latent(comfy, "arc2face", name)
+                          for name in ("batch_ksampler", "batch_rate0", "batch_shared"))
+    assert (off - plain).abs().max() < 1e-5  # rate 0: exactly KSampler with the adapter, expression i on image i
+    assert shared.shape == (3, 4, 8, 8) and torch.isfinite(shared).all()
+    assert (shared - plain).abs().max() > 1e-3
+
+
 def _errors(result):
     return [m[1]["exception_message"] for m in result["status"]["messages"] if m[0] == "execution_error"]
 
