@@ -1,0 +1,238 @@
+"""The Gen-AFFECT identity-expression adapter for diffusion transformers (FLUX, SD3).
+
+An encoder turns an ArcFace identity (512, L2-normalised) and an expression (52 blendshapes and/or
+FLAME-55, with flags saying which are present) into identity tokens and expression tokens, each
+through a small Perceiver resampler. After every ``double_every``-th double block and every
+``single_every``-th single block (PuLID-FLUX's placement, DESIGN.md §4) the image tokens take a
+residual cross-attention on those tokens:
+
+    image += to_out(identity_strength * attn(q, K_id, V_id) + expression_strength * attn(q, K_ex, V_ex))
+
+``to_out`` starts at zero, so an untrained adapter, or both strengths at 0, changes nothing. The
+file is safetensors with metadata describing the backbone it was trained for (:class:`DiTAdapterConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import GenAffectInputError, ModelFileError
+from .weight_files import write_safetensors
+
+FORMAT = "genaffect.dit_adapter"
+FORMAT_VERSION = 1
+IDENTITY_SIZE, BLENDSHAPE_SIZE, FLAME_SIZE = 512, 52, 55
+EXPRESSION_INPUT = BLENDSHAPE_SIZE + FLAME_SIZE + 2  # both vectors (zeros when absent) + their presence flags
+FAMILIES = ("flux", "sd3")
+
+
+@dataclass(frozen=True)
+class DiTAdapterConfig:
+    """What an adapter file was built for; stored in its metadata and checked against the MODEL."""
+
+    family: str  # "flux" or "sd3"
+    hidden_size: int  # the backbone's image-token width (FLUX.1: 3072)
+    double_blocks: int  # FLUX.1: 19; SD3: its joint blocks
+    single_blocks: int = 0  # FLUX.1: 38; SD3: none
+    double_every: int = 2
+    single_every: int = 4
+    token_width: int = 2048
+    identity_tokens: int = 16
+    expression_tokens: int = 8
+    heads: int = 16
+    head_dim: int = 64
+    resampler_depth: int = 2
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise GenAffectInputError(f"adapter family must be one of {FAMILIES}, got {self.family!r}.")
+        if self.family == "sd3" and self.single_blocks:
+            raise GenAffectInputError("SD3 has no single blocks; single_blocks must be 0.")
+        if min(self.double_every, self.single_every, self.heads, self.head_dim) < 1:
+            raise GenAffectInputError("block intervals, heads and head size must be at least 1.")
+
+    @property
+    def double_positions(self) -> list[int]:
+        return list(range(0, self.double_blocks, self.double_every))
+
+    @property
+    def single_positions(self) -> list[int]:
+        return list(range(0, self.single_blocks, self.single_every))
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(asdict(self))}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None, source: str) -> "DiTAdapterConfig":
+        metadata = metadata or {}
+        if metadata.get("format") != FORMAT:
+            raise ModelFileError(f"{source} is not a Gen-AFFECT DiT adapter (its metadata has no format "
+                                 f"{FORMAT!r}); train one with training/ or export a checkpoint with it.")
+        version = int(metadata.get("format_version", "0"))
+        if version > FORMAT_VERSION:
+            raise ModelFileError(f"{source} is adapter format {version}; this GenAffect reads up to "
+                                 f"{FORMAT_VERSION}. Update GenAffect.")
+        values = json.loads(metadata.get("config", "{}"))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, length, inner = q.shape
+
+    def split(t):
+        return t.view(batch, -1, heads, inner // heads).transpose(1, 2)
+
+    return F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(batch, length, inner)
+
+
+class PerceiverLayer(nn.Module):
+    """Learned queries attend to [inputs ; queries], then a feed-forward (IP-Adapter Plus's resampler layer)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm_inputs, self.norm_queries = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.to_q, self.to_kv = nn.Linear(width, width, bias=False), nn.Linear(width, 2 * width, bias=False)
+        self.to_out = nn.Linear(width, width, bias=False)
+        self.ff = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, inputs: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        x, latents = self.norm_inputs(inputs), self.norm_queries(queries)
+        k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
+        queries = queries + self.to_out(_attention(self.to_q(latents), k, v, self.heads))
+        return queries + self.ff(queries)
+
+
+class TokenResampler(nn.Module):
+    """A vector -> ``tokens`` tokens of ``width``: a linear lift to a few input tokens, then learned
+    queries refined by Perceiver layers."""
+
+    def __init__(self, in_size: int, width: int, tokens: int, depth: int, heads: int):
+        super().__init__()
+        self.inputs = 4
+        self.lift = nn.Sequential(nn.Linear(in_size, width), nn.GELU(), nn.Linear(width, self.inputs * width))
+        self.queries = nn.Parameter(torch.randn(1, tokens, width) * width ** -0.5)
+        self.layers = nn.ModuleList(PerceiverLayer(width, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = self.lift(x).view(x.shape[0], self.inputs, -1)
+        queries = self.queries.expand(x.shape[0], -1, -1)
+        for layer in self.layers:
+            queries = layer(inputs, queries)
+        return self.norm(queries)
+
+
+def expression_input(blendshapes: torch.Tensor | None, flame: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """The expression encoder's input: both vectors (zeros where absent) and two presence flags."""
+    if blendshapes is None and flame is None:
+        raise GenAffectInputError("the expression has neither blendshapes nor FLAME-55 values.")
+    parts = []
+    for vector, size in ((blendshapes, BLENDSHAPE_SIZE), (flame, FLAME_SIZE)):
+        if vector is not None and tuple(vector.shape) != (batch, size):
+            raise GenAffectInputError(f"expected {batch} expression vectors of {size}; got {tuple(vector.shape)}.")
+        parts.append(torch.zeros(batch, size) if vector is None else vector.float())
+    flags = torch.tensor([[blendshapes is not None, flame is not None]], dtype=torch.float32).expand(batch, 2)
+    return torch.cat(parts + [flags], dim=1)
+
+
+class IdentityExpressionEncoder(nn.Module):
+    """Identity (B, 512) + expression input (B, 109) -> identity tokens, expression tokens."""
+
+    def __init__(self, config: DiTAdapterConfig):
+        super().__init__()
+        width, heads = config.token_width, max(1, config.token_width // 64)
+        self.identity = TokenResampler(IDENTITY_SIZE, width, config.identity_tokens, config.resampler_depth, heads)
+        self.expression = TokenResampler(EXPRESSION_INPUT, width, config.expression_tokens, config.resampler_depth,
+                                         heads)
+
+    def forward(self, identity: torch.Tensor, expression: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        identity = F.normalize(identity.float(), dim=-1)
+        return self.identity(identity), self.expression(expression)
+
+
+class ResidualCrossAttention(nn.Module):
+    """Image tokens attend to identity and expression tokens; the result is added to them (zero at start)."""
+
+    def __init__(self, config: DiTAdapterConfig):
+        super().__init__()
+        inner = config.heads * config.head_dim
+        self.heads = config.heads
+        self.norm_image, self.norm_tokens = nn.LayerNorm(config.hidden_size), nn.LayerNorm(config.token_width)
+        self.to_q = nn.Linear(config.hidden_size, inner, bias=False)
+        self.to_kv = nn.Linear(config.token_width, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, config.hidden_size, bias=False)
+        nn.init.zeros_(self.to_out.weight)
+
+    def delta(self, image: torch.Tensor, identity_tokens: torch.Tensor, expression_tokens: torch.Tensor,
+              identity_strength: float, expression_strength: float) -> torch.Tensor:
+        """What the block adds to ``image`` (B, L, hidden); tokens (B, T, token width)."""
+        dtype = image.dtype
+        q = self.to_q(self.norm_image(image).to(self.to_q.weight.dtype))
+        mixed = 0
+        for tokens, strength in ((identity_tokens, identity_strength), (expression_tokens, expression_strength)):
+            if strength:
+                k, v = self.to_kv(self.norm_tokens(tokens.to(q.dtype))).chunk(2, dim=-1)
+                mixed = mixed + strength * _attention(q, k, v, self.heads)
+        if not torch.is_tensor(mixed):  # both strengths 0
+            return torch.zeros_like(image)
+        return self.to_out(mixed).to(dtype)
+
+
+class DiTAdapter(nn.Module):
+    """The encoder and one residual cross-attention per patched block."""
+
+    def __init__(self, config: DiTAdapterConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = IdentityExpressionEncoder(config)
+        # not "double": nn.Module has a method of that name
+        self.after_double = nn.ModuleDict({str(i): ResidualCrossAttention(config) for i in config.double_positions})
+        self.after_single = nn.ModuleDict({str(i): ResidualCrossAttention(config) for i in config.single_positions})
+
+    def block(self, kind: str, index: int) -> ResidualCrossAttention | None:
+        """The module after double or single block ``index``, or None where the adapter adds nothing."""
+        blocks = self.after_double if kind == "double" else self.after_single
+        return blocks[str(index)] if str(index) in blocks else None
+
+    def save(self, path: str) -> str:
+        return write_safetensors(self.state_dict(), path, self.config.metadata())
+
+
+def load_dit_adapter(path: str) -> DiTAdapter:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata()
+        state = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"{path} is not a readable safetensors file ({error}); export the adapter again.") from error
+    adapter = DiTAdapter(DiTAdapterConfig.from_metadata(metadata, path))
+    missing, unexpected = adapter.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        shown = (missing or unexpected)[:3]
+        raise ModelFileError(f"{path} does not match the adapter its metadata describes ({len(missing)} missing, "
+                             f"{len(unexpected)} unexpected weights, e.g. {shown}); the file is damaged.")
+    return adapter.eval()
+
+
+def check_backbone(config: DiTAdapterConfig, family: str, hidden_size: int, double_blocks: int,
+                   single_blocks: int, source: str = "this adapter") -> None:
+    """Explain why an adapter cannot patch a backbone, or return quietly."""
+    found = f"{family} (width {hidden_size}, {double_blocks} double / {single_blocks} single blocks)"
+    wanted = (f"{config.family} (width {config.hidden_size}, {config.double_blocks} double / "
+              f"{config.single_blocks} single blocks)")
+    if family != config.family:
+        raise GenAffectInputError(f"{source} was trained for {wanted}; this MODEL is {found}. Use an adapter "
+                                  f"trained on a {family} model, or load the {config.family} model it was made for.")
+    if (hidden_size, double_blocks, single_blocks) != (config.hidden_size, config.double_blocks, config.single_blocks):
+        raise GenAffectInputError(f"{source} was trained for {wanted}; this MODEL is {found}. The sizes must match: "
+                                  "use the adapter trained for this checkpoint.")
