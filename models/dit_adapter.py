@@ -173,8 +173,8 @@ class ResidualCrossAttention(nn.Module):
     def delta(self, image: torch.Tensor, identity_tokens: torch.Tensor, expression_tokens: torch.Tensor,
               identity_strength: float, expression_strength: float) -> torch.Tensor:
         """What the block adds to ``image`` (B, L, hidden); tokens (B, T, token width)."""
-        dtype = image.dtype
-        q = self.to_q(self.norm_image(image).to(self.to_q.weight.dtype))
+        dtype, weights = image.dtype, self.to_q.weight.dtype
+        q = self.to_q(self.norm_image(image.to(weights)))
         mixed = 0
         for tokens, strength in ((identity_tokens, identity_strength), (expression_tokens, expression_strength)):
             if strength:
