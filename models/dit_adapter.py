@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import GenAffectInputError, ModelFileError
+from .expression_adapter import plain_attention
 from .weight_files import write_safetensors
 
 FORMAT = "genaffect.dit_adapter"
@@ -82,15 +83,6 @@ class DiTAdapterConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    batch, length, inner = q.shape
-
-    def split(t):
-        return t.view(batch, -1, heads, inner // heads).transpose(1, 2)
-
-    return F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(batch, length, inner)
-
-
 class PerceiverLayer(nn.Module):
     """Learned queries attend to [inputs ; queries], then a feed-forward (IP-Adapter Plus's resampler layer)."""
 
@@ -105,7 +97,7 @@ class PerceiverLayer(nn.Module):
     def forward(self, inputs: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         x, latents = self.norm_inputs(inputs), self.norm_queries(queries)
         k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
-        queries = queries + self.to_out(_attention(self.to_q(latents), k, v, self.heads))
+        queries = queries + self.to_out(plain_attention(self.to_q(latents), k, v, self.heads))
         return queries + self.ff(queries)
 
 
@@ -179,7 +171,7 @@ class ResidualCrossAttention(nn.Module):
         for tokens, strength in ((identity_tokens, identity_strength), (expression_tokens, expression_strength)):
             if strength:
                 k, v = self.to_kv(self.norm_tokens(tokens.to(q.dtype))).chunk(2, dim=-1)
-                mixed = mixed + strength * _attention(q, k, v, self.heads)
+                mixed = mixed + strength * plain_attention(q, k, v, self.heads)
         if not torch.is_tensor(mixed):  # both strengths 0
             return torch.zeros_like(image)
         return self.to_out(mixed).to(dtype)
@@ -207,12 +199,11 @@ class DiTAdapter(nn.Module):
 
 def load_dit_adapter(path: str) -> DiTAdapter:
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(path, framework="pt") as handle:
+        with safe_open(path, framework="pt") as handle:  # one read: metadata and weights
             metadata = handle.metadata()
-        state = load_file(path)
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise ModelFileError(f"{path} is not a readable safetensors file ({error}); export the adapter again.") from error
     adapter = DiTAdapter(DiTAdapterConfig.from_metadata(metadata, path))

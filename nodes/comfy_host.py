@@ -139,6 +139,14 @@ def optimized_attention():
     return attention
 
 
+def batch_layout(batch: int, options: dict | None) -> tuple[tuple, int]:
+    """(ComfyUI's ``cond_or_uncond`` kinds, images per kind) of a model call's batch of ``batch`` rows."""
+    kinds = tuple((options or {}).get("cond_or_uncond") or [0])
+    if batch % len(kinds):
+        raise GenAffectInputError(f"a batch of {batch} does not split into {len(kinds)} conditionings.")
+    return kinds, batch // len(kinds)
+
+
 def layer_attention(extra_options: dict):
     """``attention(q, k, v, heads)`` called exactly as ComfyUI's own attention layers call it, for an
     attention replacement given ``extra_options``."""

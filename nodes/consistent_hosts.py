@@ -82,14 +82,11 @@ class LayoutRecorder:
     def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
                  **kwargs):
         transformer_options = transformer_options or {}
-        kinds = tuple(transformer_options.get("cond_or_uncond") or [0])
-        sets = len(kinds)
-        if x.shape[0] % sets:
-            raise GenAffectInputError(f"a batch of {x.shape[0]} does not split into {sets} equal sets.")
+        kinds, images = comfy_host.batch_layout(x.shape[0], transformer_options)
         sigma = float(t.flatten()[0])
         height, width = x.shape[-2:]
         layout = CallLayout(
-            images=x.shape[0] // sets,
+            images=images,
             latent_size=(height, width),
             step=step_index(sigma, transformer_options.get("sample_sigmas")),
             active=self.sigma_end <= sigma <= self.sigma_start,

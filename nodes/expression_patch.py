@@ -88,10 +88,8 @@ class ExpressionCrossAttention:
         sigma = float(sigmas.flatten()[0]) if sigmas is not None else self.sigma_start
         if not self.sigma_end <= sigma <= self.sigma_start:
             return attention(q, k, v, heads)
-        kinds = tuple(extra_options.get("cond_or_uncond") or [0])
-        if q.shape[0] % len(kinds):
-            raise GenAffectInputError(f"a batch of {q.shape[0]} does not split into {len(kinds)} conditionings.")
-        k_ip, v_ip = self.tokens.keys_values(self.layer, kinds, q.shape[0] // len(kinds), q.device, q.dtype)
+        kinds, images = comfy_host.batch_layout(q.shape[0], extra_options)
+        k_ip, v_ip = self.tokens.keys_values(self.layer, kinds, images, q.device, q.dtype)
         return decoupled_cross_attention(q, k, v, k_ip, v_ip, heads, self.strength, attention=attention)
 
 

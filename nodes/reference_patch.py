@@ -73,10 +73,7 @@ class ReferenceSelfAttention:
         return cached
 
     def _rows(self, batch, extra_options) -> list:
-        kinds = tuple(extra_options.get("cond_or_uncond") or [0])
-        if batch % len(kinds):
-            raise GenAffectInputError(f"a batch of {batch} does not split into {len(kinds)} conditionings.")
-        return bank_rows(self.references, kinds, batch // len(kinds))
+        return bank_rows(self.references, *comfy_host.batch_layout(batch, extra_options))
 
     def extend(self, n, context_attn1, value_attn1, extra_options):
         key = _block_key(extra_options)
