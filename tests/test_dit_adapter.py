@@ -11,7 +11,9 @@ from genaffect.models.dit_adapter import (
 )
 from genaffect.models.errors import GenAffectInputError, ModelFileError
 
-from tiny_dit import backbone_sizes, hook_adapter, run, tiny_flux, tiny_sd3
+from genaffect.training.diffusers_host import DiffusersHost, backbone_sizes
+
+from tiny_dit import run, tiny_flux, tiny_sd3
 
 pytest.importorskip("diffusers")
 BACKBONES = {"flux": tiny_flux, "sd3": tiny_sd3}
@@ -47,23 +49,18 @@ def test_untrained_adapter_and_strength_zero_leave_the_output_bit_identical(fami
     plain = run(model)
     adapter = tiny_adapter(model)
     identity_tokens, expression_tokens = tokens_for(adapter)
-    handles = hook_adapter(model, adapter, identity_tokens, expression_tokens)
+    host = DiffusersHost(model, adapter)
+    host.condition(identity_tokens, expression_tokens)
     assert torch.equal(run(model), plain)  # zero-initialised output projections
-    for handle in handles:
-        handle.remove()
     trained(adapter)
-    handles = hook_adapter(model, adapter, identity_tokens, expression_tokens, 0.0, 0.0)
+    host.condition(identity_tokens, expression_tokens, 0.0, 0.0)
     assert torch.equal(run(model), plain)
-    for handle in handles:
-        handle.remove()
-    handles = hook_adapter(model, adapter, identity_tokens, expression_tokens, 1.0, 0.0)
+    host.condition(identity_tokens, expression_tokens, 1.0, 0.0)
     with_identity = run(model)
-    for handle in handles:
-        handle.remove()
-    handles = hook_adapter(model, adapter, identity_tokens, expression_tokens, 1.0, 1.0)
+    host.condition(identity_tokens, expression_tokens, 1.0, 1.0)
     with_both = run(model)
-    for handle in handles:
-        handle.remove()
+    host.remove()
+    assert torch.equal(run(model), plain)
     assert (with_identity - plain).abs().max() > 1e-4 and (with_both - with_identity).abs().max() > 1e-4
 
 
@@ -82,11 +79,12 @@ def test_saved_adapter_loads_with_its_metadata_and_the_same_output(tmp_path):
     loaded = load_dit_adapter(path)
     assert loaded.config == adapter.config
     tokens = tokens_for(adapter)
-    handles = hook_adapter(model, adapter, *tokens)
+    host = DiffusersHost(model, adapter)
+    host.condition(*tokens)
     expected = run(model)
-    for handle in handles:
-        handle.remove()
-    hook_adapter(model, loaded, *tokens_for(loaded))
+    host.remove()
+    host = DiffusersHost(model, loaded)
+    host.condition(*tokens_for(loaded))
     assert torch.equal(run(model), expected)
 
 

@@ -1,5 +1,4 @@
-"""Tiny diffusers FLUX and SD3 transformers, and the Gen-AFFECT adapter hosted on them by forward hooks
-(the post-block residual, as the trainer hosts it on diffusers models)."""
+"""Tiny diffusers FLUX and SD3 transformers (the real classes, shrunk) and a forward pass on fixed inputs."""
 
 from __future__ import annotations
 
@@ -26,16 +25,6 @@ def tiny_sd3(seed: int = 0):
                                  pooled_projection_dim=TEXT_WIDTH, out_channels=4, pos_embed_max_size=16).eval()
 
 
-def backbone_sizes(model) -> dict:
-    """family, hidden size and block counts of a diffusers FLUX / SD3 transformer."""
-    config = model.config
-    hidden = config.num_attention_heads * config.attention_head_dim
-    if type(model).__name__.startswith("Flux"):
-        return dict(family="flux", hidden_size=hidden, double_blocks=config.num_layers,
-                    single_blocks=config.num_single_layers)
-    return dict(family="sd3", hidden_size=hidden, double_blocks=config.num_layers, single_blocks=0)
-
-
 def run(model, seed: int = 1, batch: int = 2):
     """One forward pass on fixed random inputs."""
     g = torch.Generator().manual_seed(seed)
@@ -53,24 +42,3 @@ def run(model, seed: int = 1, batch: int = 2):
                      encoder_hidden_states=torch.randn(batch, 6, TEXT_WIDTH, generator=g),
                      pooled_projections=torch.randn(batch, TEXT_WIDTH, generator=g),
                      timestep=torch.full((batch,), 500.0)).sample
-
-
-def hook_adapter(model, adapter, identity_tokens, expression_tokens, identity_strength=1.0, expression_strength=1.0):
-    """Add the adapter's residual after its blocks; returns the hook handles (remove them to unpatch)."""
-    handles = []
-    groups = [("double", model.transformer_blocks)]
-    if hasattr(model, "single_transformer_blocks"):
-        groups.append(("single", model.single_transformer_blocks))
-    for kind, blocks in groups:
-        for index, block in enumerate(blocks):
-            module = adapter.block(kind, index)
-            if module is None:
-                continue
-
-            def after(_, __, output, module=module):
-                context, image = output
-                return context, image + module.delta(image, identity_tokens, expression_tokens,
-                                                     identity_strength, expression_strength)
-
-            handles.append(block.register_forward_hook(after))
-    return handles
