@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 IDENTITY_SIZE, BLENDSHAPE_SIZE, FLAME_SIZE = 512, 52, 55
 EXPRESSION_INPUT = BLENDSHAPE_SIZE + FLAME_SIZE + 2  # both vectors (zeros when absent) + their presence flags
 FAMILIES = ("flux", "sd3")
+REPRESENTATIONS = ("blendshapes", "flame", "both")  # what the expression encoder was trained to read
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,13 @@ class DiTAdapterConfig:
     heads: int = 16
     head_dim: int = 64
     resampler_depth: int = 2
+    expression: str = "both"  # "both": trained with either or both, as the presence flags say
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise GenAffectInputError(f"adapter family must be one of {FAMILIES}, got {self.family!r}.")
+        if self.expression not in REPRESENTATIONS:
+            raise GenAffectInputError(f"adapter expression must be one of {REPRESENTATIONS}, got {self.expression!r}.")
         if self.family == "sd3" and self.single_blocks:
             raise GenAffectInputError("SD3 has no single blocks; single_blocks must be 0.")
         if min(self.double_every, self.single_every, self.heads, self.head_dim) < 1:
@@ -134,6 +138,20 @@ def expression_input(blendshapes: torch.Tensor | None, flame: torch.Tensor | Non
     return torch.cat(parts + [flags], dim=1)
 
 
+def adapter_expression_input(config: DiTAdapterConfig, blendshapes, flame, batch: int,
+                             source: str = "this adapter") -> torch.Tensor:
+    """The encoder input for an adapter: only the representations it was trained on, refused when missing."""
+    wanted = {"blendshapes": ("blendshapes",), "flame": ("flame",), "both": ("blendshapes", "flame")}[config.expression]
+    blendshapes = blendshapes if "blendshapes" in wanted else None
+    flame = flame if "flame" in wanted else None
+    if blendshapes is None and flame is None:
+        how = {"blendshapes": "52 blendshapes (Expression Preset, Editor, or Estimate Expression)",
+               "flame": "FLAME-55 (Estimate Expression with SMIRK, or Apply Expression Mapping)",
+               "both": "blendshapes or FLAME-55"}[config.expression]
+        raise GenAffectInputError(f"{source} reads expressions as {how}; these expressions have none of that.")
+    return expression_input(blendshapes, flame, batch)
+
+
 class IdentityExpressionEncoder(nn.Module):
     """Identity (B, 512) + expression input (B, 109) -> identity tokens, expression tokens."""
 
@@ -212,6 +230,7 @@ def load_dit_adapter(path: str) -> DiTAdapter:
         shown = (missing or unexpected)[:3]
         raise ModelFileError(f"{path} does not match the adapter its metadata describes ({len(missing)} missing, "
                              f"{len(unexpected)} unexpected weights, e.g. {shown}); the file is damaged.")
+    adapter.source = path
     return adapter.eval()
 
 

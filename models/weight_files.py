@@ -50,9 +50,11 @@ def read_weights(path: str, hint: str) -> dict[str, torch.Tensor]:
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> str:
-    """Write ``state`` next to its source, through a temporary name so a crash leaves no half file."""
+    """Write ``state`` to ``path`` (its folder made if needed) through a temporary name, so a crash leaves
+    no half file."""
     from safetensors.torch import save_file
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = path + ".partial"
     save_file({k: v.contiguous() for k, v in state.items()}, partial, metadata=metadata)
     os.replace(partial, path)

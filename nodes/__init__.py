@@ -14,6 +14,7 @@ from .expression_nodes import (
     GenAffectExpressionToPrompt,
 )
 from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
+from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
 from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
@@ -42,6 +43,9 @@ NODE_CLASSES = (
     GenAffectArc2FaceConditioning,
     GenAffectApplyExpressionAdapter,
     GenAffectApplyReferenceAdapter,
+    GenAffectDiTAdapterLoader,
+    GenAffectApplyDiTAdapter,
+    GenAffectDiTSampler,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
@@ -67,4 +71,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectArc2FaceConditioning": "GenAffect Arc2Face Conditioning",
     "GenAffectApplyExpressionAdapter": "GenAffect Apply Expression Adapter",
     "GenAffectApplyReferenceAdapter": "GenAffect Apply Reference Adapter",
+    "GenAffectDiTAdapterLoader": "GenAffect DiT Adapter Loader",
+    "GenAffectApplyDiTAdapter": "GenAffect Apply DiT Adapter",
+    "GenAffectDiTSampler": "GenAffect DiT Sampler",
 }

@@ -139,6 +139,23 @@ def optimized_attention():
     return attention
 
 
+# Diffusion-model classes by (module, name), looked up along the class's MRO so subclasses count.
+ARCHITECTURES = {
+    ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel"): "unet",
+    ("comfy.ldm.flux.model", "Flux"): "flux",
+    ("comfy.ldm.modules.diffusionmodules.mmdit", "MMDiT"): "sd3",
+}
+
+
+def architecture_of(diffusion_model) -> str | None:
+    """"unet" (SD1.x/SDXL), "flux" or "sd3" for ComfyUI's diffusion model classes; None for others."""
+    for cls in type(diffusion_model).__mro__:
+        found = ARCHITECTURES.get((cls.__module__, cls.__name__))
+        if found:
+            return found
+    return None
+
+
 def batch_layout(batch: int, options: dict | None) -> tuple[tuple, int]:
     """(ComfyUI's ``cond_or_uncond`` kinds, images per kind) of a model call's batch of ``batch`` rows."""
     kinds = tuple((options or {}).get("cond_or_uncond") or [0])

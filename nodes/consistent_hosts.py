@@ -25,12 +25,6 @@ LAYOUT_KEY = "genaffect_consistent_layout"
 WRAPPER_KEY = "genaffect_consistent_attention"
 APPLY_MODEL = "apply_model"  # comfy.patcher_extension.WrappersMP.APPLY_MODEL
 
-# Diffusion-model classes by (module, name), looked up along the class's MRO so subclasses count.
-HOSTS = {
-    ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel"): "unet",
-    ("comfy.ldm.flux.model", "Flux"): "flux",
-    ("comfy.ldm.modules.diffusionmodules.mmdit", "MMDiT"): "sd3",
-}
 UNET_BLOCKS = ("up", "middle and up", "all")
 
 
@@ -52,10 +46,9 @@ class CallLayout:
 
 
 def host_of(diffusion_model) -> str:
-    for cls in type(diffusion_model).__mro__:
-        host = HOSTS.get((cls.__module__, cls.__name__))
-        if host:
-            return host
+    host = comfy_host.architecture_of(diffusion_model)
+    if host:
+        return host
     name = type(diffusion_model).__name__
     raise GenAffectInputError(
         f"consistent attention works on SD1.x/SDXL UNets, FLUX and SD3; this model is a {name}, whose "

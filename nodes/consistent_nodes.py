@@ -73,7 +73,28 @@ class GenAffectConsistentAttention:
                                          blocks=blocks),)
 
 
-def _first(value):
+def sampler_inputs(cfg: float) -> dict:
+    """Seed, steps, CFG, ComfyUI's sampler and schedule, denoise: what a one-block sampler takes."""
+    try:
+        import comfy.samplers
+
+        samplers, schedulers = comfy.samplers.KSampler.SAMPLERS, comfy.samplers.KSampler.SCHEDULERS
+    except ImportError:
+        samplers, schedulers = FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS
+    return {
+        "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": "randomize",
+                         "tooltip": "Seeds the noise and the choice of borrowed tokens: same seed, same set."}),
+        "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),
+        "cfg": ("FLOAT", {"default": cfg, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "Classifier-free guidance scale (1 for FLUX, which takes Flux Guidance)."}),
+        "sampler_name": (list(samplers), {"tooltip": "ComfyUI's sampler."}),
+        "scheduler": (list(schedulers), {"tooltip": "ComfyUI's noise schedule."}),
+        "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "1 for text to image; lower keeps more of the input latents."}),
+    }
+
+
+def first_value(value):
     return value[0] if isinstance(value, list) else value
 
 
@@ -93,12 +114,6 @@ class GenAffectConsistentBatchSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        try:
-            import comfy.samplers
-
-            samplers, schedulers = comfy.samplers.KSampler.SAMPLERS, comfy.samplers.KSampler.SCHEDULERS
-        except ImportError:
-            samplers, schedulers = FALLBACK_SAMPLERS, FALLBACK_SCHEDULERS
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.x, SDXL, FLUX or SD3 model (for FLUX, put Flux Guidance on "
@@ -107,15 +122,7 @@ class GenAffectConsistentBatchSampler:
                 "negative": ("CONDITIONING", {"tooltip": "One negative for every image, or one per image."}),
                 "latent_image": ("LATENT", {"tooltip": "A batch of N latents (Empty Latent Image with batch size N), "
                                                        "or a batch of 1 repeated to the number of prompts."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": "randomize",
-                                 "tooltip": "Seeds the noise and the choice of borrowed tokens: same seed, same set."}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance scale (1 for FLUX, which takes Flux Guidance)."}),
-                "sampler_name": (list(samplers), {"tooltip": "ComfyUI's sampler."}),
-                "scheduler": (list(schedulers), {"tooltip": "ComfyUI's noise schedule."}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                      "tooltip": "1 for text to image; lower keeps more of the input latents."}),
+                **sampler_inputs(cfg=7.0),
                 **sharing_inputs(),
             },
             "optional": region_input(),
@@ -123,40 +130,54 @@ class GenAffectConsistentBatchSampler:
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                rate, anchors, start_percent, end_percent, blocks, region=None):
-        import comfy.sample
-        import comfy.utils
-        import latent_preview
+        model, latent, seed = first_value(model), first_value(latent_image), first_value(seed)
+        samples, positive, negative = latent_set(latent, positive, negative)
+        settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed, region=first_value(region))
+        patched = consistent_hosts.install(model, settings, start_percent=first_value(start_percent),
+                                           end_percent=first_value(end_percent), blocks=first_value(blocks))
+        return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps), first_value(cfg),
+                           first_value(sampler_name), first_value(scheduler), first_value(denoise)),)
 
-        model, latent, seed = _first(model), _first(latent_image), _first(seed)
-        steps, cfg, denoise = _first(steps), _first(cfg), _first(denoise)
-        samples = latent["samples"]
-        images = samples.shape[0]
-        if images == 1 and len(positive) > 1:
-            images = len(positive)
-            samples = samples.repeat(images, *([1] * (samples.ndim - 1)))
-        positive = stack_per_image(positive, images, "positive")
-        negative = stack_per_image(negative, images, "negative")
-        settings = ConsistencySettings(rate=_first(rate), anchors=_first(anchors), seed=seed, region=_first(region))
-        patched = consistent_hosts.install(model, settings, start_percent=_first(start_percent),
-                                           end_percent=_first(end_percent), blocks=_first(blocks))
 
-        samples = comfy.sample.fix_empty_latent_channels(patched, samples)
-        batch_index = latent.get("batch_index") if latent["samples"].shape[0] == images else None
-        noise = comfy.sample.prepare_noise(samples, seed, batch_index)
-        preview = latent_preview.prepare_callback(patched, steps)
+def latent_set(latent: dict, positive: list, negative: list, images: int | None = None):
+    """(latents, positive, negative) for a set of ``images`` (default: the latent batch, or the number of
+    prompts when the latent batch is 1): a batch of 1 is repeated, per-image prompts are stacked."""
+    samples = latent["samples"]
+    if images is None:
+        images = len(positive) if samples.shape[0] == 1 and len(positive) > 1 else samples.shape[0]
+    if samples.shape[0] == 1 and images > 1:
+        samples = samples.repeat(images, *([1] * (samples.ndim - 1)))
+    elif samples.shape[0] != images:
+        raise GenAffectInputError(f"the latent batch has {samples.shape[0]} images for a set of {images}; use a "
+                                  f"batch of {images}, or of 1 (it is repeated).")
+    return samples, stack_per_image(positive, images, "positive"), stack_per_image(negative, images, "negative")
 
-        def callback(step, x0, x, total_steps):
-            preview(step, x0, x, total_steps)
-            comfy_host.check_interrupted()
 
-        noise_mask = latent.get("noise_mask")
-        if noise_mask is not None and noise_mask.shape[0] not in (1, images):
-            raise GenAffectInputError(f"the latent's noise mask has {noise_mask.shape[0]} entries for {images} images.")
-        out = comfy.sample.sample(
-            patched, noise, steps, cfg, _first(sampler_name), _first(scheduler), positive, negative, samples,
-            denoise=denoise, noise_mask=noise_mask, callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
-        )
-        result = {key: value for key, value in latent.items() if key not in ("samples", "batch_index")}
-        result["samples"] = out
-        return (result,)
+def sample_set(patched, latent: dict, samples, positive, negative, seed, steps, cfg, sampler_name, scheduler,
+               denoise) -> dict:
+    """ComfyUI's sampling of the whole set at once, with previews and Cancel; returns the LATENT."""
+    import comfy.sample
+    import comfy.utils
+    import latent_preview
+
+    images = samples.shape[0]
+    samples = comfy.sample.fix_empty_latent_channels(patched, samples)
+    batch_index = latent.get("batch_index") if latent["samples"].shape[0] == images else None
+    noise = comfy.sample.prepare_noise(samples, seed, batch_index)
+    preview = latent_preview.prepare_callback(patched, steps)
+
+    def callback(step, x0, x, total_steps):
+        preview(step, x0, x, total_steps)
+        comfy_host.check_interrupted()
+
+    noise_mask = latent.get("noise_mask")
+    if noise_mask is not None and noise_mask.shape[0] not in (1, images):
+        raise GenAffectInputError(f"the latent's noise mask has {noise_mask.shape[0]} entries for {images} images.")
+    out = comfy.sample.sample(
+        patched, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples,
+        denoise=denoise, noise_mask=noise_mask, callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )
+    result = {key: value for key, value in latent.items() if key not in ("samples", "batch_index")}
+    result["samples"] = out
+    return result

@@ -1,15 +1,19 @@
 """Every node keeps ComfyUI's classic contract, and what FUNCTION returns matches RETURN_TYPES."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig
 from genaffect.models.expression import ExpressionBatch
 from genaffect.models.expression_estimator import ExpressionEstimator
 from genaffect.models.expression_mapping import ExpressionMapping
 from genaffect.models.face_analyzer import FaceAnalyzer
 from genaffect.models.identity import Identity
+from genaffect.nodes import comfy_host
 
 from tiny_insightface import faces_image, to_image_tensor
 
@@ -24,11 +28,13 @@ TYPE_CHECKS = {
     "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
     "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
     "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
+    "GA_ADAPTER": lambda v: isinstance(v, DiTAdapter),
 }
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 # Nodes that take a ComfyUI MODEL run in the integration lane (tests/integration), against a real ComfyUI.
 NEEDS_COMFYUI = {"GenAffectConsistentAttention", "GenAffectConsistentBatchSampler", "GenAffectArc2FaceLoader",
-                 "GenAffectArc2FaceConditioning", "GenAffectApplyExpressionAdapter", "GenAffectApplyReferenceAdapter"}
+                 "GenAffectArc2FaceConditioning", "GenAffectApplyExpressionAdapter", "GenAffectApplyReferenceAdapter",
+                 "GenAffectApplyDiTAdapter", "GenAffectDiTSampler"}
 
 
 @pytest.mark.parametrize("name, cls", NODES)
@@ -72,6 +78,9 @@ def _run_every_node():
                              flame=np.random.default_rng(1).random((12, 55)))
     fitted = NODE_CLASS_MAPPINGS["GenAffectFitExpressionMapping"]().fit(frames, 0.01, 0.2, "")
     identity = extract.extract(analyzer_outputs[0], images, "largest", 0, "skip")
+    DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=32, double_blocks=2, single_blocks=4, token_width=32,
+                                heads=2, head_dim=8, resampler_depth=1)).save(
+        os.path.join(comfy_host.models_dir(), "genaffect", "tiny_dit_adapter.safetensors"))
     metrics = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]().measure(images, analyzer_outputs[0], identity[0], preset[0], estimator[0])
     return {
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
@@ -91,6 +100,8 @@ def _run_every_node():
         "GenAffectApplyExpressionMapping": NODE_CLASS_MAPPINGS["GenAffectApplyExpressionMapping"]().apply(
             preset[0], "(the mapping input)", False, fitted["result"][0]),
         "GenAffectFaceMetrics": metrics,
+        "GenAffectDiTAdapterLoader": NODE_CLASS_MAPPINGS["GenAffectDiTAdapterLoader"]().load(
+            "tiny_dit_adapter.safetensors"),
         "GenAffectExpressionSheet": NODE_CLASS_MAPPINGS["GenAffectExpressionSheet"]().build(
             images, 0, "sheet", "", preset[0], metrics["result"][0]),
     }

@@ -1,0 +1,188 @@
+"""The Gen-AFFECT DiT adapter in ComfyUI: loader, apply, one-block sampler (category GenAffect/sampling)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.consistent_attention import ConsistencySettings
+from ..models.dit_adapter import DiTAdapter, adapter_expression_input, load_dit_adapter
+from ..models.errors import GenAffectInputError, ModelFileError
+from . import comfy_host, consistent_hosts, dit_patch
+from .consistent_nodes import first_value, latent_set, sample_set, sampler_inputs, sharing_inputs
+
+FOLDER = "genaffect"
+EXTENSIONS = (".safetensors",)
+EXAMPLE_NAME = "genaffect_dit_adapter.safetensors"
+TRAINING_HINT = ("No Gen-AFFECT adapter weights are published: train one with training/ (README, 'Training a "
+                 "Gen-AFFECT adapter') and put the exported .safetensors in models/genaffect/.")
+
+
+def adapter_files() -> list[str]:
+    """Adapters in models/genaffect/ (its mappings/ subfolder holds expression mappings, not adapters)."""
+    return [name for name in comfy_host.list_model_files(FOLDER, EXTENSIONS) if not name.startswith("mappings/")]
+
+
+def dit_adapter_of(adapter) -> DiTAdapter:
+    if isinstance(adapter, DiTAdapter):
+        return adapter
+    raise GenAffectInputError(f"this input is a {type(adapter).__name__}, not a Gen-AFFECT DiT adapter; take the "
+                              "adapter output of GenAffect DiT Adapter Loader.")
+
+
+def describe(adapter: DiTAdapter) -> str:
+    config = adapter.config
+    blocks = f"{config.double_blocks} double" + (f" / {config.single_blocks} single" if config.single_blocks else "")
+    patched = len(adapter.after_double) + len(adapter.after_single)
+    parameters = sum(p.numel() for p in adapter.parameters())
+    return "\n".join([
+        f"file: {getattr(adapter, 'source', '?')}",
+        f"backbone: {config.family}, width {config.hidden_size}, {blocks} blocks",
+        f"patches {patched} blocks (every {config.double_every}th double"
+        + (f", every {config.single_every}th single)" if config.single_blocks else ")"),
+        f"tokens: {config.identity_tokens} identity + {config.expression_tokens} expression of width "
+        f"{config.token_width}; expression read as {config.expression}",
+        f"{parameters / 1e6:.1f} M parameters, {next(adapter.parameters()).dtype}",
+    ])
+
+
+class GenAffectDiTAdapterLoader:
+    DESCRIPTION = (
+        "Loads a Gen-AFFECT identity-expression adapter for FLUX or SD3 from models/genaffect/. The file records the "
+        "backbone it was trained for; applying it to another model is refused with the reason. " + TRAINING_HINT
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "load"
+    RETURN_TYPES = ("GA_ADAPTER", "STRING")
+    RETURN_NAMES = ("adapter", "info")
+    OUTPUT_TOOLTIPS = ("The adapter, for GenAffect Apply DiT Adapter or GenAffect DiT Sampler.",
+                       "The backbone it was trained for, its token counts and size.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = adapter_files()
+        return {"required": {"adapter_name": (files or [EXAMPLE_NAME], {
+            "tooltip": "An adapter .safetensors exported by training/train.py, in models/genaffect/."})}}
+
+    def load(self, adapter_name):
+        path = comfy_host.model_file_path(FOLDER, adapter_name, EXTENSIONS)
+        if path is None or adapter_name.startswith("mappings/"):
+            raise ModelFileError(f"{adapter_name} is not in models/genaffect/ "
+                                 f"({', '.join(comfy_host.model_roots(FOLDER))}). {TRAINING_HINT}")
+        adapter = load_dit_adapter(path)
+        return (adapter, describe(adapter))
+
+
+def adapter_inputs() -> dict:
+    return {
+        "identity_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                        "tooltip": "How strongly the identity tokens steer the face; 0 turns them off."}),
+        "expression_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                          "tooltip": "How strongly the expression tokens steer it; 0 turns them off."}),
+    }
+
+
+def condition_tensors(adapter: DiTAdapter, identity, expression) -> tuple[torch.Tensor, torch.Tensor]:
+    """The identity (1, 512) and the expressions as the adapter's encoder reads them (N, input)."""
+    if getattr(identity, "embedding", None) is None:
+        raise GenAffectInputError("identity is not a GA_IDENTITY; take the identity output of GenAffect Extract "
+                                  "Identity.")
+    blendshapes = None if expression.blendshapes is None else torch.from_numpy(expression.blendshapes).float()
+    flame = None if expression.flame is None else torch.from_numpy(expression.flame).float()
+    identity_vector = torch.from_numpy(identity.embedding).float()[None]
+    return identity_vector, adapter_expression_input(adapter.config, blendshapes, flame, len(expression),
+                                                     source=f"the adapter {getattr(adapter, 'source', '')}".strip())
+
+
+class GenAffectApplyDiTAdapter:
+    DESCRIPTION = (
+        "Adds a Gen-AFFECT adapter to a FLUX or SD3 MODEL: after every 2nd double block (and 4th single block) the "
+        "image tokens also attend to identity tokens (from the ArcFace embedding) and expression tokens. With N "
+        "expressions sample a latent batch of N (image i gets expression i); one expression applies to all. "
+        "Negative prompts get no adapter. The input model is not changed. " + TRAINING_HINT
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A patched copy of the model.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The FLUX or SD3 model the adapter was trained on."}),
+                "adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
+                "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
+                "expression": ("GA_EXPRESSION", {"tooltip": "One expression per image (presets, editor, estimated)."}),
+                **adapter_inputs(),
+                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                            "tooltip": "Where in the sampling schedule the adapter starts."}),
+                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "Where it stops."}),
+            },
+        }
+
+    def apply(self, model, adapter, identity, expression, identity_strength, expression_strength, start_percent,
+              end_percent):
+        adapter = dit_adapter_of(adapter)
+        identity_vector, expression_rows = condition_tensors(adapter, identity, expression)
+        return (dit_patch.install(model, adapter, identity_vector, expression_rows, identity_strength,
+                                  expression_strength, start_percent, end_percent),)
+
+
+class GenAffectDiTSampler:
+    DESCRIPTION = (
+        "The whole expression set in one block on FLUX or SD3: the Gen-AFFECT adapter (identity + image i's "
+        "expression) and consistent attention across the set, sampled with ComfyUI's samplers, with previews and "
+        "Cancel. FLUX's distilled guidance is set here (use cfg 1). A latent batch of 1 is repeated to the number "
+        "of expressions. " + TRAINING_HINT
+    )
+    CATEGORY = "GenAffect/sampling"
+    FUNCTION = "sample"
+    INPUT_IS_LIST = True  # the positive may arrive as one CONDITIONING per image
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The set's latents, image i with expression i.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sharing = {k: v for k, v in sharing_inputs().items() if k != "blocks"}  # DiTs share in every block
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The FLUX or SD3 model the adapter was trained on."}),
+                "adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
+                "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
+                "expression": ("GA_EXPRESSION", {"tooltip": "The set's expressions, one image each."}),
+                "positive": ("CONDITIONING", {"tooltip": "One prompt for all images, or one per image."}),
+                "negative": ("CONDITIONING", {"tooltip": "Used only when cfg > 1 (FLUX dev/schnell take cfg 1)."}),
+                "latent_image": ("LATENT", {"tooltip": "A batch of 1 (repeated) or one latent per expression."}),
+                **sampler_inputs(cfg=1.0),
+                "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1,
+                                       "tooltip": "FLUX's distilled guidance (as Flux Guidance); ignored for SD3."}),
+                **adapter_inputs(),
+                **sharing,
+            },
+        }
+
+    def sample(self, model, adapter, identity, expression, positive, negative, latent_image, seed, steps, cfg,
+               sampler_name, scheduler, denoise, guidance, identity_strength, expression_strength, rate, anchors,
+               start_percent, end_percent):
+        model, adapter, expression = first_value(model), dit_adapter_of(first_value(adapter)), first_value(expression)
+        identity_vector, expression_rows = condition_tensors(adapter, first_value(identity), expression)
+        latent, seed = first_value(latent_image), first_value(seed)
+        images = len(expression) if latent["samples"].shape[0] == 1 else latent["samples"].shape[0]
+        if len(expression) not in (1, images):
+            raise GenAffectInputError(f"{len(expression)} expressions for a latent batch of {images}: give a latent "
+                                      f"batch of 1 (repeated) or of {len(expression)}.")
+        samples, positive, negative = latent_set(latent, positive, negative, images)
+        if comfy_host.architecture_of(model.get_model_object("diffusion_model")) == "flux":
+            import node_helpers
+
+            positive = node_helpers.conditioning_set_values(positive, {"guidance": first_value(guidance)})
+        patched = dit_patch.install(model, adapter, identity_vector, expression_rows, first_value(identity_strength),
+                                    first_value(expression_strength))
+        settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed)
+        patched = consistent_hosts.install(patched, settings, start_percent=first_value(start_percent),
+                                           end_percent=first_value(end_percent))
+        return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps), first_value(cfg),
+                           first_value(sampler_name), first_value(scheduler), first_value(denoise)),)
