@@ -1,0 +1,56 @@
+"""Build the adapter's training shards from a folder of photos and videos (one sub-folder per person).
+
+    python training/build_dataset.py --photos DATA/ --model FLUX.1-dev/ --output shards/ \
+        --insightface ComfyUI/models/insightface/models/antelopev2 \
+        --landmarker ComfyUI/models/mediapipe/face_landmarker.task [--smirk ComfyUI/models/smirk/SMIRK_em1.pt]
+
+Faces are found, embedded, aligned and their expressions estimated by the same code as the GenAffect nodes;
+the latents and caption embeddings come from the checkpoint's own VAE and text encoders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pack_loader import import_pack
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", required=True, help="folder with one sub-folder of photos/videos per person")
+    parser.add_argument("--model", required=True, help="diffusers folder of the FLUX.1 or SD3 checkpoint")
+    parser.add_argument("--output", required=True, help="folder for the shards")
+    parser.add_argument("--insightface", required=True, help="the antelopev2 folder (with its .onnx files)")
+    parser.add_argument("--landmarker", required=True, help="MediaPipe's face_landmarker.task")
+    parser.add_argument("--smirk", help="SMIRK_em1.pt: also store FLAME-55 expressions")
+    parser.add_argument("--size", type=int, default=512, help="side of the aligned face images (default 512)")
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--frame-step", type=int, default=10, help="keep every n-th video frame")
+    parser.add_argument("--max-frames", type=int, default=200, help="frames kept per video at most")
+    parser.add_argument("--caption", default=None, help="caption of files without a .txt beside them")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import_pack()
+    from genaffect.models import expression_estimator, face_analyzer, onnx_providers
+    from genaffect.training import backbones, dataset
+
+    provider = "CUDA" if args.device.startswith("cuda") else "CPU"
+    analyzer = face_analyzer.load_face_analyzer("antelopev2", args.insightface,
+                                                onnx_providers.choose_providers(provider), det_size=640)
+    estimator = expression_estimator.load_estimator(args.landmarker, args.smirk, device=args.device)
+    pipe = backbones.load_pipeline_without_transformer(args.model)
+    encode_images, encode_text, _ = backbones.encoders(pipe, args.device)
+    summary = dataset.build_dataset(
+        args.photos, args.output, analyzer, estimator, encode_images, encode_text, size=args.size,
+        shard_size=args.shard_size, frame_step=args.frame_step, max_frames=args.max_frames,
+        default_caption=args.caption or dataset.DEFAULT_CAPTION,
+        on_progress=lambda done, total: print(f"\r{done}/{total} files", end="", flush=True))
+    print(f"\n{summary['faces']} faces of {len(summary['persons'])} persons in {len(summary['shards'])} shards "
+          f"({len(summary['skipped'])} frames skipped, listed in {args.output}/dataset.json)")
+
+
+if __name__ == "__main__":
+    main()

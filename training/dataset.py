@@ -1,0 +1,303 @@
+"""Training data for the Gen-AFFECT adapter: a folder of photos and videos -> shards the trainer reads.
+
+Layout read: ``<root>/<person>/<files>`` (one folder per person; files directly in ``<root>`` are each
+their own person). Images and video frames go through the pack's own code: insightface finds the
+largest face and its ArcFace identity (``extract_identity``, as GenAffect Extract Identity), the face
+is aligned FFHQ-style (as GenAffect Align Face) and its expression estimated on that aligned crop
+(MediaPipe blendshapes, SMIRK FLAME-55 when loaded, as GenAffect Estimate Expression). A caption is
+read from ``<file>.txt`` beside the file, else the default caption.
+
+Written: ``shard-00000.safetensors``, ... each holding the VAE latents of its faces, identities,
+expressions, person numbers and its captions' text embeddings; and ``dataset.json`` (persons, counts,
+what was skipped). :class:`ShardDataset` reads them and makes the cross-pairs: the identity from one
+image of a person, the target image and its expression from another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..models.dit_adapter import expression_input
+from ..models.errors import GenAffectInputError, NoFaceFoundError
+from ..models.expression_estimator import estimate_expressions
+from ..models.face_align import align_ffhq
+from ..models.identity import extract_identity
+from ..models.weight_files import write_safetensors
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+SHARD_FORMAT = "genaffect.training_shard"
+DEFAULT_CAPTION = "a photo of a person's face"
+CHUNK = 32  # frames analysed (and VAE-encoded) together
+
+
+@dataclass
+class Source:
+    person: str
+    path: str
+    caption: str
+
+
+def find_sources(root: str, default_caption: str = DEFAULT_CAPTION) -> list[Source]:
+    """Every image and video under ``root``, with its person (first sub-folder) and caption, sorted."""
+    if not os.path.isdir(root):
+        raise GenAffectInputError(f"{root} is not a folder; give the folder holding one sub-folder per person.")
+    sources = []
+    for directory, folders, files in os.walk(root):
+        folders.sort()
+        for name in sorted(files):
+            stem, extension = os.path.splitext(name)
+            if extension.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                continue
+            relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
+            person = relative.split("/")[0] if "/" in relative else stem
+            caption_file = os.path.join(directory, stem + ".txt")
+            caption = default_caption
+            if os.path.isfile(caption_file):
+                with open(caption_file, encoding="utf-8") as handle:
+                    caption = handle.read().strip() or default_caption
+            sources.append(Source(person, os.path.join(directory, name), caption))
+    if not sources:
+        raise GenAffectInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
+                                  f"({', '.join(VIDEO_EXTENSIONS)}) under {root}.")
+    return sources
+
+
+def read_frames(path: str, frame_step: int = 10, max_frames: int = 200):
+    """(frame number, RGB uint8) of an image (one frame) or of every ``frame_step``-th video frame."""
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        from PIL import Image
+
+        with Image.open(path) as image:  # grayscale, palette and RGBA photos all become RGB
+            yield 0, np.asarray(image.convert("RGB"))
+        return
+    import cv2
+
+    video = cv2.VideoCapture(path)
+    if not video.isOpened():
+        log.warning("GenAffect: %s cannot be opened as a video; skipped.", path)
+        return
+    try:
+        number = kept = 0
+        while kept < max_frames:
+            ok, frame = video.read()
+            if not ok:
+                break
+            if number % frame_step == 0:
+                yield number, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                kept += 1
+            number += 1
+    finally:
+        video.release()
+
+
+@dataclass
+class Face:
+    """One training example before encoding: the aligned face and what conditions it."""
+
+    person: str
+    origin: str  # file (and frame) it came from
+    caption: str
+    image: np.ndarray  # aligned RGB uint8, size x size
+    identity: np.ndarray  # (512,) L2-normalised ArcFace embedding of this image's face
+    blendshapes: np.ndarray | None
+    flame: np.ndarray | None
+
+
+@dataclass
+class Extraction:
+    faces: list[Face] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def extract_faces(frames: list[tuple[Source, str, np.ndarray]], analyzer, estimator, size: int) -> Extraction:
+    """Faces of a chunk of (source, origin, RGB frame): identity, aligned crop, expression; the rest skipped."""
+    found = Extraction()
+    try:
+        identity, _ = extract_identity(analyzer, [rgb for _, _, rgb in frames], on_no_face="skip")
+    except NoFaceFoundError:
+        found.skipped += [f"{origin}: no face" for _, origin, _ in frames]
+        return found
+    found.skipped += [f"{frames[s.image_index][1]}: {s.reason}" for s in identity.skipped]
+    references = identity.references
+    aligned = [align_ffhq(frames[r.image_index][2], r.keypoints, size) for r in references]
+    try:
+        estimation = estimate_expressions(estimator, aligned, on_no_face="skip")
+    except NoFaceFoundError:
+        found.skipped += [f"{frames[r.image_index][1]}: no expression" for r in references]
+        return found
+    expression = estimation.expression
+    for row, index in enumerate(estimation.image_indices):
+        reference = references[index]
+        source, origin, _ = frames[reference.image_index]
+        found.faces.append(Face(
+            person=source.person, origin=origin, caption=source.caption, image=aligned[index],
+            identity=reference.embedding.astype(np.float32),
+            blendshapes=None if expression.blendshapes is None else expression.blendshapes[row].astype(np.float32),
+            flame=None if expression.flame is None else expression.flame[row].astype(np.float32)))
+    found.skipped += [f"{frames[references[s.image_index].image_index][1]}: {s.reason} (expression)"
+                      for s in estimation.skipped]
+    return found
+
+
+def write_shard(path: str, faces: list[Face], latents: torch.Tensor, persons: list[str],
+                encode_text) -> str:
+    """One shard: latents (n, C, h, w), identities, expressions, person numbers, its captions' embeddings."""
+    captions = sorted({face.caption for face in faces})
+    prompt_embeds, pooled = encode_text(captions)
+    state = {
+        "latents": latents.float().contiguous(),
+        "identity": torch.from_numpy(np.stack([face.identity for face in faces])),
+        "person": torch.tensor([persons.index(face.person) for face in faces], dtype=torch.int64),
+        "caption": torch.tensor([captions.index(face.caption) for face in faces], dtype=torch.int64),
+        "prompt_embeds": prompt_embeds.float().contiguous(),
+        "pooled_prompt_embeds": pooled.float().contiguous(),
+    }
+    for name in ("blendshapes", "flame"):
+        values = [getattr(face, name) for face in faces]
+        if all(v is not None for v in values):
+            state[name] = torch.from_numpy(np.stack(values))
+    metadata = {"format": SHARD_FORMAT, "origins": json.dumps([face.origin for face in faces]),
+                "captions": json.dumps(captions)}
+    return write_safetensors(state, path, metadata)
+
+
+def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
+    """RGB uint8 images -> (B, 3, H, W) in [-1, 1], what diffusers VAEs encode."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def build_dataset(root: str, output: str, analyzer, estimator, encode_images, encode_text, *, size: int = 512,
+                  shard_size: int = 256, frame_step: int = 10, max_frames: int = 200,
+                  default_caption: str = DEFAULT_CAPTION, on_progress=None) -> dict:
+    """Analyse every image and video under ``root`` and write shards to ``output``; returns the summary.
+
+    ``encode_images(pixels (B, 3, H, W) in [-1, 1]) -> latents`` and ``encode_text(captions) ->
+    (prompt_embeds (U, T, D), pooled (U, P))`` are the backbone's VAE and text encoders.
+    """
+    sources = find_sources(root, default_caption)
+    persons = sorted({source.person for source in sources})
+    pending: list[Face] = []
+    summary = {"persons": persons, "faces": 0, "skipped": [], "shards": [], "size": size}
+
+    def flush(final: bool = False):
+        while len(pending) >= shard_size or (final and pending):
+            faces = pending[:shard_size]
+            del pending[:shard_size]
+            with torch.no_grad():
+                latents = torch.cat([encode_images(to_pixels([f.image for f in faces[i:i + CHUNK]]))
+                                     for i in range(0, len(faces), CHUNK)])
+            path = os.path.join(output, f"shard-{len(summary['shards']):05d}.safetensors")
+            summary["shards"].append(os.path.basename(write_shard(path, faces, latents, persons, encode_text)))
+            summary["faces"] += len(faces)
+
+    frames: list[tuple[Source, str, np.ndarray]] = []
+    for number, source in enumerate(sources):
+        for frame, rgb in read_frames(source.path, frame_step, max_frames):
+            origin = source.path if frame == 0 and source.path.lower().endswith(IMAGE_EXTENSIONS) else \
+                f"{source.path}#{frame}"
+            frames.append((source, origin, rgb))
+            if len(frames) == CHUNK:
+                found = extract_faces(frames, analyzer, estimator, size)
+                pending.extend(found.faces)
+                summary["skipped"] += found.skipped
+                frames = []
+                flush()
+        if on_progress is not None:
+            on_progress(number + 1, len(sources))
+    if frames:
+        found = extract_faces(frames, analyzer, estimator, size)
+        pending.extend(found.faces)
+        summary["skipped"] += found.skipped
+    flush(final=True)
+    if not summary["shards"]:
+        raise NoFaceFoundError(f"no usable face in the {len(sources)} file(s) under {root}: "
+                               f"{'; '.join(summary['skipped'][:5])}")
+    with open(os.path.join(output, "dataset.json"), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1)
+    log.info("GenAffect: %d faces of %d persons in %d shards; %d frames skipped.", summary["faces"], len(persons),
+             len(summary["shards"]), len(summary["skipped"]))
+    return summary
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Training items from shards: the target's latents, caption embedding and expression, and the identity
+    of another image of the same person (a cross-pair) where the person has one.
+
+    Latents and text embeddings are read row by row from the files; identities are held in memory.
+    When shards carry both blendshapes and FLAME-55, each item keeps one of them alone with probability
+    ``drop_one`` (each side equally), so the adapter also works given only one.
+    """
+
+    def __init__(self, folder: str, cross_pairs: bool = True, drop_one: float = 0.3):
+        from safetensors import safe_open
+
+        self.paths = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("shard-")
+                            and n.endswith(".safetensors"))
+        if not self.paths:
+            raise GenAffectInputError(f"no shard-*.safetensors in {folder}; build the data set with "
+                                      "training/build_dataset.py first.")
+        self.rows: list[tuple[int, int]] = []
+        identities, persons, keys = [], [], []
+        for number, path in enumerate(self.paths):
+            with safe_open(path, framework="pt") as handle:
+                if (handle.metadata() or {}).get("format") != SHARD_FORMAT:
+                    raise GenAffectInputError(f"{path} is not a GenAffect training shard.")
+                identities.append(handle.get_tensor("identity"))
+                persons.append(handle.get_tensor("person"))
+                keys.append({k for k in handle.keys() if k in ("blendshapes", "flame")})
+            self.rows += [(number, row) for row in range(len(persons[-1]))]
+        if len({frozenset(k) for k in keys}) != 1 or not keys[0]:
+            raise GenAffectInputError(f"the shards in {folder} carry different expressions ({keys}); build them "
+                                      "with one expression estimator.")
+        self.representations = sorted(keys[0])  # "blendshapes" and/or "flame"
+        self.identities = torch.cat(identities)
+        person = torch.cat(persons)
+        self.same_person = {int(p): torch.nonzero(person == p).flatten().tolist() for p in person.unique()}
+        self.person = person.tolist()
+        self.cross_pairs, self.drop_one = cross_pairs, drop_one
+        self._handles: dict = {}
+
+    @property
+    def expression(self) -> str:
+        """What the adapter trained on this data reads: "blendshapes", "flame" or "both"."""
+        return "both" if len(self.representations) == 2 else self.representations[0]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _handle(self, shard: int):
+        from safetensors import safe_open
+
+        if shard not in self._handles:  # one per worker process: handles are opened after the fork
+            self._handles[shard] = safe_open(self.paths[shard], framework="pt")
+        return self._handles[shard]
+
+    def identity_for(self, index: int) -> torch.Tensor:
+        others = [i for i in self.same_person[self.person[index]] if i != index]
+        # torch's generator: seeded by the trainer, and differently in each data-loader worker
+        chosen = others[int(torch.randint(len(others), ()))] if self.cross_pairs and others else index
+        return self.identities[chosen]
+
+    def __getitem__(self, index: int) -> dict:
+        shard, row = self.rows[index]
+        handle = self._handle(shard)
+        caption = int(handle.get_slice("caption")[row:row + 1][0])
+        vectors = {name: handle.get_slice(name)[row:row + 1] for name in self.representations}
+        if len(vectors) == 2 and float(torch.rand(())) < self.drop_one:
+            del vectors[self.representations[int(torch.randint(2, ()))]]
+        return {
+            "latents": handle.get_slice("latents")[row:row + 1][0],
+            "prompt_embeds": handle.get_slice("prompt_embeds")[caption:caption + 1][0],
+            "pooled_prompt_embeds": handle.get_slice("pooled_prompt_embeds")[caption:caption + 1][0],
+            "identity": self.identity_for(index),
+            "expression": expression_input(vectors.get("blendshapes"), vectors.get("flame"), 1)[0],
+        }

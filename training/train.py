@@ -1,0 +1,64 @@
+"""Train a Gen-AFFECT adapter on a frozen FLUX.1 / SD3 transformer, or export one for the nodes.
+
+    accelerate launch training/train.py train --model FLUX.1-dev/ --data shards/ --output runs/first/
+    python training/train.py export --source runs/first/ --to ComfyUI/models/genaffect/my_adapter.safetensors
+
+Training resumes from the latest checkpoint in --output when run again. See README, "Training a
+Gen-AFFECT adapter", for hardware and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import fields
+
+from pack_loader import import_pack
+
+
+def main(argv=None) -> None:
+    import_pack()
+    from genaffect.training import backbones, trainer
+    from genaffect.training.dataset import ShardDataset
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("train", help="train an adapter")
+    fit.add_argument("--model", required=True, help="diffusers folder of the FLUX.1 or SD3 checkpoint")
+    fit.add_argument("--data", required=True, help="shards written by training/build_dataset.py")
+    for field in fields(trainer.TrainSettings):
+        kind = type(field.default) if field.default is not None else str
+        name = "--" + field.name.replace("_", "-")
+        if kind is bool:
+            fit.add_argument(name, type=lambda v: v.lower() in ("1", "true", "yes"), default=field.default)
+        elif field.name == "output":
+            fit.add_argument(name, required=True, help="folder for checkpoints, losses, samples and the adapter")
+        else:
+            fit.add_argument(name, type=kind, default=field.default)
+    fit.add_argument("--identity-tokens", type=int, default=16)
+    fit.add_argument("--expression-tokens", type=int, default=8)
+    fit.add_argument("--no-cross-pairs", action="store_true", help="identity from the target image itself")
+    export = commands.add_parser("export", help="write an adapter file for models/genaffect/")
+    export.add_argument("--source", required=True, help="a training output folder, checkpoint or adapter file")
+    export.add_argument("--to", required=True, help="the file to write, e.g. ComfyUI/models/genaffect/x.safetensors")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.command == "export":
+        print(trainer.export_adapter(args.source, args.to))
+        return
+    settings = trainer.TrainSettings(**{f.name: getattr(args, f.name) for f in fields(trainer.TrainSettings)})
+    transformer = backbones.load_transformer(args.model)
+    pipe = backbones.load_pipeline_without_transformer(args.model)
+    from accelerate import PartialState
+
+    _, _, decode = backbones.encoders(pipe, PartialState().device)
+    result = trainer.train(transformer, ShardDataset(args.data, cross_pairs=not args.no_cross_pairs), settings,
+                           decode=decode, identity_tokens=args.identity_tokens,
+                           expression_tokens=args.expression_tokens)
+    print(f"{result['steps']} steps; evaluation loss {result['first_loss']:.4f} -> {result['last_loss']:.4f}; "
+          f"adapter: {result['adapter']}")
+
+
+if __name__ == "__main__":
+    main()
