@@ -225,6 +225,9 @@ def load_dit_adapter(path: str) -> DiTAdapter:
     except (SafetensorError, OSError) as error:
         raise ModelFileError(f"{path} is not a readable safetensors file ({error}); export the adapter again.") from error
     adapter = DiTAdapter(DiTAdapterConfig.from_metadata(metadata, path))
+    dtypes = {tensor.dtype for tensor in state.values()}
+    if len(dtypes) == 1:  # keep the file's precision (a bf16 export stays half the size in memory)
+        adapter.to(dtypes.pop())
     missing, unexpected = adapter.load_state_dict(state, strict=False)
     if missing or unexpected:
         shown = (missing or unexpected)[:3]

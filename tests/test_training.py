@@ -214,4 +214,4 @@ def test_export_command_writes_the_file_the_loader_reads(tmp_path, models_dir):
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     adapter, info = GenAffectDiTAdapterLoader().load("exported.safetensors")
-    assert adapter.config.hidden_size == 32 and "exported.safetensors" in info
+    assert adapter.config.hidden_size == 32 and "exported.safetensors" in info and "bfloat16" in info

@@ -41,11 +41,16 @@ def main(argv=None) -> None:
     export = commands.add_parser("export", help="write an adapter file for models/genaffect/")
     export.add_argument("--source", required=True, help="a training output folder, checkpoint or adapter file")
     export.add_argument("--to", required=True, help="the file to write, e.g. ComfyUI/models/genaffect/x.safetensors")
+    export.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
+                        help="precision of the file (default bf16: half the size of the fp32 training weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.command == "export":
-        print(trainer.export_adapter(args.source, args.to))
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+        print(trainer.export_adapter(args.source, args.to, dtype))
         return
     settings = trainer.TrainSettings(**{f.name: getattr(args, f.name) for f in fields(trainer.TrainSettings)})
     transformer = backbones.load_transformer(args.model)

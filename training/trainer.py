@@ -280,9 +280,10 @@ def _sample(accelerator, module: FlowMatchingLoss, settings: TrainSettings, step
     save_grid(pixels, os.path.join(settings.output, "samples", f"step-{step:06d}.png"))
 
 
-def export_adapter(source: str, destination: str) -> str:
-    """Copy a trained adapter into the node's folder: ``source`` is a training output folder (its latest
-    checkpoint, or the final file), a checkpoint folder or an adapter file. The copy is checked by loading it."""
+def export_adapter(source: str, destination: str, dtype: torch.dtype | None = None) -> str:
+    """Copy a trained adapter into the node's folder: ``source`` is a training output folder (its final file,
+    else its latest checkpoint), a checkpoint folder or an adapter file; ``dtype`` (e.g. bf16) halves the
+    file. The source is checked by loading it."""
     path = source
     if os.path.isdir(source):
         candidates = [os.path.join(source, ADAPTER_FILE)] + [os.path.join(c, ADAPTER_FILE)
@@ -291,4 +292,4 @@ def export_adapter(source: str, destination: str) -> str:
         if path is None:
             raise FileNotFoundError(f"no {ADAPTER_FILE} in {source} or its checkpoints; train first.")
     adapter = load_dit_adapter(path)
-    return adapter.save(destination)
+    return (adapter if dtype is None else adapter.to(dtype)).save(destination)
