@@ -217,10 +217,7 @@ class GenAffectApplyExpressionAdapter:
                                "blendshape expression through GenAffect Apply Expression Mapping."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
                                        "tooltip": "The adapter's scale; 1.0 as published, 0 turns it off."}),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Where in the sampling schedule the adapter starts."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                          "tooltip": "Where it stops."}),
+                **comfy_host.schedule_range_inputs("the adapter"),
             },
         }
 

@@ -131,6 +131,16 @@ def sigma_range(model, start_percent: float, end_percent: float) -> tuple[float,
     return model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
 
 
+def schedule_range_inputs(what: str) -> dict:
+    """The start/end share of the sampling schedule between which a patch acts (node inputs)."""
+    return {
+        "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                    "tooltip": f"Where in the sampling schedule {what} starts."}),
+        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "Where it stops."}),
+    }
+
+
 @functools.cache
 def optimized_attention():
     """ComfyUI's attention function, the one its own attention layers call (imported at first use)."""

@@ -115,10 +115,7 @@ class GenAffectApplyDiTAdapter:
                 "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
                 "expression": ("GA_EXPRESSION", {"tooltip": "One expression per image (presets, editor, estimated)."}),
                 **adapter_inputs(),
-                "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                            "tooltip": "Where in the sampling schedule the adapter starts."}),
-                "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                          "tooltip": "Where it stops."}),
+                **comfy_host.schedule_range_inputs("the adapter"),
             },
         }
 

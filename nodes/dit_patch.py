@@ -105,8 +105,9 @@ class AdapterBlock:
 
 
 def _for_dtype(adapter: DiTAdapter, dtype) -> DiTAdapter:
-    """The adapter in the model's compute dtype (a copy, so the loaded one stays as loaded)."""
-    if dtype is None or next(adapter.parameters()).dtype == dtype or not dtype.is_floating_point:
+    """The adapter in the model's compute dtype (a copy, so the loaded one stays as loaded); fp8 or other
+    storage-only weights leave it as it is."""
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32) or next(adapter.parameters()).dtype == dtype:
         return adapter
     return copy.deepcopy(adapter).to(dtype)
 
