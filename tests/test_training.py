@@ -23,7 +23,7 @@ from genaffect.training.trainer import (  # noqa: E402
     FlowMatchingLoss, TrainSettings, export_adapter, fixed_batch, train,
 )
 
-from tiny_dit import TEXT_WIDTH, run, tiny_flux  # noqa: E402
+from tiny_dit import TEXT_WIDTH, run, tiny_flux, tiny_sd3  # noqa: E402
 from tiny_insightface import faces_image  # noqa: E402
 
 ADAPTER = dict(token_width=32, identity_tokens=4, expression_tokens=4, heads=2, head_dim=16, resampler_depth=1)
@@ -104,6 +104,21 @@ def test_training_resumes_from_its_latest_checkpoint(tmp_path):
     assert trained_steps == [1, 2, 3, 4, 5, 6] and result["steps"] == 6
     assert (output / "checkpoints" / "step-000006" / "genaffect_adapter.safetensors").is_file()
     assert sorted(os.listdir(output / "checkpoints")) == ["step-000002", "step-000004", "step-000006"]
+
+
+def test_training_runs_on_sd3_and_its_adapter_refuses_flux(tmp_path):
+    from genaffect.models.dit_adapter import check_backbone
+    from genaffect.models.errors import GenAffectInputError
+    from genaffect.training.diffusers_host import backbone_sizes
+
+    data = synthetic_shards(tmp_path / "data", persons=2, per_person=4)
+    result = train(tiny_sd3(), ShardDataset(data), settings(tmp_path / "run", steps=3, batch_size=4,
+                                                            checkpoint_every=3), **ADAPTER)
+    adapter = load_dit_adapter(result["adapter"])
+    assert result["steps"] == 3 and np.isfinite(result["last_loss"]) and adapter.config.family == "sd3"
+    assert sorted(adapter.after_double) == ["0", "2"] and not adapter.after_single
+    with pytest.raises(GenAffectInputError, match="trained for sd3"):
+        check_backbone(adapter.config, **backbone_sizes(tiny_flux()))
 
 
 def tiny_vae():
