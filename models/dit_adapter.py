@@ -201,6 +201,7 @@ class DiTAdapter(nn.Module):
     def __init__(self, config: DiTAdapterConfig):
         super().__init__()
         self.config = config
+        self.source = "an adapter not loaded from a file"  # its path once loaded, for messages
         self.encoder = IdentityExpressionEncoder(config)
         # not "double": nn.Module has a method of that name
         self.after_double = nn.ModuleDict({str(i): ResidualCrossAttention(config) for i in config.double_positions})

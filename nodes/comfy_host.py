@@ -131,6 +131,16 @@ def sigma_range(model, start_percent: float, end_percent: float) -> tuple[float,
     return model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
 
 
+def in_sigma_range(options: dict, sigma_range: tuple[float, float]) -> bool:
+    """Whether the model call described by ``options`` (its ``sigmas``) lies in (high, low) ``sigma_range``;
+    a call without sigmas counts as inside."""
+    sigmas = options.get("sigmas")
+    if sigmas is None:
+        return True
+    high, low = sigma_range
+    return low <= float(sigmas.flatten()[0]) <= high
+
+
 def schedule_range_inputs(what: str) -> dict:
     """The start/end share of the sampling schedule between which a patch acts (node inputs)."""
     return {

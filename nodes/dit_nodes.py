@@ -35,7 +35,7 @@ def describe(adapter: DiTAdapter) -> str:
     patched = len(adapter.after_double) + len(adapter.after_single)
     parameters = sum(p.numel() for p in adapter.parameters())
     return "\n".join([
-        f"file: {getattr(adapter, 'source', '?')}",
+        f"file: {adapter.source}",
         f"backbone: {config.family}, width {config.hidden_size}, {blocks} blocks",
         f"patches {patched} blocks (every {config.double_every}th double"
         + (f", every {config.single_every}th single)" if config.single_blocks else ")"),
@@ -90,7 +90,7 @@ def condition_tensors(adapter: DiTAdapter, identity, expression) -> tuple[torch.
     flame = None if expression.flame is None else torch.from_numpy(expression.flame).float()
     identity_vector = torch.from_numpy(identity.embedding).float()[None]
     return identity_vector, adapter_expression_input(adapter.config, blendshapes, flame, len(expression),
-                                                     source=f"the adapter {getattr(adapter, 'source', '')}".strip())
+                                                     source=f"the adapter {adapter.source}")
 
 
 class GenAffectApplyDiTAdapter:
@@ -168,9 +168,6 @@ class GenAffectDiTSampler:
         identity_vector, expression_rows = condition_tensors(adapter, first_value(identity), expression)
         latent, seed = first_value(latent_image), first_value(seed)
         images = len(expression) if latent["samples"].shape[0] == 1 else latent["samples"].shape[0]
-        if len(expression) not in (1, images):
-            raise GenAffectInputError(f"{len(expression)} expressions for a latent batch of {images}: give a latent "
-                                      f"batch of 1 (repeated) or of {len(expression)}.")
         samples, positive, negative = latent_set(latent, positive, negative, images)
         if comfy_host.architecture_of(model.get_model_object("diffusion_model")) == "flux":
             import node_helpers

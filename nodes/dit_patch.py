@@ -77,15 +77,13 @@ class AdapterBlock:
         self.inner = inner  # a replacement another node installed on this block first: it runs inside ours
         self.tokens = tokens
         self.strengths = strengths
-        self.sigma_start, self.sigma_end = sigma_range
+        self.sigma_range = sigma_range
         self.single = single
 
     def __call__(self, args: dict, extra: dict) -> dict:
         out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         options = args.get("transformer_options") or {}
-        sigmas = options.get("sigmas")
-        sigma = float(sigmas.flatten()[0]) if sigmas is not None else self.sigma_start
-        if not self.sigma_end <= sigma <= self.sigma_start:
+        if not comfy_host.in_sigma_range(options, self.sigma_range):
             return out
         hidden = out["img"]
         # single blocks carry [text ; image] tokens; the residual is for the image tokens only
@@ -120,7 +118,7 @@ def install(model, adapter: DiTAdapter, identity: torch.Tensor, expression: torc
     ``identity`` (1, 512); ``expression`` (N, encoder input): image i of the batch takes row i.
     """
     sigma_range = comfy_host.sigma_range(model, start_percent, end_percent)
-    check_backbone(adapter.config, source=f"the DiT adapter {getattr(adapter, 'source', '')}".rstrip(),
+    check_backbone(adapter.config, source=f"the DiT adapter {adapter.source}",
                    **backbone_of(model.get_model_object("diffusion_model")))
     base = model.model
     adapter = _for_dtype(adapter, getattr(base, "get_dtype_inference", base.get_dtype)())

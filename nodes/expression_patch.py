@@ -79,14 +79,12 @@ class ExpressionCrossAttention:
         self.tokens = tokens
         self.layer = layer
         self.strength = strength
-        self.sigma_start, self.sigma_end = sigma_range
+        self.sigma_range = sigma_range
 
     def __call__(self, q, k, v, extra_options):
         attention = comfy_host.layer_attention(extra_options)
         heads = extra_options["n_heads"]
-        sigmas = extra_options.get("sigmas")
-        sigma = float(sigmas.flatten()[0]) if sigmas is not None else self.sigma_start
-        if not self.sigma_end <= sigma <= self.sigma_start:
+        if not comfy_host.in_sigma_range(extra_options, self.sigma_range):
             return attention(q, k, v, heads)
         kinds, images = comfy_host.batch_layout(q.shape[0], extra_options)
         k_ip, v_ip = self.tokens.keys_values(self.layer, kinds, images, q.device, q.dtype)

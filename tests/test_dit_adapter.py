@@ -13,7 +13,7 @@ from genaffect.models.errors import GenAffectInputError, ModelFileError
 
 from genaffect.training.diffusers_host import DiffusersHost, backbone_sizes
 
-from tiny_dit import run, tiny_flux, tiny_sd3
+from tiny_dit import as_trained, run, tiny_flux, tiny_sd3
 
 pytest.importorskip("diffusers")
 BACKBONES = {"flux": tiny_flux, "sd3": tiny_sd3}
@@ -34,15 +34,6 @@ def tokens_for(adapter, batch=2):
         return adapter.encoder(identity, expression)
 
 
-def trained(adapter) -> DiTAdapter:
-    """The adapter with non-zero output projections, as training leaves it."""
-    with torch.no_grad():
-        for name, parameter in adapter.named_parameters():
-            if name.endswith("to_out.weight") and name.startswith("after_"):
-                parameter.normal_(0, 0.05)
-    return adapter
-
-
 @pytest.mark.parametrize("family", list(BACKBONES))
 def test_untrained_adapter_and_strength_zero_leave_the_output_bit_identical(family):
     model = BACKBONES[family]()
@@ -52,7 +43,7 @@ def test_untrained_adapter_and_strength_zero_leave_the_output_bit_identical(fami
     host = DiffusersHost(model, adapter)
     host.condition(identity_tokens, expression_tokens)
     assert torch.equal(run(model), plain)  # zero-initialised output projections
-    trained(adapter)
+    as_trained(adapter)
     host.condition(identity_tokens, expression_tokens, 0.0, 0.0)
     assert torch.equal(run(model), plain)
     host.condition(identity_tokens, expression_tokens, 1.0, 0.0)
@@ -74,7 +65,7 @@ def test_adapter_sits_after_every_second_double_and_every_fourth_single_block():
 
 def test_saved_adapter_loads_with_its_metadata_and_the_same_output(tmp_path):
     model = tiny_flux()
-    adapter = trained(tiny_adapter(model))
+    adapter = as_trained(tiny_adapter(model))
     path = adapter.save(str(tmp_path / "adapter.safetensors"))
     loaded = load_dit_adapter(path)
     assert loaded.config == adapter.config

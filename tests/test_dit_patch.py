@@ -11,6 +11,8 @@ from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig, adapter_e
 from genaffect.models.errors import GenAffectInputError
 from genaffect.nodes.dit_patch import AdapterBlock, AdapterTokens
 
+from tiny_dit import as_trained
+
 TEXT, IMAGE, WIDTH = 3, 5, 32
 
 
@@ -19,10 +21,7 @@ def adapter(**overrides) -> DiTAdapter:
     built = DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=WIDTH, double_blocks=2, single_blocks=4,
                                         token_width=16, identity_tokens=2, expression_tokens=2, heads=2, head_dim=8,
                                         resampler_depth=1, **overrides)).eval()
-    with torch.no_grad():
-        for module in list(built.after_double.values()) + list(built.after_single.values()):
-            module.to_out.weight.normal_(0, 0.1)  # as trained
-    return built
+    return as_trained(built, std=0.1)
 
 
 def tokens_for(built: DiTAdapter, expressions: int) -> AdapterTokens:

@@ -200,23 +200,25 @@ def build_dataset(root: str, output: str, analyzer, estimator, encode_images, en
             summary["faces"] += len(faces)
 
     frames: list[tuple[Source, str, np.ndarray]] = []
+
+    def analyse():
+        found = extract_faces(frames, analyzer, estimator, size)
+        pending.extend(found.faces)
+        summary["skipped"].extend(found.skipped)
+        frames.clear()
+
     for number, source in enumerate(sources):
         for frame, rgb in read_frames(source.path, frame_step, max_frames):
             origin = source.path if frame == 0 and source.path.lower().endswith(IMAGE_EXTENSIONS) else \
                 f"{source.path}#{frame}"
             frames.append((source, origin, rgb))
             if len(frames) == CHUNK:
-                found = extract_faces(frames, analyzer, estimator, size)
-                pending.extend(found.faces)
-                summary["skipped"] += found.skipped
-                frames = []
+                analyse()
                 flush()
         if on_progress is not None:
             on_progress(number + 1, len(sources))
     if frames:
-        found = extract_faces(frames, analyzer, estimator, size)
-        pending.extend(found.faces)
-        summary["skipped"] += found.skipped
+        analyse()
     flush(final=True)
     if not summary["shards"]:
         raise NoFaceFoundError(f"no usable face in the {len(sources)} file(s) under {root}: "

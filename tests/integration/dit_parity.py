@@ -11,7 +11,6 @@ block replacements. diffusers runs the same weights with the adapter's forward h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -19,17 +18,9 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.getcwd())  # ComfyUI
+sys.path[:0] = [os.getcwd(), os.path.join(REPO, "training"), os.path.join(REPO, "tests")]  # ComfyUI, helpers
 SCRATCH = sys.argv[-1]
 sys.argv = [sys.argv[0], "--cpu"]  # what ComfyUI's argument parser sees
-
-
-def import_pack():
-    spec = importlib.util.spec_from_file_location("genaffect", os.path.join(REPO, "__init__.py"),
-                                                  submodule_search_locations=[REPO])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["genaffect"] = module
-    spec.loader.exec_module(module)
 
 
 def main(scratch: str) -> dict:
@@ -38,7 +29,9 @@ def main(scratch: str) -> dict:
     comfy.options.enable_args_parsing()
     import comfy.sd
     from diffusers import FluxTransformer2DModel
+    from pack_loader import import_pack
     from safetensors.torch import save_file
+    from tiny_dit import as_trained
 
     import_pack()
     from genaffect.models.dit_adapter import DiTAdapter, expression_input
@@ -56,9 +49,7 @@ def main(scratch: str) -> dict:
 
     adapter = DiTAdapter(adapter_config_for(reference, token_width=64, identity_tokens=4, expression_tokens=4, heads=2,
                                             head_dim=32, resampler_depth=1)).eval()
-    with torch.no_grad():
-        for module in list(adapter.after_double.values()) + list(adapter.after_single.values()):
-            module.to_out.weight.normal_(0, 0.05)  # as trained: an untrained adapter adds nothing
+    as_trained(adapter)
     g = torch.Generator().manual_seed(1)
     identity = torch.randn(1, 512, generator=g)
     expression = expression_input(torch.rand(2, 52, generator=g), None, 2)

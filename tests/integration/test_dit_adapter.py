@@ -12,6 +12,7 @@ import torch
 
 from comfy_server import COMFYUI_DIR, COMFYUI_PYTHON
 from test_consistent_sampling import CLIP, MODELS, run_ok, saved_latent
+from tiny_dit import as_trained
 
 TOLERANCE = 1e-5  # max abs difference of one fp32 forward on CPU (outputs reach ~2.5; measured 7e-7)
 
@@ -37,10 +38,7 @@ def write_adapter_for_tiny_flux(comfy) -> None:
     adapter = DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=256, double_blocks=1, single_blocks=2,
                                           token_width=64, identity_tokens=4, expression_tokens=4, heads=2, head_dim=32,
                                           resampler_depth=1))
-    with torch.no_grad():
-        for module in list(adapter.after_double.values()) + list(adapter.after_single.values()):
-            module.to_out.weight.normal_(0, 0.05)
-    adapter.save(str(comfy.models / "genaffect" / "genaffect_dit_adapter.safetensors"))
+    as_trained(adapter).save(str(comfy.models / "genaffect" / "genaffect_dit_adapter.safetensors"))
 
 
 def adapter_workflow(comfy, identity_strength=1.0, expression_strength=1.0, rate=0.5) -> dict:
