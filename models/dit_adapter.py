@@ -1,4 +1,4 @@
-"""The Gen-AFFECT identity-expression adapter for diffusion transformers (FLUX, SD3).
+"""The Gen-AFFECT identity-expression adapter for diffusion transformers (the families of ``backbones.py``).
 
 An encoder turns an ArcFace identity (512, L2-normalised) and an expression (52 blendshapes and/or
 FLAME-55, with flags saying which are present) into identity tokens and expression tokens, each
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import backbones
 from .errors import GenAffectInputError, ModelFileError
 from .expression_adapter import plain_attention
 from .weight_files import write_safetensors
@@ -29,7 +30,6 @@ FORMAT = "genaffect.dit_adapter"
 FORMAT_VERSION = 1
 IDENTITY_SIZE, BLENDSHAPE_SIZE, FLAME_SIZE = 512, 52, 55
 EXPRESSION_INPUT = BLENDSHAPE_SIZE + FLAME_SIZE + 2  # both vectors (zeros when absent) + their presence flags
-FAMILIES = ("flux", "sd3")
 REPRESENTATIONS = ("blendshapes", "flame", "both")  # what the expression encoder was trained to read
 
 
@@ -37,10 +37,10 @@ REPRESENTATIONS = ("blendshapes", "flame", "both")  # what the expression encode
 class DiTAdapterConfig:
     """What an adapter file was built for; stored in its metadata and checked against the MODEL."""
 
-    family: str  # "flux" or "sd3"
+    family: str  # a backbones.py family that hosts the adapter ("flux", "flux2", "qwen_image", ...)
     hidden_size: int  # the backbone's image-token width (FLUX.1: 3072)
-    double_blocks: int  # FLUX.1: 19; SD3: its joint blocks
-    single_blocks: int = 0  # FLUX.1: 38; SD3: none
+    double_blocks: int  # FLUX.1: 19; SD3: its joint blocks; Qwen-Image: its 60 blocks
+    single_blocks: int = 0  # FLUX.1: 38; SD3, Qwen-Image: none
     double_every: int = 2
     single_every: int = 4
     token_width: int = 2048
@@ -52,12 +52,14 @@ class DiTAdapterConfig:
     expression: str = "both"  # "both": trained with either or both, as the presence flags say
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise GenAffectInputError(f"adapter family must be one of {FAMILIES}, got {self.family!r}.")
+        backbone = backbones.family(self.family)
+        if not backbone.hosts_adapter:
+            raise GenAffectInputError(f"the DiT adapter is made for diffusion transformers "
+                                      f"({', '.join(backbones.ADAPTER_FAMILIES)}), not {backbone.title}.")
         if self.expression not in REPRESENTATIONS:
             raise GenAffectInputError(f"adapter expression must be one of {REPRESENTATIONS}, got {self.expression!r}.")
-        if self.family == "sd3" and self.single_blocks:
-            raise GenAffectInputError("SD3 has no single blocks; single_blocks must be 0.")
+        if backbone.single_blocks is None and self.single_blocks:
+            raise GenAffectInputError(f"{backbone.title} has no single blocks; single_blocks must be 0.")
         if min(self.double_every, self.single_every, self.heads, self.head_dim) < 1:
             raise GenAffectInputError("block intervals, heads and head size must be at least 1.")
 
@@ -84,7 +86,10 @@ class DiTAdapterConfig:
                                  f"{FORMAT_VERSION}. Update GenAffect.")
         values = json.loads(metadata.get("config", "{}"))
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except GenAffectInputError as error:
+            raise ModelFileError(f"{source}: {error}") from error
 
 
 class PerceiverLayer(nn.Module):
@@ -163,8 +168,9 @@ class IdentityExpressionEncoder(nn.Module):
                                          heads)
 
     def forward(self, identity: torch.Tensor, expression: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        identity = F.normalize(identity.float(), dim=-1)
-        return self.identity(identity), self.expression(expression)
+        dtype = self.identity.queries.dtype  # bf16/fp16 on GPUs: the inputs arrive in fp32
+        identity = F.normalize(identity.float(), dim=-1).to(dtype)
+        return self.identity(identity), self.expression(expression.to(dtype))
 
 
 class ResidualCrossAttention(nn.Module):
@@ -241,9 +247,11 @@ def load_dit_adapter(path: str) -> DiTAdapter:
 def check_backbone(config: DiTAdapterConfig, family: str, hidden_size: int, double_blocks: int,
                    single_blocks: int, source: str = "this adapter") -> None:
     """Explain why an adapter cannot patch a backbone, or return quietly."""
-    found = f"{family} (width {hidden_size}, {double_blocks} double / {single_blocks} single blocks)"
-    wanted = (f"{config.family} (width {config.hidden_size}, {config.double_blocks} double / "
-              f"{config.single_blocks} single blocks)")
+    def described(name, width, double, single):
+        return f"{name} = {backbones.family(name).title}, width {width}, {double} double / {single} single blocks"
+
+    found = described(family, hidden_size, double_blocks, single_blocks)
+    wanted = described(config.family, config.hidden_size, config.double_blocks, config.single_blocks)
     if family != config.family:
         raise GenAffectInputError(f"{source} was trained for {wanted}; this MODEL is {found}. Use an adapter "
                                   f"trained on a {family} model, or load the {config.family} model it was made for.")

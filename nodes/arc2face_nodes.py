@@ -13,7 +13,8 @@ from ..models.expression_adapter import FORMAT as ADAPTER_FORMAT, ExpressionAdap
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from ..models.reference_adapter import ReferenceLora, load_reference_lora
 from ..models.weight_files import read_weights, write_safetensors
-from . import comfy_host, expression_patch, reference_patch
+from . import comfy_host
+from .hosting import expression_adapter, patching, reference_adapter
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +218,14 @@ class GenAffectApplyExpressionAdapter:
                                "blendshape expression through GenAffect Apply Expression Mapping."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
                                        "tooltip": "The adapter's scale; 1.0 as published, 0 turns it off."}),
-                **comfy_host.schedule_range_inputs("the adapter"),
+                **patching.schedule_range_inputs("the adapter"),
             },
         }
 
     def apply(self, model, expression_adapter, expression, strength, start_percent, end_percent):
         adapter = expression_adapter_of(expression_adapter)
         flame = expression.require("flame", node="GenAffect Apply Expression Adapter")
-        return (expression_patch.install(model, adapter, torch.from_numpy(flame).float(), strength,
+        return (expression_adapter.install(model, adapter, torch.from_numpy(flame).float(), strength,
                                          start_percent, end_percent),)
 
 
@@ -273,7 +274,7 @@ class GenAffectApplyReferenceAdapter:
             raise GenAffectInputError(f"the positive conditioning has {context.shape[0]} rows for {pixels.shape[0]} "
                                       "photos; use one conditioning, or one per photo.")
         latent = vae.encode(pixels)
-        return (reference_patch.install(model, lora, latent, context, lora_strength),)
+        return (reference_adapter.install(model, lora, latent, context, lora_strength),)
 
 
 def _square_photos(photo) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 
-from ..models.errors import GenAffectInputError
 from ..models.model_catalog import MODEL_FOLDERS
 
 MODELS_DIR_ENV = "GENAFFECT_MODELS_DIR"
@@ -119,81 +118,6 @@ def _model_management():
     except ImportError:
         return None
     return model_management
-
-
-def sigma_range(model, start_percent: float, end_percent: float) -> tuple[float, float]:
-    """The noise levels (high, low) between which a patch acts, from a start/end share of the schedule."""
-    if not 0.0 <= start_percent <= end_percent <= 1.0:
-        raise GenAffectInputError(
-            f"start and end percent must satisfy 0 <= start <= end <= 1; got {start_percent} and {end_percent}."
-        )
-    model_sampling = model.get_model_object("model_sampling")
-    return model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
-
-
-def in_sigma_range(options: dict, sigma_range: tuple[float, float]) -> bool:
-    """Whether the model call described by ``options`` (its ``sigmas``) lies in (high, low) ``sigma_range``;
-    a call without sigmas counts as inside."""
-    sigmas = options.get("sigmas")
-    if sigmas is None:
-        return True
-    high, low = sigma_range
-    return low <= float(sigmas.flatten()[0]) <= high
-
-
-def schedule_range_inputs(what: str) -> dict:
-    """The start/end share of the sampling schedule between which a patch acts (node inputs)."""
-    return {
-        "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": f"Where in the sampling schedule {what} starts."}),
-        "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "Where it stops."}),
-    }
-
-
-@functools.cache
-def optimized_attention():
-    """ComfyUI's attention function, the one its own attention layers call (imported at first use)."""
-    from comfy.ldm.modules.attention import optimized_attention as attention
-
-    return attention
-
-
-# Diffusion-model classes by (module, name), looked up along the class's MRO so subclasses count.
-ARCHITECTURES = {
-    ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel"): "unet",
-    ("comfy.ldm.flux.model", "Flux"): "flux",
-    ("comfy.ldm.modules.diffusionmodules.mmdit", "MMDiT"): "sd3",
-}
-
-
-def architecture_of(diffusion_model) -> str | None:
-    """"unet" (SD1.x/SDXL), "flux" or "sd3" for ComfyUI's diffusion model classes; None for others."""
-    for cls in type(diffusion_model).__mro__:
-        found = ARCHITECTURES.get((cls.__module__, cls.__name__))
-        if found:
-            return found
-    return None
-
-
-def batch_layout(batch: int, options: dict | None) -> tuple[tuple, int]:
-    """(ComfyUI's ``cond_or_uncond`` kinds, images per kind) of a model call's batch of ``batch`` rows."""
-    kinds = tuple((options or {}).get("cond_or_uncond") or [0])
-    if batch % len(kinds):
-        raise GenAffectInputError(f"a batch of {batch} does not split into {len(kinds)} conditionings.")
-    return kinds, batch // len(kinds)
-
-
-def layer_attention(extra_options: dict):
-    """``attention(q, k, v, heads)`` called exactly as ComfyUI's own attention layers call it, for an
-    attention replacement given ``extra_options``."""
-    optimized = optimized_attention()
-
-    def attention(q, k, v, heads, **shape):
-        return optimized(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
-                         transformer_options=extra_options, **shape)
-
-    return attention
 
 
 def check_interrupted() -> None:

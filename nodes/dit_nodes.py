@@ -7,8 +7,9 @@ import torch
 from ..models.consistent_attention import ConsistencySettings
 from ..models.dit_adapter import DiTAdapter, adapter_expression_input, load_dit_adapter
 from ..models.errors import GenAffectInputError, ModelFileError
-from . import comfy_host, consistent_hosts, dit_patch
-from .consistent_nodes import first_value, latent_set, sample_set, sampler_inputs, sharing_inputs
+from . import comfy_host
+from .hosting import consistent_attention, dit_adapter, patching
+from .sampling import first_value, latent_set, sample_set, sampler_inputs, sharing_inputs
 
 FOLDER = "genaffect"
 EXTENSIONS = (".safetensors",)
@@ -115,7 +116,7 @@ class GenAffectApplyDiTAdapter:
                 "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
                 "expression": ("GA_EXPRESSION", {"tooltip": "One expression per image (presets, editor, estimated)."}),
                 **adapter_inputs(),
-                **comfy_host.schedule_range_inputs("the adapter"),
+                **patching.schedule_range_inputs("the adapter"),
             },
         }
 
@@ -123,7 +124,7 @@ class GenAffectApplyDiTAdapter:
               end_percent):
         adapter = dit_adapter_of(adapter)
         identity_vector, expression_rows = condition_tensors(adapter, identity, expression)
-        return (dit_patch.install(model, adapter, identity_vector, expression_rows, identity_strength,
+        return (dit_adapter.install(model, adapter, identity_vector, expression_rows, identity_strength,
                                   expression_strength, start_percent, end_percent),)
 
 
@@ -169,14 +170,14 @@ class GenAffectDiTSampler:
         latent, seed = first_value(latent_image), first_value(seed)
         images = len(expression) if latent["samples"].shape[0] == 1 else latent["samples"].shape[0]
         samples, positive, negative = latent_set(latent, positive, negative, images)
-        if comfy_host.architecture_of(model.get_model_object("diffusion_model")) == "flux":
+        if patching.backbone_of(model).distilled_guidance:
             import node_helpers
 
             positive = node_helpers.conditioning_set_values(positive, {"guidance": first_value(guidance)})
-        patched = dit_patch.install(model, adapter, identity_vector, expression_rows, first_value(identity_strength),
+        patched = dit_adapter.install(model, adapter, identity_vector, expression_rows, first_value(identity_strength),
                                     first_value(expression_strength))
         settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed)
-        patched = consistent_hosts.install(patched, settings, start_percent=first_value(start_percent),
+        patched = consistent_attention.install(patched, settings, start_percent=first_value(start_percent),
                                            end_percent=first_value(end_percent))
         return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps), first_value(cfg),
                            first_value(sampler_name), first_value(scheduler), first_value(denoise)),)

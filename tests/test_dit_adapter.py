@@ -11,7 +11,8 @@ from genaffect.models.dit_adapter import (
 )
 from genaffect.models.errors import GenAffectInputError, ModelFileError
 
-from genaffect.training.diffusers_host import DiffusersHost, backbone_sizes
+from genaffect.models.backbones import diffusers_sizes
+from genaffect.training.diffusers_host import DiffusersHost
 
 from tiny_dit import as_trained, run, tiny_flux, tiny_sd3
 
@@ -21,7 +22,7 @@ BACKBONES = {"flux": tiny_flux, "sd3": tiny_sd3}
 
 def tiny_adapter(model, **overrides) -> DiTAdapter:
     torch.manual_seed(3)
-    config = DiTAdapterConfig(**backbone_sizes(model), token_width=32, identity_tokens=4, expression_tokens=3,
+    config = DiTAdapterConfig(**diffusers_sizes(model), token_width=32, identity_tokens=4, expression_tokens=3,
                               heads=2, head_dim=8, resampler_depth=1, **overrides)
     return DiTAdapter(config).eval()
 
@@ -81,13 +82,13 @@ def test_saved_adapter_loads_with_its_metadata_and_the_same_output(tmp_path):
 
 def test_metadata_mismatch_explains_what_the_adapter_was_trained_for(tmp_path):
     flux_adapter = tiny_adapter(tiny_flux())
-    sd3 = backbone_sizes(tiny_sd3())
-    with pytest.raises(GenAffectInputError, match="trained for flux .* this MODEL is sd3"):
+    sd3 = diffusers_sizes(tiny_sd3())
+    with pytest.raises(GenAffectInputError, match="trained for flux = FLUX.1.* this MODEL is sd3 = "):
         check_backbone(flux_adapter.config, **sd3)
-    wider = {**backbone_sizes(tiny_flux()), "hidden_size": 3072}
+    wider = {**diffusers_sizes(tiny_flux()), "hidden_size": 3072}
     with pytest.raises(GenAffectInputError, match="width 32.*width 3072.*sizes must match"):
         check_backbone(flux_adapter.config, **wider)
-    check_backbone(flux_adapter.config, **backbone_sizes(tiny_flux()))
+    check_backbone(flux_adapter.config, **diffusers_sizes(tiny_flux()))
 
 
 def test_files_that_are_not_adapters_are_refused(tmp_path):

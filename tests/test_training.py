@@ -109,7 +109,7 @@ def test_training_resumes_from_its_latest_checkpoint(tmp_path):
 def test_training_runs_on_sd3_and_its_adapter_refuses_flux(tmp_path):
     from genaffect.models.dit_adapter import check_backbone
     from genaffect.models.errors import GenAffectInputError
-    from genaffect.training.diffusers_host import backbone_sizes
+    from genaffect.models.backbones import diffusers_sizes
 
     data = synthetic_shards(tmp_path / "data", persons=2, per_person=4)
     result = train(tiny_sd3(), ShardDataset(data), settings(tmp_path / "run", steps=3, batch_size=4,
@@ -118,7 +118,7 @@ def test_training_runs_on_sd3_and_its_adapter_refuses_flux(tmp_path):
     assert result["steps"] == 3 and np.isfinite(result["last_loss"]) and adapter.config.family == "sd3"
     assert sorted(adapter.after_double) == ["0", "2"] and not adapter.after_single
     with pytest.raises(GenAffectInputError, match="trained for sd3"):
-        check_backbone(adapter.config, **backbone_sizes(tiny_flux()))
+        check_backbone(adapter.config, **diffusers_sizes(tiny_flux()))
 
 
 def tiny_vae():

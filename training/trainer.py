@@ -97,8 +97,11 @@ class FlowMatchingLoss(nn.Module):
                               txt_ids=torch.zeros(text.shape[1], 3, device=noisy.device),
                               img_ids=flux_image_ids(height, width, noisy.device), return_dict=False)[0]
             return unpack_flux(out, height, width)
-        return transformer(hidden_states=noisy.to(dtype), timestep=(t * 1000).to(dtype), encoder_hidden_states=text,
-                           pooled_projections=pooled, return_dict=False)[0]
+        if self.adapter.config.family == "sd3":
+            return transformer(hidden_states=noisy.to(dtype), timestep=(t * 1000).to(dtype),
+                               encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]
+        raise NotImplementedError(f"training on {self.adapter.config.family} is not built yet; the trainer trains "
+                                  "FLUX.1 and SD3 adapters.")
 
     def forward(self, batch: dict, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x0 = batch["latents"]

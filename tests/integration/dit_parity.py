@@ -4,7 +4,7 @@ Run with ComfyUI's Python from the ComfyUI folder: ``python dit_parity.py <scrat
 A tiny FLUX.1-layout FluxTransformer2DModel (random weights, 2 double / 4 single blocks, ComfyUI's
 head size 128 so its detection reads the layout) is saved in diffusers' layout and loaded by ComfyUI's
 own ``load_diffusion_model`` (which converts the keys); the adapter is installed by the pack's
-``dit_patch.install`` as the Apply DiT Adapter node does, and ComfyUI's FLUX forward runs with the
+``nodes.hosting.dit_adapter.install`` as the Apply DiT Adapter node does, and ComfyUI's FLUX forward runs with the
 block replacements. diffusers runs the same weights with the adapter's forward hooks
 (training/diffusers_host.py) on the same latents, time, text, pooled vector and guidance.
 """
@@ -35,7 +35,7 @@ def main(scratch: str) -> dict:
 
     import_pack()
     from genaffect.models.dit_adapter import DiTAdapter, expression_input
-    from genaffect.nodes import dit_patch
+    from genaffect.nodes.hosting import dit_adapter
     from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
     from genaffect.training.trainer import flux_image_ids, pack_flux
 
@@ -53,7 +53,7 @@ def main(scratch: str) -> dict:
     g = torch.Generator().manual_seed(1)
     identity = torch.randn(1, 512, generator=g)
     expression = expression_input(torch.rand(2, 52, generator=g), None, 2)
-    patched = dit_patch.install(model, adapter, identity, expression, 1.0, 0.7)
+    patched = dit_adapter.install(model, adapter, identity, expression, 1.0, 0.7)
 
     x = torch.randn(2, 16, 8, 8, generator=g)
     sigma = torch.full((2,), 0.6)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from ..models.errors import GenAffectInputError
-from ..models.expression_adapter import ExpressionAdapter, decoupled_cross_attention, expression_rows
-from . import comfy_host
-
-UNET_HOST = ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel")
+from ...models.errors import GenAffectInputError
+from ...models.expression_adapter import ExpressionAdapter, decoupled_cross_attention, expression_rows
+from . import patching
 
 
 def cross_attention_layers(diffusion_model) -> list[tuple[tuple[str, int, int], torch.nn.Module]]:
@@ -29,16 +27,12 @@ def cross_attention_layers(diffusion_model) -> list[tuple[tuple[str, int, int], 
     return layers
 
 
-def check_host(diffusion_model, adapter: ExpressionAdapter) -> list[tuple[str, int, int]]:
+def check_host(model, adapter: ExpressionAdapter) -> list[tuple[str, int, int]]:
     """The attn2 blocks the adapter's layers patch; refuses a model they were not trained for."""
-    kind = type(diffusion_model)
-    if not any((c.__module__, c.__name__) == UNET_HOST for c in kind.__mro__):
-        raise GenAffectInputError(
-            f"the Expression Adapter patches an SD1.5 UNet (Arc2Face); this MODEL is a {kind.__name__}. Load "
-            "Arc2Face with GenAffect Arc2Face Loader; for FLUX or SD3 use the expression prompts or a "
-            "Gen-AFFECT DiT adapter."
-        )
-    layers = cross_attention_layers(diffusion_model)
+    patching.require(patching.backbone_of(model), "unet", "the Expression Adapter patches an SD1.5 UNet (Arc2Face)",
+                     "Load Arc2Face with GenAffect Arc2Face Loader; for diffusion transformers use the expression "
+                     "prompts or a Gen-AFFECT DiT adapter.")
+    layers = cross_attention_layers(model.get_model_object("diffusion_model"))
     shapes = [tuple(module.to_k.weight.shape) for _, module in layers]
     wanted = [(layer.width, adapter.context_width) for layer in adapter.layers]
     if shapes != wanted:
@@ -82,11 +76,11 @@ class ExpressionCrossAttention:
         self.sigma_range = sigma_range
 
     def __call__(self, q, k, v, extra_options):
-        attention = comfy_host.layer_attention(extra_options)
+        attention = patching.layer_attention(extra_options)
         heads = extra_options["n_heads"]
-        if not comfy_host.in_sigma_range(extra_options, self.sigma_range):
+        if not patching.in_sigma_range(extra_options, self.sigma_range):
             return attention(q, k, v, heads)
-        kinds, images = comfy_host.batch_layout(q.shape[0], extra_options)
+        kinds, images = patching.batch_layout(q.shape[0], extra_options)
         k_ip, v_ip = self.tokens.keys_values(self.layer, kinds, images, q.device, q.dtype)
         return decoupled_cross_attention(q, k, v, k_ip, v_ip, heads, self.strength, attention=attention)
 
@@ -97,8 +91,8 @@ ADDITIONAL_MODELS_KEY = "genaffect_expression_adapter"
 def install(model, adapter: ExpressionAdapter, expressions: torch.Tensor, strength: float,
             start_percent: float = 0.0, end_percent: float = 1.0):
     """A clone of ComfyUI MODEL ``model`` whose cross-attention layers also attend to the expressions."""
-    sigma_range = comfy_host.sigma_range(model, start_percent, end_percent)
-    blocks = check_host(model.get_model_object("diffusion_model"), adapter)
+    sigma_range = patching.sigma_range(model, start_percent, end_percent)
+    blocks = check_host(model, adapter)
     tokens = ExpressionTokens(adapter, expressions)
     patched = model.clone()
     for layer, (name, number, index) in enumerate(blocks):

@@ -1,12 +1,17 @@
-"""Consistent attention installed on a ComfyUI MODEL clone: SD1.x/SDXL UNets, FLUX and SD3.
+"""Consistent attention installed on a ComfyUI MODEL clone: SD1.x/SDXL UNets and the diffusion
+transformers of ``models/backbones.py`` (FLUX.1 and Kontext, FLUX.2, Qwen-Image and its Edit models,
+Chroma, SD3).
 
-How each host is reached (DESIGN.md §4, checked on ComfyUI 0.33):
+How each host is reached (checked on ComfyUI 0.33):
 - every architecture: an APPLY_MODEL wrapper runs once per model call and records the call's
-  layout (images per set from ``cond_or_uncond``, latent size, text and image token counts, the
-  step, whether the noise level is in the active range) in a copy of ``transformer_options``;
+  layout (images per set from ``cond_or_uncond``, latent size, text, generated-image and
+  reference-image token counts, the step, whether the noise level is in the active range) in a
+  copy of ``transformer_options``;
 - UNets: an ``attn1`` (self-attention) replacement on each chosen block, given projected q, k, v;
-- FLUX and SD3: the ``optimized_attention_override`` (q, k, v after RoPE), chained to any override
-  already installed. Both put the text first: ``[text ; image (; reference images)]``.
+- DiTs: the ``optimized_attention_override`` (q, k, v after RoPE), chained to any override
+  already installed. All put the text first: ``[text ; generated image ; reference images]``.
+  Only the generated image's tokens lend and borrow; reference images (an editor's photo) keep
+  their own attention.
 
 The tensor work is :meth:`ConsistencySettings.share` in ``models/``; this module only finds the
 layout and calls it.
@@ -17,9 +22,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..models.consistent_attention import ConsistencySettings, step_index
-from ..models.errors import GenAffectInputError
-from . import comfy_host
+from ...models.backbones import Backbone, TokenLayout, patch_tokens
+from ...models.consistent_attention import ConsistencySettings, step_index
+from ...models.errors import GenAffectInputError
+from . import patching
 
 LAYOUT_KEY = "genaffect_consistent_layout"
 WRAPPER_KEY = "genaffect_consistent_attention"
@@ -37,23 +43,13 @@ class CallLayout:
     step: int
     active: bool  # the noise level is inside the node's start/end range
     text_tokens: int = 0  # DiTs: tokens before the image tokens
-    image_tokens: int = 0  # DiTs: the generated image's tokens (reference images come after)
+    image_tokens: int = 0  # DiTs: the generated image's tokens
+    reference_tokens: int = 0  # DiTs: reference images' tokens, after the generated image's
     chunk_kinds: tuple = (0,)  # cond_or_uncond: which conditioning each set in the batch belongs to
     shared_calls: int = 0  # how many attention calls shared tokens (0 on a DiT means a layout we missed)
 
     def shares(self, settings: ConsistencySettings) -> bool:
         return self.active and self.images > 1 and settings.rate > 0
-
-
-def host_of(diffusion_model) -> str:
-    host = comfy_host.architecture_of(diffusion_model)
-    if host:
-        return host
-    name = type(diffusion_model).__name__
-    raise GenAffectInputError(
-        f"consistent attention works on SD1.x/SDXL UNets, FLUX and SD3; this model is a {name}, whose "
-        "attention layout it does not know. Use one of those models."
-    )
 
 
 def salt_of(*parts) -> int:
@@ -64,7 +60,7 @@ def salt_of(*parts) -> int:
 class LayoutRecorder:
     """APPLY_MODEL wrapper: describe the call, run it, and make sure a DiT call really shared."""
 
-    def __init__(self, settings: ConsistencySettings, host: str, sigma_range: tuple[float, float],
+    def __init__(self, settings: ConsistencySettings, host: Backbone, sigma_range: tuple[float, float],
                  patch_size: int = 1, registers: int = 0):
         self.settings = settings
         self.host = host
@@ -75,7 +71,7 @@ class LayoutRecorder:
     def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
                  **kwargs):
         transformer_options = transformer_options or {}
-        kinds, images = comfy_host.batch_layout(x.shape[0], transformer_options)
+        kinds, images = patching.batch_layout(x.shape[0], transformer_options)
         sigma = float(t.flatten()[0])
         height, width = x.shape[-2:]
         layout = CallLayout(
@@ -85,17 +81,20 @@ class LayoutRecorder:
             active=self.sigma_end <= sigma <= self.sigma_start,
             chunk_kinds=kinds,
         )
-        if self.host != "unet":
-            p = self.patch_size
+        dit = self.host.kind == "dit"
+        if dit:
             layout.text_tokens = (c_crossattn.shape[1] if c_crossattn is not None else 0) + self.registers
-            layout.image_tokens = -(-height // p) * -(-width // p)
+            layout.image_tokens = patch_tokens(x.shape, self.patch_size)
+            layout.reference_tokens = sum(patch_tokens(ref.shape, self.patch_size)
+                                          for ref in kwargs.get("ref_latents") or ())
         options = {**transformer_options, LAYOUT_KEY: layout}
         out = executor(x, t, c_concat, c_crossattn, control, options, **kwargs)
-        if self.host != "unet" and layout.shares(self.settings) and layout.shared_calls == 0:
+        if dit and layout.shares(self.settings) and layout.shared_calls == 0:
             raise GenAffectInputError(
-                f"consistent attention found no attention call with {layout.text_tokens} text and "
-                f"{layout.image_tokens} image tokens in this {self.host} model, so nothing was shared. "
-                "The model's layout differs from the ones this pack knows; please report it."
+                f"consistent attention found no attention call with {layout.text_tokens} text, "
+                f"{layout.image_tokens} image and {layout.reference_tokens} reference tokens in this "
+                f"{self.host.title} model, so nothing was shared. The model's layout differs from the ones this "
+                "pack knows; please report it."
             )
         return out
 
@@ -125,7 +124,7 @@ class SelfAttentionShare:
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
-        attention = self.attention or comfy_host.optimized_attention()
+        attention = self.attention or patching.optimized_attention()
 
         def plain(q_, k_, v_, **shape):  # exactly the call ComfyUI's own self-attention makes
             return attention(q_, k_, v_, heads, attn_precision=extra_options.get("attn_precision"),
@@ -145,7 +144,7 @@ class SelfAttentionShare:
 
 
 class JointAttentionShare:
-    """FLUX / SD3 attention override ``(func, q, k, v, heads, ...)``, chained to ``previous``."""
+    """DiT attention override ``(func, q, k, v, heads, ...)``, chained to ``previous``."""
 
     def __init__(self, settings: ConsistencySettings, previous=None):
         self.settings = settings
@@ -164,11 +163,11 @@ class JointAttentionShare:
         q, k, v = args[:3]
         in_heads = kwargs.get("skip_reshape", False)
         length = q.shape[2] if in_heads else q.shape[1]
-        text, image = layout.text_tokens, layout.image_tokens
-        if length >= text + image:  # joint attention: [text ; image (; references)]
-            image_tokens = slice(text, text + image)
-        elif length == image:  # SD3.5's extra image-only self-attention
-            image_tokens = slice(0, image)
+        tokens = TokenLayout(layout.text_tokens, layout.image_tokens, layout.reference_tokens)
+        if length == tokens.length:  # joint attention: [text ; generated image ; references]
+            image_tokens = tokens.generated_slice
+        elif length == tokens.generated:  # SD3.5's extra image-only self-attention
+            image_tokens = slice(0, tokens.generated)
         else:
             return self._call(func, *args, **kwargs)
         mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
@@ -213,12 +212,12 @@ def unet_attention_blocks(diffusion_model, which: str) -> list[tuple[str, int]]:
 def install(model, settings: ConsistencySettings, *, start_percent: float = 0.0, end_percent: float = 1.0,
             blocks: str = "up"):
     """A clone of the ComfyUI MODEL ``model`` with consistent attention; ``model`` is left untouched."""
-    sigma_range = comfy_host.sigma_range(model, start_percent, end_percent)
+    sigma_range = patching.sigma_range(model, start_percent, end_percent)
     diffusion_model = model.get_model_object("diffusion_model")
-    host = host_of(diffusion_model)
+    host = patching.backbone_of(model)
     patched = model.clone()
     patched.remove_wrappers_with_key(APPLY_MODEL, WRAPPER_KEY)  # a second node replaces the first
-    if host == "unet":
+    if host.kind == "unet":
         replace = SelfAttentionShare(settings)
         existing = patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
         for block_name, number in unet_attention_blocks(diffusion_model, blocks):

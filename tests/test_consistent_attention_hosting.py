@@ -1,6 +1,7 @@
 """The ComfyUI-side callables of consistent attention, called with the arguments ComfyUI passes them:
-the FLUX/SD3 attention override, the UNet self-attention replacement and the per-call layout
-recorder. The real ComfyUI models run them in tests/integration."""
+the DiT attention override (in each family's token layout, reference images included), the UNet
+self-attention replacement and the per-call layout recorder. The real ComfyUI models run them in
+tests/integration."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genaffect.models.backbones import FAMILIES, TokenLayout
 from genaffect.models.consistent_attention import ConsistencySettings, Sharing, choose_borrowed, make_generator
 from genaffect.models.errors import GenAffectInputError
-from genaffect.nodes.consistent_hosts import (
+from genaffect.nodes.hosting.consistent_attention import (
     LAYOUT_KEY,
     CallLayout,
     JointAttentionShare,
     LayoutRecorder,
     SelfAttentionShare,
-    host_of,
     salt_of,
 )
 
@@ -35,8 +36,9 @@ def comfy_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape
     return out
 
 
-def layout(images=3, text=4, image=12, step=2, active=True):
-    return CallLayout(images=images, latent_size=(6, 8), step=step, active=active, text_tokens=text, image_tokens=image)
+def layout(images=3, text=4, image=12, step=2, active=True, references=0):
+    return CallLayout(images=images, latent_size=(6, 8), step=step, active=active, text_tokens=text, image_tokens=image,
+                      reference_tokens=references)
 
 
 SETTINGS = ConsistencySettings(rate=0.5, anchors=0, seed=123)
@@ -169,7 +171,7 @@ class Executor:
         self.options = transformer_options
         if self.attends:
             call = transformer_options[LAYOUT_KEY]
-            length = call.text_tokens + call.image_tokens
+            length = call.text_tokens + call.image_tokens + call.reference_tokens
             q = torch.randn(x.shape[0], 1, length, 4)
             JointAttentionShare(SETTINGS)(comfy_attention, q, q, q, 1, skip_reshape=True,
                                           transformer_options=transformer_options)
@@ -177,7 +179,7 @@ class Executor:
 
 
 def test_layout_recorder_describes_the_call_without_touching_the_callers_options():
-    recorder = LayoutRecorder(SETTINGS, "flux", sigma_range=(10.0, 0.5), patch_size=2)
+    recorder = LayoutRecorder(SETTINGS, FAMILIES["flux"], sigma_range=(10.0, 0.5), patch_size=2)
     executor = Executor(attends=True)
     options = {"cond_or_uncond": [0, 1], "sample_sigmas": torch.tensor([14.6, 6.0, 2.0, 0.0])}
     x = torch.zeros(6, 16, 7, 10)  # 2 sets of 3 images; 7x10 latent -> 4x5 tokens after padding
@@ -191,15 +193,49 @@ def test_layout_recorder_describes_the_call_without_touching_the_callers_options
 
 
 def test_a_dit_call_in_which_nothing_was_shared_is_an_error_not_a_silent_no_op():
-    recorder = LayoutRecorder(SETTINGS, "sd3", sigma_range=(10.0, 0.0), patch_size=2)
+    recorder = LayoutRecorder(SETTINGS, FAMILIES["sd3"], sigma_range=(10.0, 0.0), patch_size=2)
     with pytest.raises(GenAffectInputError, match="nothing was shared"):
         recorder(Executor(attends=False), torch.zeros(4, 16, 8, 8), torch.full((4,), 1.0), None,
                  torch.zeros(4, 5, 32), None, {"cond_or_uncond": [0, 1]})
 
 
-def test_unknown_architectures_are_refused_by_name():
-    class WanModel(torch.nn.Module):
-        pass
+@pytest.mark.parametrize("family, text, generated, references", [
+    ("qwen_image", 5, 12, 12),  # Qwen-Image-Edit: one photo as large as the image
+    ("flux2", 7, 9, 4 + 6),  # FLUX.2: two reference photos of other sizes
+    ("flux", 3, 16, 16),  # FLUX.1 Kontext
+    ("chroma", 4, 10, 0),
+])
+def test_dit_layouts_share_only_generated_tokens_and_leave_reference_tokens_as_the_plain_model_has_them(
+        family, text, generated, references):
+    torch.manual_seed(len(family) + references)
+    heads, dim, images, chunks = 2, 8, 3, 2
+    tokens = TokenLayout(text, generated, references)
+    q, k, v = (torch.randn(images * chunks, heads, tokens.length, dim) for _ in range(3))
+    call = layout(images=images, text=text, image=generated, references=references)
+    options = {LAYOUT_KEY: call, "block_type": "double", "block_index": 3}
+    out = JointAttentionShare(SETTINGS)(comfy_attention, q, k, v, heads, skip_reshape=True,
+                                        skip_output_reshape=True, transformer_options=options)
+    want = expected(q, k, v, images, tokens.generated_slice, SETTINGS, 2, salt_of("double", 3, tokens.length))
+    assert (out - want).abs().max() < 1e-5
+    # reference (and text) queries attend to their own sequence only: exactly the plain model's rows
+    plain = comfy_attention(q, k, v, heads, skip_reshape=True, skip_output_reshape=True)
+    for kept in (tokens.reference_slice, slice(0, text)):
+        torch.testing.assert_close(out[:, :, kept], plain[:, :, kept], atol=1e-6, rtol=0)
+    assert not torch.allclose(out[:, :, tokens.generated_slice], plain[:, :, tokens.generated_slice])
+    # and no image borrows a reference token: the plan draws from generated positions only
+    sharing = Sharing(SETTINGS.rate, tokens.generated_slice)
+    plan = choose_borrowed(sharing, images, 1, generated, make_generator(SETTINGS.seed, 2, 0))[0]
+    borrowed = torch.cat([positions for pairs in plan for _, positions in pairs])
+    assert borrowed.min() >= text and borrowed.max() < text + generated
 
-    with pytest.raises(GenAffectInputError, match="WanModel"):
-        host_of(WanModel())
+
+def test_layout_recorder_counts_qwen_image_tokens_of_a_5d_latent_and_its_reference_latents():
+    recorder = LayoutRecorder(SETTINGS, FAMILIES["qwen_image"], sigma_range=(10.0, 0.0), patch_size=2)
+    executor = Executor(attends=True)
+    x = torch.zeros(4, 16, 1, 6, 9)  # Qwen-Image's latent: (batch, channels, frames, height, width)
+    references = [torch.zeros(1, 16, 1, 8, 8), torch.zeros(1, 16, 1, 5, 4)]  # ComfyUI pads each to 2x2 patches
+    recorder(executor, x, torch.full((4,), 1.0), None, torch.zeros(4, 11, 64), None, {"cond_or_uncond": [0, 1]},
+             ref_latents=references)
+    call = executor.options[LAYOUT_KEY]
+    assert (call.images, call.text_tokens, call.image_tokens, call.reference_tokens) == (2, 11, 3 * 5, 16 + 6)
+    assert call.shared_calls == 1

@@ -9,7 +9,7 @@ import torch
 
 from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig, adapter_expression_input
 from genaffect.models.errors import GenAffectInputError
-from genaffect.nodes.dit_patch import AdapterBlock, AdapterTokens
+from genaffect.nodes.hosting.dit_adapter import AdapterBlock, AdapterTokens
 
 from tiny_dit import as_trained
 

@@ -1,10 +1,12 @@
-"""The Gen-AFFECT DiT adapter installed on a ComfyUI FLUX or SD3 MODEL clone as block replacements.
+"""The Gen-AFFECT DiT adapter installed on a ComfyUI diffusion-transformer MODEL clone as block replacements.
 
-ComfyUI's FLUX runs ``patches_replace["dit"][("double_block", i)]`` / ``("single_block", i)`` in place
-of its blocks and SD3's MMDiT the double ones (DESIGN.md §4). Each replacement runs the original block,
-then adds the adapter's residual to the positive rows' image tokens: the same post-block residual the
-trainer hosts on diffusers models with forward hooks (training/diffusers_host.py). Negative rows
-(classifier-free guidance) get none, so the adapter's effect is what guidance amplifies.
+ComfyUI's DiTs run ``patches_replace["dit"][("double_block", i)]`` / ``("single_block", i)`` in place of
+their blocks (FLUX.1, FLUX.2, Chroma: both kinds; Qwen-Image, SD3: double only; ``models/backbones.py``).
+Each replacement runs the original block, then adds the adapter's residual to the positive rows'
+*generated* image tokens: not to text, and not to the reference images an instruction editor appends
+after them. This is the same post-block residual the trainer hosts on diffusers models with forward
+hooks (training/diffusers_host.py). Negative rows (classifier-free guidance) get none, so the
+adapter's effect is what guidance amplifies.
 """
 
 from __future__ import annotations
@@ -13,26 +15,23 @@ import copy
 
 import torch
 
-from ..models.dit_adapter import DiTAdapter, ResidualCrossAttention, check_backbone
-from ..models.errors import GenAffectInputError
-from . import comfy_host
+from ...models.dit_adapter import DiTAdapter, ResidualCrossAttention, check_backbone
+from ...models.errors import GenAffectInputError
+from . import patching
 
 ADDITIONAL_MODELS_KEY = "genaffect_dit_adapter"
 
 
-def backbone_of(diffusion_model) -> dict:
-    """family, hidden size and block counts of a ComfyUI diffusion model the adapter can patch."""
-    family = comfy_host.architecture_of(diffusion_model)
-    if family == "flux":
-        return dict(family="flux", hidden_size=diffusion_model.hidden_size,
-                    double_blocks=len(diffusion_model.double_blocks), single_blocks=len(diffusion_model.single_blocks))
-    if family == "sd3":
-        return dict(family="sd3", hidden_size=diffusion_model.hidden_size,
-                    double_blocks=len(diffusion_model.joint_blocks), single_blocks=0)
-    raise GenAffectInputError(
-        f"the Gen-AFFECT DiT adapter patches FLUX or SD3 diffusion transformers; this MODEL is a "
-        f"{type(diffusion_model).__name__}. For Arc2Face (SD1.5) use GenAffect Apply Expression Adapter."
-    )
+def backbone_sizes(model) -> dict:
+    """family, hidden size and block counts of a ComfyUI MODEL, refused unless the adapter can patch it."""
+    backbone = patching.backbone_of(model)
+    patching.require(backbone, "dit", "the Gen-AFFECT DiT adapter patches diffusion transformers",
+                     "For Arc2Face (SD1.5) use GenAffect Apply Expression Adapter.")
+    diffusion_model = model.get_model_object("diffusion_model")
+    single = getattr(diffusion_model, backbone.single_blocks) if backbone.single_blocks else ()
+    hidden = getattr(diffusion_model, "hidden_size", None) or diffusion_model.inner_dim  # Qwen-Image: inner_dim
+    return dict(family=backbone.name, hidden_size=hidden,
+                double_blocks=len(getattr(diffusion_model, backbone.double_blocks)), single_blocks=len(single))
 
 
 class AdapterTokens:
@@ -69,7 +68,7 @@ class AdapterTokens:
 
 
 class AdapterBlock:
-    """The replacement of one FLUX/SD3 block: the block, then the adapter's residual on its image tokens."""
+    """The replacement of one DiT block: the block, then the adapter's residual on its generated image tokens."""
 
     def __init__(self, module: ResidualCrossAttention, tokens: AdapterTokens, strengths: tuple[float, float],
                  sigma_range: tuple[float, float], single: bool, inner=None):
@@ -83,22 +82,23 @@ class AdapterBlock:
     def __call__(self, args: dict, extra: dict) -> dict:
         out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         options = args.get("transformer_options") or {}
-        if not comfy_host.in_sigma_range(options, self.sigma_range):
+        if not patching.in_sigma_range(options, self.sigma_range):
             return out
         hidden = out["img"]
-        # single blocks carry [text ; image] tokens; the residual is for the image tokens only
-        start = options["img_slice"][0] if self.single else 0
-        kinds, images = comfy_host.batch_layout(hidden.shape[0], options)
+        # single blocks carry [text ; image (; references)] tokens, double blocks [image (; references)]
+        text = options["img_slice"][0] if self.single else 0
+        generated = patching.image_stream_layout(hidden.shape[1], options, text).generated_slice
+        kinds, images = patching.batch_layout(hidden.shape[0], options)
         rows, identity_tokens, expression_tokens = self.tokens.for_rows(kinds, images, hidden.device, hidden.dtype)
         if rows.numel() == 0:
             return out
-        image = hidden[rows, start:]
+        image = hidden[rows, generated]
         delta = self.module.delta(image, identity_tokens, expression_tokens, *self.strengths)
-        if rows.numel() == hidden.shape[0] and start == 0:
+        if rows.numel() == hidden.shape[0] and generated == slice(0, hidden.shape[1]):
             hidden = hidden + delta
         else:
             hidden = hidden.clone()
-            hidden[rows, start:] = image + delta
+            hidden[rows, generated] = image + delta
         return {**out, "img": hidden}
 
 
@@ -113,13 +113,12 @@ def _for_dtype(adapter: DiTAdapter, dtype) -> DiTAdapter:
 def install(model, adapter: DiTAdapter, identity: torch.Tensor, expression: torch.Tensor,
             identity_strength: float, expression_strength: float, start_percent: float = 0.0,
             end_percent: float = 1.0):
-    """A clone of ComfyUI MODEL ``model`` with the adapter after its FLUX double/single or SD3 blocks.
+    """A clone of ComfyUI MODEL ``model`` with the adapter after the double/single blocks it was trained for.
 
     ``identity`` (1, 512); ``expression`` (N, encoder input): image i of the batch takes row i.
     """
-    sigma_range = comfy_host.sigma_range(model, start_percent, end_percent)
-    check_backbone(adapter.config, source=f"the DiT adapter {adapter.source}",
-                   **backbone_of(model.get_model_object("diffusion_model")))
+    sigma_range = patching.sigma_range(model, start_percent, end_percent)
+    check_backbone(adapter.config, source=f"the DiT adapter {adapter.source}", **backbone_sizes(model))
     base = model.model
     adapter = _for_dtype(adapter, getattr(base, "get_dtype_inference", base.get_dtype)())
     tokens = AdapterTokens(adapter, identity, expression)

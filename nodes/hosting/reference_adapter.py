@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from ..models.errors import GenAffectInputError
-from ..models.reference_adapter import ReferenceLora, bank_rows, reference_self_attention
-from . import comfy_host
-from .expression_patch import UNET_HOST
+from ...models.errors import GenAffectInputError
+from ...models.reference_adapter import ReferenceLora, bank_rows, reference_self_attention
+from . import patching
 
 
 def _block_key(extra_options) -> tuple:
@@ -73,7 +72,7 @@ class ReferenceSelfAttention:
         return cached
 
     def _rows(self, batch, extra_options) -> list:
-        return bank_rows(self.references, *comfy_host.batch_layout(batch, extra_options))
+        return bank_rows(self.references, *patching.batch_layout(batch, extra_options))
 
     def extend(self, n, context_attn1, value_attn1, extra_options):
         key = _block_key(extra_options)
@@ -84,7 +83,7 @@ class ReferenceSelfAttention:
         return n, torch.cat([context_attn1, picked], dim=1), torch.cat([value_attn1, picked], dim=1)
 
     def __call__(self, q, k, v, extra_options):
-        attention = comfy_host.layer_attention(extra_options)
+        attention = patching.layer_attention(extra_options)
         heads = extra_options["n_heads"]
         bank = self.bank.get(_block_key(extra_options))
         if bank is None:
@@ -96,11 +95,8 @@ class ReferenceSelfAttention:
 
 def check_host(model) -> None:
     """Refuse a model that is not an SD1.x UNet, or whose self-attention another node already replaced."""
-    kind = type(model.get_model_object("diffusion_model"))
-    if not any((c.__module__, c.__name__) == UNET_HOST for c in kind.__mro__):
-        raise GenAffectInputError(
-            f"the Reference Adapter patches Arc2Face's SD1.5 UNet; this MODEL is a {kind.__name__}. Load Arc2Face "
-            "with GenAffect Arc2Face Loader.")
+    patching.require(patching.backbone_of(model), "unet", "the Reference Adapter patches Arc2Face's SD1.5 UNet",
+                     "Load Arc2Face with GenAffect Arc2Face Loader.")
     replaced = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     if replaced:
         other = type(next(iter(replaced.values()))).__name__
