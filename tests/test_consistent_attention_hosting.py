@@ -239,3 +239,19 @@ def test_layout_recorder_counts_qwen_image_tokens_of_a_5d_latent_and_its_referen
     call = executor.options[LAYOUT_KEY]
     assert (call.images, call.text_tokens, call.image_tokens, call.reference_tokens) == (2, 11, 3 * 5, 16 + 6)
     assert call.shared_calls == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bf16_and_fp16_joint_override_matches_the_fp32_oracle_on_an_edit_layout(dtype):
+    """GPUs run the DiTs in bf16/fp16: the shared attention keeps the model's dtype and its accuracy."""
+    torch.manual_seed(7)
+    heads, dim, images = 2, 16, 3
+    tokens = TokenLayout(text=5, generated=12, references=12)
+    q, k, v = (torch.randn(images * 2, heads, tokens.length, dim) for _ in range(3))
+    options = {LAYOUT_KEY: layout(images=images, text=5, image=12, references=12), "block_type": "single",
+               "block_index": 0}
+    out = JointAttentionShare(SETTINGS)(comfy_attention, q.to(dtype), k.to(dtype), v.to(dtype), heads,
+                                        skip_reshape=True, skip_output_reshape=True, transformer_options=options)
+    want = expected(q, k, v, images, tokens.generated_slice, SETTINGS, 2, salt_of("single", 0, tokens.length))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-2)

@@ -1,5 +1,6 @@
-"""The Gen-AFFECT DiT adapter: an exact no-op untrained or at strength 0 on tiny FLUX and SD3, placed
-after PuLID-FLUX's blocks, saved with metadata that is checked against the backbone."""
+"""The Gen-AFFECT DiT adapter: an exact no-op untrained or at strength 0 on tiny FLUX.1, FLUX.2, Qwen-Image
+and SD3, acting on generated image tokens only (never on text or an editor's reference images), running in
+bf16, placed after PuLID-FLUX's blocks, saved with metadata that is checked against the backbone."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from genaffect.models.errors import GenAffectInputError, ModelFileError
 from genaffect.models.backbones import diffusers_sizes
 from genaffect.training.diffusers_host import DiffusersHost
 
-from tiny_dit import as_trained, run, tiny_flux, tiny_sd3
+from tiny_dit import GENERATED, TEXT, as_trained, run, tiny_flux, tiny_flux2, tiny_qwen_image, tiny_sd3
 
 pytest.importorskip("diffusers")
-BACKBONES = {"flux": tiny_flux, "sd3": tiny_sd3}
+BACKBONES = {"flux": tiny_flux, "sd3": tiny_sd3, "flux2": tiny_flux2, "qwen_image": tiny_qwen_image}
+REFERENCES = {"flux2": 2, "qwen_image": 1}  # reference images after the generated ones (instruction editing)
 
 
 def tiny_adapter(model, **overrides) -> DiTAdapter:
@@ -37,23 +39,80 @@ def tokens_for(adapter, batch=2):
 
 @pytest.mark.parametrize("family", list(BACKBONES))
 def test_untrained_adapter_and_strength_zero_leave_the_output_bit_identical(family):
-    model = BACKBONES[family]()
-    plain = run(model)
+    model, references = BACKBONES[family](), REFERENCES.get(family, 0)
+    generated = GENERATED if references else None
+    plain = run(model, references=references)
     adapter = tiny_adapter(model)
     identity_tokens, expression_tokens = tokens_for(adapter)
     host = DiffusersHost(model, adapter)
-    host.condition(identity_tokens, expression_tokens)
-    assert torch.equal(run(model), plain)  # zero-initialised output projections
+    host.condition(identity_tokens, expression_tokens, generated_tokens=generated)
+    assert torch.equal(run(model, references=references), plain)  # zero-initialised output projections
     as_trained(adapter)
-    host.condition(identity_tokens, expression_tokens, 0.0, 0.0)
-    assert torch.equal(run(model), plain)
-    host.condition(identity_tokens, expression_tokens, 1.0, 0.0)
-    with_identity = run(model)
-    host.condition(identity_tokens, expression_tokens, 1.0, 1.0)
-    with_both = run(model)
+    host.condition(identity_tokens, expression_tokens, 0.0, 0.0, generated_tokens=generated)
+    assert torch.equal(run(model, references=references), plain)
+    host.condition(identity_tokens, expression_tokens, 1.0, 0.0, generated_tokens=generated)
+    with_identity = run(model, references=references)
+    host.condition(identity_tokens, expression_tokens, 1.0, 1.0, generated_tokens=generated)
+    with_both = run(model, references=references)
     host.remove()
-    assert torch.equal(run(model), plain)
+    assert torch.equal(run(model, references=references), plain)
     assert (with_identity - plain).abs().max() > 1e-4 and (with_both - with_identity).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("family", ["flux2", "qwen_image"])
+def test_trained_adapter_adds_its_residual_to_generated_image_tokens_only(family):
+    """At every patched block the hook's change is zero on text and reference tokens (FLUX.2's single
+    blocks carry [text ; generated ; references] in one tensor)."""
+    model = BACKBONES[family]()
+    adapter = as_trained(tiny_adapter(model), std=0.2)
+    changes = []
+
+    def before(_, __, output):  # registered before the host's hook: sees the block's own output
+        changes.append([output])
+
+    def after(_, __, output):  # registered after it: sees what the host made of it
+        changes[-1].append(output)
+
+    blocks = [*model.transformer_blocks, *getattr(model, "single_transformer_blocks", [])]
+    handles = [block.register_forward_hook(before) for block in blocks]
+    host = DiffusersHost(model, adapter)
+    handles += [block.register_forward_hook(after) for block in blocks]
+    host.condition(*tokens_for(adapter), generated_tokens=GENERATED)
+    run(model, references=REFERENCES[family])
+    host.remove()
+    for handle in handles:
+        handle.remove()
+    patched = 0
+    for raw, seen in changes:
+        joined = torch.is_tensor(raw)  # FLUX.2 single block: [text ; image] in one tensor
+        if not joined:
+            assert torch.equal(raw[0], seen[0])  # the text stream is never touched
+            raw, seen = raw[1], seen[1]
+        start = TEXT if joined else 0
+        delta = seen - raw
+        assert not delta[:, :start].any() and not delta[:, start + GENERATED:].any()
+        patched += bool(delta[:, start:start + GENERATED].abs().max() > 0)
+    assert patched == len(adapter.after_double) + len(adapter.after_single)
+
+
+@pytest.mark.parametrize("family", list(BACKBONES))
+def test_bf16_backbone_and_adapter_run_together_and_match_fp32(family):
+    """GPUs run these models in bf16: the adapter's encoder takes fp32 identities and expressions and must
+    compute in the adapter's dtype (a float/bfloat16 mismatch crashed every GPU run once)."""
+    references = REFERENCES.get(family, 0)
+    generated = GENERATED if references else None
+    outputs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = BACKBONES[family]().to(dtype)
+        adapter = as_trained(tiny_adapter(model), std=0.2).to(dtype)
+        host = DiffusersHost(model, adapter)
+        host.condition(*tokens_for(adapter), generated_tokens=generated)
+        outputs[dtype] = run(model, references=references, dtype=dtype)
+        host.remove()
+        plain = run(model, references=references, dtype=dtype)
+        assert (outputs[dtype] - plain).abs().max() > 0  # the adapter acted
+    assert outputs[torch.bfloat16].dtype == torch.bfloat16
+    torch.testing.assert_close(outputs[torch.bfloat16].float(), outputs[torch.float32], atol=0.1, rtol=0.05)
 
 
 def test_adapter_sits_after_every_second_double_and_every_fourth_single_block():

@@ -90,3 +90,41 @@ def test_adapter_trained_on_flame_refuses_blendshape_only_expressions():
         adapter_expression_input(built.config, torch.rand(1, 52), None, 1)
     both = adapter_expression_input(built.config, torch.rand(1, 52), torch.rand(1, 55), 1)
     assert torch.equal(both[0, :52], torch.zeros(52)) and both[0, -2:].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_reference_image_tokens_appended_by_an_editor_get_no_residual(single):
+    """Kontext, FLUX.2 and Qwen-Image-Edit append reference latents after the generated image; ComfyUI
+    records their counts in ``reference_image_num_tokens``. Only the generated tokens change."""
+    built = adapter()
+    block = AdapterBlock(built.after_single["0"] if single else built.after_double["0"], tokens_for(built, 1),
+                         (1.0, 1.0), (10.0, 0.0), single=single)
+    references = [4, 2]
+    text = TEXT if single else 0
+    hidden = torch.randn(2, text + IMAGE + sum(references), WIDTH)
+    options = {"cond_or_uncond": [0], "reference_image_num_tokens": references, "sigmas": torch.tensor([1.0])}
+    if single:
+        options["img_slice"] = [TEXT, hidden.shape[1]]
+    out = block({"img": hidden, "transformer_options": options}, {"original_block": untouched_block})["img"]
+    assert torch.equal(out[:, :text], hidden[:, :text])
+    assert torch.equal(out[:, text + IMAGE:], hidden[:, text + IMAGE:])
+    assert (out[:, text:text + IMAGE] - hidden[:, text:text + IMAGE]).abs().min() > 0
+
+
+def test_bf16_model_rows_take_the_adapter_in_bf16_from_fp32_identity_and_expressions():
+    """On a GPU the block's tokens are bf16 and the adapter is cast to bf16, while identities and
+    expressions arrive in fp32: the encoder must run in the adapter's dtype (this crashed every GPU run)."""
+    built = adapter()
+    tokens = tokens_for(built.to(torch.bfloat16), 2)
+    assert tokens.identity.dtype == torch.float32 and tokens.expression.dtype == torch.float32
+    block = AdapterBlock(built.after_double["0"], tokens, (1.0, 1.0), (10.0, 0.0), single=False)
+    hidden = torch.randn(2, IMAGE, WIDTH, dtype=torch.bfloat16)
+    out = block({"img": hidden, "transformer_options": {"cond_or_uncond": [0]}},
+                {"original_block": untouched_block})["img"]
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    fp32 = adapter()
+    reference = AdapterBlock(fp32.after_double["0"], tokens_for(fp32, 2), (1.0, 1.0), (10.0, 0.0), single=False)
+    want = reference({"img": hidden.float(), "transformer_options": {"cond_or_uncond": [0]}},
+                     {"original_block": untouched_block})["img"]
+    torch.testing.assert_close(out.float(), want, atol=0.05, rtol=0.05)
+    assert (out.float() - hidden.float()).abs().max() > 0.05
