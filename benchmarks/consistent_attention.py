@@ -1,10 +1,13 @@
 """Consistent attention cost: ours vs plain attention, the FLOP floor and StoryDiffusion's dense mask, one run.
 
-    python benchmarks/consistent_attention.py [--device cuda] [--heads 24] [--images 1 2 4 8 16]
-                                              [--rates 0.25 0.5 1] [--anchors 0 2] [--repeats 3]
+    python benchmarks/consistent_attention.py [--geometry flux|qwen_edit] [--device cuda] [--heads 24]
+                                              [--images 1 2 4 8 16] [--rates 0.25 0.5 1] [--anchors 0 2]
+                                              [--repeats 3]
 
-FLUX head geometry by default: 24 heads x 128, 512 text + 1024 image tokens, one chunk (cond only,
-as FLUX dev samples). For each set size N, rate r and anchor count a it times, in alternating runs:
+Geometries (one chunk, cond only): ``flux``, 24 heads x 128, 512 text + 1024 image tokens (FLUX.1 at
+512x512); ``qwen_edit``, 24 heads x 128, 512 text + 4096 generated + 4096 reference-image tokens
+(Qwen-Image-Edit at 1024x1024 with one photo: the reference tokens are neither borrowed nor borrow).
+For each set size N, rate r and anchor count a it times, in alternating runs:
 - plain: the host's attention on the N sequences, no sharing (what the unpatched model does);
 - ours: ``consistent_attention`` (per-image calls to the same attention, borrowed keys appended);
 - dense: the peer, StoryDiffusion's formulation: the N sequences concatenated into one, with an
@@ -12,10 +15,10 @@ as FLUX dev samples). For each set size N, rate r and anchor count a it times, i
   the timing, as StoryDiffusion builds it once per step).
 Both share exactly the same tokens. Reported: time / plain, time / FLOP floor (plain x (1 + r(N-1)),
 or plain x (1 + r a) with anchors; and against the exact multiply-add count, in which only the
-image queries get the borrowed keys), and the extra peak memory above the inputs (CUDA: allocator
+generated-image queries get the borrowed keys), and the extra peak memory above the inputs (CUDA: allocator
 peak; CPU: the process's peak RSS, measured in a forked child). Targets at N=8, r=0.5: ours >= 2x
 faster than dense, <= 1/3 of its extra memory, within 1.3x of the floor. Prints a table and writes
-benchmarks/results/consistent_attention.json.
+benchmarks/results/consistent_attention_<geometry>.json.
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ import torch.nn.functional as F
 
 from face_analysis import import_pack, save_result
 
-TEXT_TOKENS, IMAGE_TOKENS, HEAD_DIM = 512, 1024, 128
+HEAD_DIM = 128
+GEOMETRIES = {  # text, generated image, reference image tokens
+    "flux": (512, 1024, 0),
+    "qwen_edit": (512, 4096, 4096),
+}
 
 
 def dense_mask_attention(q, k, v, images, plan, image_tokens):
@@ -91,7 +98,8 @@ def cuda_extra_peak_mb(fn) -> float:
 def cpu_extra_peak_mb(kind: str, images: int, rate: float, anchors: int, args) -> float:
     """The call in a fresh process (OpenMP makes fork unsafe): its peak RSS above the resident inputs."""
     command = [sys.executable, os.path.abspath(__file__), "--memory-of", kind, "--images", str(images),
-               "--rates", str(rate), "--anchors", str(anchors), "--heads", str(args.heads), "--dtype", args.dtype]
+               "--rates", str(rate), "--anchors", str(anchors), "--heads", str(args.heads), "--dtype", args.dtype,
+               "--geometry", args.geometry]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -104,15 +112,17 @@ def measure_own_memory(kind: str, runs: dict) -> None:
     print((_rss_kib("VmHWM") - before) / 1024)
 
 
-def setup(images, heads, rate, anchors, device, dtype, dense=True):
+def setup(images, heads, rate, anchors, device, dtype, geometry, dense=True):
     """Inputs, the shared plan and the three ways to run them."""
+    from genaffect.models.backbones import TokenLayout
     from genaffect.models.consistent_attention import Sharing, choose_borrowed, consistent_attention, make_generator
 
-    image_tokens = slice(TEXT_TOKENS, TEXT_TOKENS + IMAGE_TOKENS)
+    tokens = TokenLayout(*GEOMETRIES[geometry])
+    image_tokens = tokens.generated_slice
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(images, heads, TEXT_TOKENS + IMAGE_TOKENS, HEAD_DIM, generator=generator).to(device, dtype) for _ in range(3))
+    q, k, v = (torch.randn(images, heads, tokens.length, HEAD_DIM, generator=generator).to(device, dtype) for _ in range(3))
     sharing = Sharing(rate, image_tokens, anchors)
-    plan = choose_borrowed(sharing, images, 1, IMAGE_TOKENS, make_generator(0, 0))
+    plan = choose_borrowed(sharing, images, 1, tokens.generated, make_generator(0, 0))
     plan = [[[(j, p.to(device)) for j, p in pairs] for pairs in chunk] for chunk in plan]
     runs = {
         "plain": lambda: F.scaled_dot_product_attention(q, k, v),
@@ -125,6 +135,7 @@ def setup(images, heads, rate, anchors, device, dtype, dense=True):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--geometry", default="flux", choices=list(GEOMETRIES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--heads", type=int, default=24)
     parser.add_argument("--images", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -139,12 +150,14 @@ def main() -> int:
     import_pack()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.memory_of:
-        runs = setup(args.images[0], args.heads, args.rates[0], args.anchors[0], device, dtype)
+        runs = setup(args.images[0], args.heads, args.rates[0], args.anchors[0], device, dtype, args.geometry)
         measure_own_memory(args.memory_of, runs)
         return 0
     rows = []
-    length = TEXT_TOKENS + IMAGE_TOKENS
-    print(f"{args.heads} heads x {HEAD_DIM}, {TEXT_TOKENS} text + {IMAGE_TOKENS} image tokens, {args.dtype} on {device}")
+    text, generated, references = GEOMETRIES[args.geometry]
+    length = text + generated + references
+    print(f"{args.geometry}: {args.heads} heads x {HEAD_DIM}, {text} text + {generated} generated + {references} "
+          f"reference image tokens, {args.dtype} on {device}")
     print(f"{'N':>3} {'r':>5} {'a':>2} | {'plain ms':>9} {'ours/plain':>10} {'ours/floor':>10} {'ours/exact':>10} {'dense/plain':>11} "
           f"{'dense/ours':>10} | {'ours MB':>8} {'dense MB':>9} {'ours/dense mem':>14}")
     for images in args.images:
@@ -152,7 +165,7 @@ def main() -> int:
             if anchors > images:
                 continue
             for rate in args.rates:
-                runs = setup(images, args.heads, rate, anchors, device, dtype, dense=not args.no_dense)
+                runs = setup(images, args.heads, rate, anchors, device, dtype, args.geometry, dense=not args.no_dense)
                 if "dense" in runs:
                     check = (runs["dense"]().float() - runs["ours"]().float()).abs().max().item()
                     assert check < 1e-2, f"dense and ours disagree by {check}"
@@ -167,8 +180,8 @@ def main() -> int:
                           cpu_extra_peak_mb(name, images, rate, anchors, args) for name, fn in runs.items()}
                 donors = (anchors if anchors else images - 1) if images > 1 else 0
                 floor = 1 + rate * donors
-                # The same count of multiply-adds, exactly: only image queries get the borrowed keys.
-                exact = 1 + (IMAGE_TOKENS / length) * (round(rate * IMAGE_TOKENS) * donors / length)
+                # The same count of multiply-adds, exactly: only generated-image queries get the borrowed keys.
+                exact = 1 + (generated / length) * (round(rate * generated) * donors / length)
                 row = {
                     "images": images, "rate": rate, "anchors": anchors, "plain_ms": 1e3 * median["plain"],
                     "ours_over_plain": median["ours"] / median["plain"],
@@ -189,9 +202,10 @@ def main() -> int:
                       f"{row['ours_over_floor']:>10.2f} {row['ours_over_exact_flops']:>10.2f} {dense} | {row['ours_extra_mb']:>8.0f} {dense_mb}", flush=True)
                 if images == 1:
                     break  # nothing is shared: one rate says it all
-    save_result("consistent_attention", {"device": str(device), "dtype": args.dtype, "heads": args.heads,
-                                         "head_dim": HEAD_DIM, "text_tokens": TEXT_TOKENS,
-                                         "image_tokens": IMAGE_TOKENS, "rows": rows})
+    save_result(f"consistent_attention_{args.geometry}", {
+        "device": str(device), "dtype": args.dtype, "geometry": args.geometry, "heads": args.heads,
+        "head_dim": HEAD_DIM, "text_tokens": text, "image_tokens": generated, "reference_tokens": references,
+        "rows": rows})
     return 0
 
 

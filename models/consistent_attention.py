@@ -2,7 +2,7 @@
 set generated together keeps one identity (StoryDiffusion's consistent self-attention, with
 ConsiStory's subject masks and anchors).
 
-One core on (q, k, v) of shape (B, H, L, D) for every host (UNet self-attention, FLUX/SD3 joint
+One core on (q, k, v) of shape (B, H, L, D) for every host (UNet self-attention, DiT joint
 attention). B holds one or more chunks of N images (cond, uncond, ... as ComfyUI's
 ``cond_or_uncond`` says); chunks never mix. In a chunk, the image-token queries of image i attend
 to all of image i's own tokens plus a fraction r of the image tokens of its donors (every other
@@ -214,7 +214,7 @@ def _streamed(q, k, v, own, sources, block):
 
 def token_grid(latent_size: tuple[int, int], tokens: int) -> tuple[int, int]:
     """(rows, columns) of a block's token grid: the latent downscaled by 1, 2, 4, ... rounding up, as
-    strided convolutions (UNets) and padded patching (FLUX, SD3) do."""
+    strided convolutions (UNets) and padded patching (the DiTs) do."""
     height, width = latent_size
     for scale in (1, 2, 4, 8, 16, 32, 64):
         rows, columns = -(-height // scale), -(-width // scale)

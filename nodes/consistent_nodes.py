@@ -11,8 +11,9 @@ class GenAffectConsistentAttention:
     DESCRIPTION = (
         "Patches a MODEL so the images of one batch attend to each other's tokens (consistent self-attention, "
         "training-free): generate a whole expression set at once with one latent batch and the set keeps one "
-        "identity. Works with the usual KSampler or SamplerCustom on SD1.x, SDXL, FLUX and SD3. The input model is "
-        "not changed."
+        "identity. Works with the usual KSampler or SamplerCustom on SD1.x, SDXL, FLUX.1 and Kontext, FLUX.2, "
+        "Qwen-Image (and Qwen-Image-Edit), Chroma and SD3; with an editor's reference photo only the generated "
+        "images share. The input model is not changed."
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "patch"
@@ -24,7 +25,8 @@ class GenAffectConsistentAttention:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.x, SDXL, FLUX or SD3 model."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SDXL, FLUX.1/Kontext, FLUX.2, Qwen-Image, Chroma or SD3 "
+                                               "model."}),
                 **sharing_inputs(),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": "fixed",
                                  "tooltip": "Seeds the choice of borrowed tokens at each step; convert it to an input "
@@ -57,8 +59,8 @@ class GenAffectConsistentBatchSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.x, SDXL, FLUX or SD3 model (for FLUX, put Flux Guidance on "
-                                               "the prompts and use cfg 1)."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SDXL, FLUX.1/Kontext, FLUX.2, Qwen-Image, Chroma or SD3 "
+                                               "model (for FLUX, put Flux Guidance on the prompts and use cfg 1)."}),
                 "positive": ("CONDITIONING", {"tooltip": "One prompt for every image, or one per image in order."}),
                 "negative": ("CONDITIONING", {"tooltip": "One negative for every image, or one per image."}),
                 "latent_image": ("LATENT", {"tooltip": "A batch of N latents (Empty Latent Image with batch size N), "

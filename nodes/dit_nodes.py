@@ -48,7 +48,8 @@ def describe(adapter: DiTAdapter) -> str:
 
 class GenAffectDiTAdapterLoader:
     DESCRIPTION = (
-        "Loads a Gen-AFFECT identity-expression adapter for FLUX or SD3 from models/genaffect/. The file records the "
+        "Loads a Gen-AFFECT identity-expression adapter for a diffusion transformer (FLUX.1/Kontext, FLUX.2, "
+        "Qwen-Image and its Edit models, Chroma, SD3) from models/genaffect/. The file records the "
         "backbone it was trained for; applying it to another model is refused with the reason. " + TRAINING_HINT
     )
     CATEGORY = "GenAffect/sampling"
@@ -96,9 +97,10 @@ def condition_tensors(adapter: DiTAdapter, identity, expression) -> tuple[torch.
 
 class GenAffectApplyDiTAdapter:
     DESCRIPTION = (
-        "Adds a Gen-AFFECT adapter to a FLUX or SD3 MODEL: after every 2nd double block (and 4th single block) the "
-        "image tokens also attend to identity tokens (from the ArcFace embedding) and expression tokens. With N "
-        "expressions sample a latent batch of N (image i gets expression i); one expression applies to all. "
+        "Adds a Gen-AFFECT adapter to a diffusion-transformer MODEL (FLUX.1/Kontext, FLUX.2, Qwen-Image, Chroma, "
+        "SD3): after the blocks it was trained for, the generated image tokens (never an edit's reference photo) "
+        "also attend to identity tokens (from the ArcFace embedding) and expression tokens. With N expressions "
+        "sample a latent batch of N (image i gets expression i); one expression applies to all. "
         "Negative prompts get no adapter. The input model is not changed. " + TRAINING_HINT
     )
     CATEGORY = "GenAffect/sampling"
@@ -111,7 +113,7 @@ class GenAffectApplyDiTAdapter:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The FLUX or SD3 model the adapter was trained on."}),
+                "model": ("MODEL", {"tooltip": "The diffusion transformer the adapter was trained on."}),
                 "adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
                 "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
                 "expression": ("GA_EXPRESSION", {"tooltip": "One expression per image (presets, editor, estimated)."}),
@@ -130,7 +132,7 @@ class GenAffectApplyDiTAdapter:
 
 class GenAffectDiTSampler:
     DESCRIPTION = (
-        "The whole expression set in one block on FLUX or SD3: the Gen-AFFECT adapter (identity + image i's "
+        "The whole expression set in one block on a diffusion transformer: the Gen-AFFECT adapter (identity + image i's "
         "expression) and consistent attention across the set, sampled with ComfyUI's samplers, with previews and "
         "Cancel. FLUX's distilled guidance is set here (use cfg 1). A latent batch of 1 is repeated to the number "
         "of expressions. " + TRAINING_HINT
@@ -147,7 +149,7 @@ class GenAffectDiTSampler:
         sharing = {k: v for k, v in sharing_inputs().items() if k != "blocks"}  # DiTs share in every block
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The FLUX or SD3 model the adapter was trained on."}),
+                "model": ("MODEL", {"tooltip": "The diffusion transformer the adapter was trained on."}),
                 "adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
                 "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
                 "expression": ("GA_EXPRESSION", {"tooltip": "The set's expressions, one image each."}),

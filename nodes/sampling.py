@@ -32,7 +32,8 @@ def sharing_inputs():
         "blocks": (list(UNET_BLOCKS), {
             "default": "up",
             "tooltip": "SD1.x/SDXL: which UNet self-attention blocks share (StoryDiffusion uses the up blocks). "
-                       "FLUX and SD3 share in every joint-attention block whatever is chosen here."}),
+                       "Diffusion transformers (FLUX.1/Kontext, FLUX.2, Qwen-Image, Chroma, SD3) share in every "
+                       "joint-attention block whatever is chosen here."}),
     }
 
 
