@@ -6,7 +6,7 @@ A record says how ComfyUI's class and diffusers' class of the family are recogni
 of its joint attention are laid out (text first; reference-image tokens, as instruction editors use
 them, appended after the generated image's), which blocks ComfyUI lets a node replace, and how the
 DiT adapter is hosted on it. Adding a family is one record here, a layout if its tokens are ordered
-differently, and a tiny test model (docs/architecture.md).
+differently, and a tiny test model (README, "Architecture notes").
 
 No ComfyUI import: ComfyUI classes are named by their module path, as strings.
 """

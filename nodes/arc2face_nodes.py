@@ -14,7 +14,9 @@ from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from ..models.reference_adapter import ReferenceLora, load_reference_lora
 from ..models.weight_files import read_weights, write_safetensors
 from . import comfy_host
-from .hosting import expression_adapter, patching, reference_adapter
+from .hosting import patching
+from .hosting.expression_adapter import install as install_expression_adapter
+from .hosting.reference_adapter import install as install_reference_adapter
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +227,8 @@ class GenAffectApplyExpressionAdapter:
     def apply(self, model, expression_adapter, expression, strength, start_percent, end_percent):
         adapter = expression_adapter_of(expression_adapter)
         flame = expression.require("flame", node="GenAffect Apply Expression Adapter")
-        return (expression_adapter.install(model, adapter, torch.from_numpy(flame).float(), strength,
-                                         start_percent, end_percent),)
+        return (install_expression_adapter(model, adapter, torch.from_numpy(flame).float(), strength,
+                                          start_percent, end_percent),)
 
 
 class GenAffectApplyReferenceAdapter:
@@ -274,7 +276,7 @@ class GenAffectApplyReferenceAdapter:
             raise GenAffectInputError(f"the positive conditioning has {context.shape[0]} rows for {pixels.shape[0]} "
                                       "photos; use one conditioning, or one per photo.")
         latent = vae.encode(pixels)
-        return (reference_adapter.install(model, lora, latent, context, lora_strength),)
+        return (install_reference_adapter(model, lora, latent, context, lora_strength),)
 
 
 def _square_photos(photo) -> torch.Tensor:
