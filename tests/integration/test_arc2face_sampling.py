@@ -237,7 +237,7 @@ def _errors(result):
 
 @pytest.mark.parametrize("model_file, fragment", [
     ("tiny_sd15.safetensors", "trained for 16 layers"),  # an SD1.5-style UNet whose layers do not match
-    ("tiny_flux.safetensors", "this MODEL is a Flux"),
+    ("tiny_flux.safetensors", "this MODEL is FLUX.1 (dev, schnell, Kontext)"),
 ])
 def test_expression_adapter_refuses_a_model_it_was_not_trained_for(arc2face_models, tiny_diffusion, model_file, fragment):
     comfy = arc2face_models
