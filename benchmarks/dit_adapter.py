@@ -1,7 +1,13 @@
-"""DiT adapter overhead per sampling step: a FLUX transformer with the Gen-AFFECT DiT adapter / the same
-transformer unpatched.
+"""DiT adapter overhead per sampling step: a FLUX or Qwen-Image transformer with the Gen-AFFECT DiT adapter /
+the same transformer unpatched.
 
-    python benchmarks/dit_adapter.py [--device cuda] [--double N] [--single N] [--size 512] [--text-tokens 512] [--repeats 5]
+    python benchmarks/dit_adapter.py [--family flux|qwen_image] [--device cuda] [--double N] [--single N]
+                                     [--size 512] [--text-tokens 512] [--repeats 5]
+
+``--family qwen_image``: diffusers' QwenImageTransformer2DModel at Qwen-Image's width (3072, 24 heads of
+128, text width 3584) with ``--double`` blocks (CPU default 6, adapter after blocks 0 and 3: Qwen-Image's
+share, 20 of 60; GPU default 60 in bf16), one 512-token prompt, the image packed 2x2 like FLUX's. The rest
+of this text describes the FLUX default.
 
 diffusers' FluxTransformer2DModel at FLUX.1-dev's width (3072, 24 heads of 128, T5 width 4096, guidance
 embedding), random weights (speed does not depend on them), built on the meta device and filled in place.
@@ -16,7 +22,7 @@ output projections), both strengths 1.0, on identity and expression tokens compu
 as the ComfyUI patch caches them; "plain": no hooks. Runs alternate after one warm-up each (counted with
 FlopCounterMode for the FLOP share) in ABBA order; medians (and minima) are compared in one run.
 Target: adapter / plain <= 1.03. About 5 minutes on an idle 2-core CPU; other load on the machine
-shows up as noise in the ratio, so run it alone. Writes benchmarks/results/dit_adapter.json.
+shows up as noise in the ratio, so run it alone. Writes benchmarks/results/dit_adapter_<family>.json.
 """
 
 from __future__ import annotations
@@ -31,14 +37,12 @@ from face_analysis import import_pack, save_result
 
 FLUX_DEV = dict(patch_size=1, in_channels=64, attention_head_dim=128, num_attention_heads=24,
                 joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+QWEN_IMAGE = dict(patch_size=2, in_channels=64, out_channels=16, attention_head_dim=128, num_attention_heads=24,
+                  joint_attention_dim=3584, axes_dims_rope=(16, 56, 56))
 
 
-def random_flux(double: int, single: int, device: torch.device, dtype: torch.dtype):
-    """A FLUX.1-width transformer built without an initialisation pass, then filled with sane random values."""
-    from diffusers import FluxTransformer2DModel
-
-    with torch.device("meta"):
-        transformer = FluxTransformer2DModel(num_layers=double, num_single_layers=single, **FLUX_DEV)
+def fill_randomly(transformer, device: torch.device, dtype: torch.dtype):
+    """Materialise a meta-device transformer with fan-in scaled random weights."""
     # nn.Module.to: ModelMixin.to warns about casting without from_pretrained (there is nothing to load)
     transformer = torch.nn.Module.to(transformer, dtype).to_empty(device=device).eval()
     generator = torch.Generator(device).manual_seed(0)
@@ -53,10 +57,28 @@ def random_flux(double: int, single: int, device: torch.device, dtype: torch.dty
     return transformer
 
 
+def random_transformer(family: str, double: int, single: int, device: torch.device, dtype: torch.dtype):
+    """A full-width transformer built without an initialisation pass, then filled with sane random values."""
+    from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
+
+    with torch.device("meta"):
+        if family == "flux":
+            transformer = FluxTransformer2DModel(num_layers=double, num_single_layers=single, **FLUX_DEV)
+        else:
+            transformer = QwenImageTransformer2DModel(num_layers=double, **QWEN_IMAGE)
+    transformer = fill_randomly(transformer, device, dtype)
+    if family == "qwen_image":  # its RoPE tables are plain tensors made at construction: make them for real
+        transformer.pos_embed = type(transformer.pos_embed)(theta=10000, axes_dim=list(QWEN_IMAGE["axes_dims_rope"]),
+                                                            scale_rope=True)
+    return transformer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", default="flux", choices=["flux", "qwen_image"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--double", type=int, help="double blocks (default: 4 on CPU, FLUX.1's 19 on GPU)")
+    parser.add_argument("--double", type=int, help="double blocks (default: FLUX 4 / Qwen-Image 6 on CPU, "
+                                                   "FLUX.1's 19 / Qwen-Image's 60 on GPU)")
     parser.add_argument("--single", type=int, help="single blocks (default: 8 on CPU, FLUX.1's 38 on GPU)")
     parser.add_argument("--size", type=int, default=512, help="image size in pixels (latent = size / 8, packed 2x2)")
     parser.add_argument("--text-tokens", type=int, default=512)
@@ -71,12 +93,14 @@ def main() -> None:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     dtype = torch.bfloat16 if gpu else torch.float32
-    double = args.double if args.double is not None else (19 if gpu else 4)
-    single = args.single if args.single is not None else (38 if gpu else 8)
+    qwen = args.family == "qwen_image"
+    double = args.double if args.double is not None else {(False, False): 4, (False, True): 19,
+                                                          (True, False): 6, (True, True): 60}[(qwen, gpu)]
+    single = 0 if qwen else args.single if args.single is not None else (38 if gpu else 8)
     repeats = args.repeats or (10 if gpu else 5)
 
     start = time.perf_counter()
-    transformer = random_flux(double, single, device, dtype)
+    transformer = random_transformer(args.family, double, single, device, dtype)
     torch.manual_seed(0)
     adapter = DiTAdapter(adapter_config_for(transformer)).eval()
     with torch.no_grad():
@@ -98,6 +122,12 @@ def main() -> None:
     img_ids[..., 1] += torch.arange(side)[:, None]
     img_ids[..., 2] += torch.arange(side)[None, :]
     inputs = dict(
+        hidden_states=torch.randn(1, image_tokens, 64, device=device, dtype=dtype),
+        encoder_hidden_states=torch.randn(1, args.text_tokens, 3584, device=device, dtype=dtype),
+        encoder_hidden_states_mask=torch.ones(1, args.text_tokens, device=device),
+        timestep=torch.tensor([0.5], device=device, dtype=dtype), img_shapes=[[(1, side, side)]],
+        return_dict=False,
+    ) if qwen else dict(
         hidden_states=torch.randn(1, image_tokens, 64, device=device, dtype=dtype),
         encoder_hidden_states=torch.randn(1, args.text_tokens, 4096, device=device, dtype=dtype),
         pooled_projections=torch.randn(1, 768, device=device, dtype=dtype),
@@ -146,7 +176,7 @@ def main() -> None:
     ratio = median["adapter"] / median["plain"]
     best_ratio = min(times["adapter"]) / min(times["plain"])
     patched = len(config.double_positions) + len(config.single_positions)
-    print(f"FLUX width 3072, {double} double + {single} single blocks (adapter after {patched}), "
+    print(f"{args.family} width 3072, {double} double + {single} single blocks (adapter after {patched}), "
           f"{args.size}x{args.size} ({image_tokens} image + {args.text_tokens} text tokens), batch 1, {dtype}, "
           f"{device}, {repeats} alternating repeats (built in {build_s:.0f} s)")
     print(f"adapter: {residual_parameters / 1e6:.1f} M step parameters (+ {encoder_parameters / 1e6:.1f} M encoder, "
@@ -154,8 +184,8 @@ def main() -> None:
           f"FLOPs +{flop_share * 100:.2f}%")
     print(f"plain {median['plain'] * 1000:.0f} ms/step   adapter {median['adapter'] * 1000:.0f} ms/step   "
           f"adapter/plain {ratio:.3f} (best {best_ratio:.3f}; target <= 1.03)")
-    save_result("dit_adapter", {
-        "device": str(device), "dtype": str(dtype), "hidden_size": config.hidden_size,
+    save_result(f"dit_adapter_{args.family}", {
+        "family": args.family, "device": str(device), "dtype": str(dtype), "hidden_size": config.hidden_size,
         "double_blocks": double, "single_blocks": single, "patched_blocks": patched,
         "size": args.size, "image_tokens": image_tokens, "text_tokens": args.text_tokens,
         "identity_tokens": config.identity_tokens, "expression_tokens": config.expression_tokens,
