@@ -67,7 +67,6 @@ class Backbone:
     diffusers_single: str | None = None
     diffusers_single_joined: bool = False  # diffusers' single blocks return [text ; image] as one tensor
     adapter_every: tuple[int, int] = (2, 4)  # the DiT adapter after every n-th double / single block
-    references: bool = False  # takes reference latents (instruction editing) appended to the image tokens
     distilled_guidance: bool = False  # reads FLUX's distilled guidance from its prompts (Flux Guidance)
 
     @property
@@ -80,14 +79,14 @@ BACKBONES = (
              ("comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel",)),
     Backbone("flux", "FLUX.1 (dev, schnell, Kontext)", "dit", ("comfy.ldm.flux.model.Flux",), "flux",
              "FluxTransformer2DModel", "double_blocks", "single_blocks",
-             diffusers_single="single_transformer_blocks", references=True, distilled_guidance=True),
+             diffusers_single="single_transformer_blocks", distilled_guidance=True),
     Backbone("flux2", "FLUX.2 (klein, dev)", "dit", ("comfy.ldm.flux.model.Flux",), "flux2",
              "Flux2Transformer2DModel", "double_blocks", "single_blocks",
              diffusers_single="single_transformer_blocks", diffusers_single_joined=True, adapter_every=(1, 4),
-             references=True, distilled_guidance=True),
+             distilled_guidance=True),
     Backbone("qwen_image", "Qwen-Image (and Qwen-Image-Edit 2509/2511)", "dit",
              ("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",), "qwen_image",
-             "QwenImageTransformer2DModel", "transformer_blocks", adapter_every=(3, 1), references=True),
+             "QwenImageTransformer2DModel", "transformer_blocks", adapter_every=(3, 1)),
     Backbone("chroma", "Chroma", "dit", ("comfy.ldm.chroma.model.Chroma",), "chroma",
              "ChromaTransformer2DModel", "double_blocks", "single_blocks",
              diffusers_single="single_transformer_blocks"),
