@@ -36,7 +36,9 @@ class DiffusersHost:
         self.strengths = (1.0, 1.0)
         self.generated: int | None = None  # generated image tokens; None: the whole image stream
         self.text = 0  # the text tokens in front of a joined [text ; image] stream, read at each forward
-        self.handles = [transformer.register_forward_pre_hook(self._read_text, with_kwargs=True)]
+        self.handles = []
+        if backbone.diffusers_single_joined:
+            self.handles.append(transformer.register_forward_pre_hook(self._read_text, with_kwargs=True))
         groups = [("double", getattr(transformer, backbone.diffusers_double), False)]
         if backbone.diffusers_single:
             groups.append(("single", getattr(transformer, backbone.diffusers_single), backbone.diffusers_single_joined))
@@ -68,8 +70,9 @@ class DiffusersHost:
             end = hidden.shape[1] if self.generated is None else start + self.generated
             image = hidden[:, start:end]
             image = image + module.delta(image, *self.tokens, *self.strengths)
-            hidden = torch.cat([hidden[:, :start], image, hidden[:, end:]], dim=1)
-            return hidden if joined else (context, hidden)
+            if (start, end) != (0, hidden.shape[1]):  # text or reference tokens around it stay as they are
+                image = torch.cat([hidden[:, :start], image, hidden[:, end:]], dim=1)
+            return image if joined else (context, image)
 
         return hook
 

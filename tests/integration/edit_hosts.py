@@ -37,20 +37,20 @@ def comfy_models():
 
     ops = comfy.ops.disable_weight_init
     return {
-        # name: (builder, text width, latent of one image, reference latent, ComfyUI's image_model)
+        # name (= ComfyUI's image_model): (builder, text width, latent of one image, reference latent)
         "qwen_image": (lambda: QwenImageTransformer2DModel(in_channels=64, out_channels=16, num_layers=1, operations=ops),
-                       3584, (16, 1, 8, 8), (16, 1, 8, 8), "qwen_image"),
+                       3584, (16, 1, 8, 8), (16, 1, 8, 8)),
         "flux2": (lambda: Flux(in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=64, hidden_size=256,
                                mlp_ratio=3.0, num_heads=2, depth=1, depth_single_blocks=2, axes_dim=[32, 32, 32, 32],
                                theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, txt_ids_dims=[3],
                                global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
                                ref_index_scale=10.0, operations=ops),
-                  64, (128, 4, 4), (128, 6, 4), "flux2"),
+                  64, (128, 4, 4), (128, 6, 4)),
         "flux": (lambda: Flux(in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=64, hidden_size=256,
                               mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=2, axes_dim=[16, 56, 56],
                               theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[],
                               operations=ops),
-                 64, (16, 8, 8), (16, 8, 8), "flux"),
+                 64, (16, 8, 8), (16, 8, 8)),
     }
 
 
@@ -86,7 +86,7 @@ def recorded(model):
     return clone, recorder
 
 
-def family_checks(name, builder, text_width, latent_shape, reference_shape, image_model, scratch):
+def family_checks(name, builder, text_width, latent_shape, reference_shape, scratch):
     import comfy.sd
     from safetensors.torch import save_file
     from tiny_diffusion_models import randomise
@@ -153,7 +153,7 @@ def family_checks(name, builder, text_width, latent_shape, reference_shape, imag
     return result, model
 
 
-def qwen_parity(model, scratch) -> dict:
+def qwen_parity(model) -> dict:
     """ComfyUI's Qwen-Image with the pack's adapter vs diffusers' Qwen-Image with the trainer's hooks."""
     from diffusers import QwenImageTransformer2DModel
     from tiny_dit import as_trained
@@ -218,7 +218,7 @@ def main(scratch: str) -> dict:
     for name, spec in comfy_models().items():
         results[name], model = family_checks(name, *spec, scratch)
         if name == "qwen_image":
-            results["qwen_parity"] = qwen_parity(model, scratch)
+            results["qwen_parity"] = qwen_parity(model)
         del model
     return results
 
