@@ -30,28 +30,38 @@ ADAPTER = dict(token_width=32, identity_tokens=4, expression_tokens=4, heads=2, 
 LOSS_REDUCTION = 0.5  # the stated fraction: evaluation loss after 120 steps <= 50 % of before (measured: 38 %)
 
 
-def random_text(captions):
-    """Fixed text embeddings per caption (the text encoder is not what these tests are about)."""
+def random_text(captions, length: int = 6, masked: bool = False):
+    """Fixed text embeddings per caption (the text encoder is not what these tests are about); ``masked``:
+    with Qwen-Image's padding mask, the last caption one token shorter."""
     g = torch.Generator().manual_seed(sum(map(ord, "".join(captions))))
-    return torch.randn(len(captions), 6, TEXT_WIDTH, generator=g), torch.randn(len(captions), TEXT_WIDTH, generator=g)
+    text = {"prompt_embeds": torch.randn(len(captions), length, TEXT_WIDTH, generator=g)}
+    if masked:
+        text["prompt_mask"] = torch.ones(len(captions), length, dtype=torch.int64)
+        text["prompt_mask"][-1, -1] = 0
+    else:
+        text["pooled_prompt_embeds"] = torch.randn(len(captions), TEXT_WIDTH, generator=g)
+    return text
 
 
-def synthetic_shards(folder, persons=4, per_person=16, seed=0) -> str:
-    """Shards in which each latent channel's level is a fixed function of the identity and the expression."""
+def synthetic_shards(folder, persons=4, per_person=16, seed=0, channels=4, side=8, family=None,
+                     encode_text=random_text, name="shard-00000.safetensors") -> str:
+    """Shards in which each latent channel's level is a fixed function of the identity and the expression;
+    ``per_person``: faces of each person (one number for all, or a list)."""
     g = torch.Generator().manual_seed(seed)
     identities = torch.nn.functional.normalize(torch.randn(persons, 512, generator=g), dim=-1)
-    from_identity, from_expression = torch.randn(512, 4, generator=g), torch.randn(52, 4, generator=g) / 2
+    from_identity, from_expression = torch.randn(512, channels, generator=g), torch.randn(52, channels, generator=g) / 2
     faces, latents = [], []
-    for person in range(persons):
-        for _ in range(per_person):
+    counts = per_person if isinstance(per_person, list) else [per_person] * persons
+    for person, count in enumerate(counts):
+        for _ in range(count):
             blendshapes = torch.rand(52, generator=g)
             level = identities[person] @ from_identity + (blendshapes - 0.5) @ from_expression
-            latent = torch.tanh(level).view(4, 1, 1).expand(4, 8, 8)
+            latent = torch.tanh(level).view(channels, 1, 1).expand(channels, side, side)
             faces.append(Face(person=f"p{person}", origin="synthetic", caption="a face", image=None,
                               identity=identities[person].numpy(), blendshapes=blendshapes.numpy(), flame=None))
             latents.append(latent)
-    write_shard(os.path.join(folder, "shard-00000.safetensors"), faces, torch.stack(latents),
-                [f"p{p}" for p in range(persons)], random_text)
+    write_shard(os.path.join(folder, name), faces, torch.stack(latents), [f"p{p}" for p in range(persons)],
+                encode_text, family)
     return str(folder)
 
 
@@ -143,7 +153,7 @@ def tiny_text_encoder():
         ids = tokenizer(captions, padding="max_length", max_length=6, truncation=True, return_tensors="pt").input_ids
         with torch.no_grad():
             hidden = encoder(ids).last_hidden_state
-        return hidden, hidden.mean(dim=1)
+        return {"prompt_embeds": hidden, "pooled_prompt_embeds": hidden.mean(dim=1)}
 
     return encode
 
@@ -179,7 +189,7 @@ def test_dataset_builder_writes_shards_the_trainer_reads(tmp_path, analyzer):
         return vae.encode(pixels).latent_dist.mode()
 
     summary = build_dataset(str(root), str(tmp_path / "data"), analyzer, estimator, encode_images,
-                            tiny_text_encoder(), size=64, shard_size=5, frame_step=2)
+                            tiny_text_encoder(), size=64, shard_size=5, frame_step=2, family="flux")
     # 3 photos of ann, 3 of bob and 2 of the 4 video frames (every 2nd). The empty photo is skipped, and so is
     # the grey one, which loads but loses the colour markers the tiny detector finds faces by.
     assert summary["faces"] == 8 and summary["persons"] == ["ann", "bob"]
@@ -187,7 +197,7 @@ def test_dataset_builder_writes_shards_the_trainer_reads(tmp_path, analyzer):
     assert sorted(os.path.basename(r.split(":")[0]) for r in summary["skipped"]) == ["empty.png", "grey.png"]
 
     dataset = ShardDataset(str(tmp_path / "data"))
-    assert len(dataset) == 8 and dataset.expression == "blendshapes"
+    assert len(dataset) == 8 and dataset.expression == "blendshapes" and dataset.family == "flux"
     item = dataset[0]
     assert item["latents"].shape == (4, 16, 16) and item["prompt_embeds"].shape == (6, TEXT_WIDTH)
     ann = [i for i in range(len(dataset)) if dataset.person[i] == 0]

@@ -1,6 +1,6 @@
 """Build the adapter's training shards from a folder of photos and videos (one sub-folder per person).
 
-    python training/build_dataset.py --photos DATA/ --model FLUX.1-dev/ --output shards/ \
+    python training/build_dataset.py --photos DATA/ --model FLUX.2-klein-4B/ --output shards/ \
         --insightface ComfyUI/models/insightface/models/antelopev2 \
         --landmarker ComfyUI/models/mediapipe/face_landmarker.task [--smirk ComfyUI/models/smirk/SMIRK_em1.pt]
 
@@ -19,7 +19,8 @@ from pack_loader import import_pack
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", required=True, help="folder with one sub-folder of photos/videos per person")
-    parser.add_argument("--model", required=True, help="diffusers folder of the FLUX.1 or SD3 checkpoint")
+    parser.add_argument("--model", required=True, help="diffusers folder of the checkpoint you will train on "
+                        "(FLUX.1 / Kontext, FLUX.2, Qwen-Image / Edit, SD3)")
     parser.add_argument("--output", required=True, help="folder for the shards")
     parser.add_argument("--insightface", required=True, help="the antelopev2 folder (with its .onnx files)")
     parser.add_argument("--landmarker", required=True, help="MediaPipe's face_landmarker.task")
@@ -41,12 +42,13 @@ def main(argv=None) -> None:
     analyzer = face_analyzer.load_face_analyzer("antelopev2", args.insightface,
                                                 onnx_providers.choose_providers(provider), det_size=640)
     estimator = expression_estimator.load_estimator(args.landmarker, args.smirk, device=args.device)
+    family = backbones.family_of(args.model)
     pipe = backbones.load_pipeline_without_transformer(args.model)
-    encode_images, encode_text, _ = backbones.encoders(pipe, args.device)
+    encode_images, encode_text, _ = backbones.encoders(pipe, family, args.device)
     summary = dataset.build_dataset(
         args.photos, args.output, analyzer, estimator, encode_images, encode_text, size=args.size,
         shard_size=args.shard_size, frame_step=args.frame_step, max_frames=args.max_frames,
-        default_caption=args.caption or dataset.DEFAULT_CAPTION,
+        default_caption=args.caption or dataset.DEFAULT_CAPTION, family=family,
         on_progress=lambda done, total: print(f"\r{done}/{total} files", end="", flush=True))
     print(f"\n{summary['faces']} faces of {len(summary['persons'])} persons in {len(summary['shards'])} shards "
           f"({len(summary['skipped'])} frames skipped, listed in {args.output}/dataset.json)")

@@ -149,17 +149,19 @@ def extract_faces(frames: list[tuple[Source, str, np.ndarray]], analyzer, estima
 
 
 def write_shard(path: str, faces: list[Face], latents: torch.Tensor, persons: list[str],
-                encode_text) -> str:
-    """One shard: latents (n, C, h, w), identities, expressions, person numbers, its captions' embeddings."""
+                encode_text, family: str | None = None) -> str:
+    """One shard: latents (n, C, h, w), identities, expressions, person numbers, its captions' embeddings
+    (and their pooled embeddings and padding mask where the backbone has them); ``family`` names the
+    backbone whose VAE and text encoders made them."""
     captions = sorted({face.caption for face in faces})
-    prompt_embeds, pooled = encode_text(captions)
+    text = encode_text(captions)
     state = {
         "latents": latents.float().contiguous(),
         "identity": torch.from_numpy(np.stack([face.identity for face in faces])),
         "person": torch.tensor([persons.index(face.person) for face in faces], dtype=torch.int64),
         "caption": torch.tensor([captions.index(face.caption) for face in faces], dtype=torch.int64),
-        "prompt_embeds": prompt_embeds.float().contiguous(),
-        "pooled_prompt_embeds": pooled.float().contiguous(),
+        **{key: value.contiguous() if key == "prompt_mask" else value.float().contiguous()
+           for key, value in text.items()},
     }
     for name in ("blendshapes", "flame"):
         values = [getattr(face, name) for face in faces]
@@ -167,6 +169,8 @@ def write_shard(path: str, faces: list[Face], latents: torch.Tensor, persons: li
             state[name] = torch.from_numpy(np.stack(values))
     metadata = {"format": SHARD_FORMAT, "origins": json.dumps([face.origin for face in faces]),
                 "captions": json.dumps(captions)}
+    if family is not None:
+        metadata["family"] = family
     return write_safetensors(state, path, metadata)
 
 
@@ -177,11 +181,12 @@ def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
 
 def build_dataset(root: str, output: str, analyzer, estimator, encode_images, encode_text, *, size: int = 512,
                   shard_size: int = 256, frame_step: int = 10, max_frames: int = 200,
-                  default_caption: str = DEFAULT_CAPTION, on_progress=None) -> dict:
+                  default_caption: str = DEFAULT_CAPTION, family: str | None = None, on_progress=None) -> dict:
     """Analyse every image and video under ``root`` and write shards to ``output``; returns the summary.
 
     ``encode_images(pixels (B, 3, H, W) in [-1, 1]) -> latents`` and ``encode_text(captions) ->
-    (prompt_embeds (U, T, D), pooled (U, P))`` are the backbone's VAE and text encoders.
+    {"prompt_embeds" (U, T, D)[, "pooled_prompt_embeds" (U, P)][, "prompt_mask" (U, T)]}`` are the
+    backbone's VAE and text encoders (``training/backbones.py``); ``family`` is recorded in each shard.
     """
     sources = find_sources(root, default_caption)
     persons = sorted({source.person for source in sources})
@@ -196,7 +201,8 @@ def build_dataset(root: str, output: str, analyzer, estimator, encode_images, en
                 latents = torch.cat([encode_images(to_pixels([f.image for f in faces[i:i + CHUNK]]))
                                      for i in range(0, len(faces), CHUNK)])
             path = os.path.join(output, f"shard-{len(summary['shards']):05d}.safetensors")
-            summary["shards"].append(os.path.basename(write_shard(path, faces, latents, persons, encode_text)))
+            summary["shards"].append(os.path.basename(write_shard(path, faces, latents, persons, encode_text,
+                                                                     family)))
             summary["faces"] += len(faces)
 
     frames: list[tuple[Source, str, np.ndarray]] = []
@@ -234,38 +240,64 @@ class ShardDataset(torch.utils.data.Dataset):
     """Training items from shards: the target's latents, caption embedding and expression, and the identity
     of another image of the same person (a cross-pair) where the person has one.
 
+    With ``references`` (the edit setting of an instruction editor) each item also carries another photo
+    of the same person as ``reference_latents``, and the identity is that photo's, as in ComfyUI where the
+    photo being edited is also the one the identity is extracted from; persons with one image only cannot
+    make such a pair and are left out (logged; an error when no person has two).
+
     Latents and text embeddings are read row by row from the files; identities are held in memory.
     When shards carry both blendshapes and FLAME-55, each item keeps one of them alone with probability
     ``drop_one`` (each side equally), so the adapter also works given only one.
     """
 
-    def __init__(self, folder: str, cross_pairs: bool = True, drop_one: float = 0.3):
+    TEXT = ("prompt_embeds", "pooled_prompt_embeds", "prompt_mask")
+
+    def __init__(self, folder: str, cross_pairs: bool = True, drop_one: float = 0.3, references: bool = False):
         from safetensors import safe_open
 
+        self.folder = folder
         self.paths = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("shard-")
                             and n.endswith(".safetensors"))
         if not self.paths:
             raise GenAffectInputError(f"no shard-*.safetensors in {folder}; build the data set with "
                                       "training/build_dataset.py first.")
         self.rows: list[tuple[int, int]] = []
-        identities, persons, keys = [], [], []
+        identities, persons, keys, families = [], [], [], set()
         for number, path in enumerate(self.paths):
             with safe_open(path, framework="pt") as handle:
-                if (handle.metadata() or {}).get("format") != SHARD_FORMAT:
+                metadata = handle.metadata() or {}
+                if metadata.get("format") != SHARD_FORMAT:
                     raise GenAffectInputError(f"{path} is not a GenAffect training shard.")
+                families.add(metadata.get("family"))
                 identities.append(handle.get_tensor("identity"))
                 persons.append(handle.get_tensor("person"))
-                keys.append({k for k in handle.keys() if k in ("blendshapes", "flame")})
+                keys.append(frozenset(handle.keys()))
             self.rows += [(number, row) for row in range(len(persons[-1]))]
-        if len({frozenset(k) for k in keys}) != 1 or not keys[0]:
-            raise GenAffectInputError(f"the shards in {folder} carry different expressions ({keys}); build them "
-                                      "with one expression estimator.")
-        self.representations = sorted(keys[0])  # "blendshapes" and/or "flame"
+        expressions = {frozenset(k & {"blendshapes", "flame"}) for k in keys}
+        if len(expressions) != 1 or not next(iter(expressions)):
+            raise GenAffectInputError(f"the shards in {folder} carry different expressions "
+                                      f"({sorted(map(sorted, expressions))}); build them with one expression estimator.")
+        if len(families) != 1 or len({k & set(self.TEXT) for k in keys}) != 1:
+            raise GenAffectInputError(f"the shards in {folder} were built for different backbones "
+                                      f"({sorted(map(str, families))}); build all shards of one data set with the "
+                                      "same --model.")
+        self.family = families.pop()  # None: shards written before the family was recorded
+        self.text_keys = [key for key in self.TEXT if key in keys[0]]
+        self.representations = sorted(next(iter(expressions)))  # "blendshapes" and/or "flame"
         self.identities = torch.cat(identities)
         person = torch.cat(persons)
         self.same_person = {int(p): torch.nonzero(person == p).flatten().tolist() for p in person.unique()}
         self.person = person.tolist()
-        self.cross_pairs, self.drop_one = cross_pairs, drop_one
+        self.cross_pairs, self.drop_one, self.references = cross_pairs, drop_one, references
+        self.order = list(range(len(self.rows)))  # the rows items are made of
+        if references:
+            self.order = [i for i in self.order if len(self.same_person[self.person[i]]) > 1]
+            alone = sum(len(rows) == 1 for rows in self.same_person.values())
+            if not self.order:
+                raise GenAffectInputError(f"no person in {folder} has two images; the edit setting pairs a reference "
+                                          "photo with another photo of the same person (one sub-folder per person).")
+            if alone:
+                log.warning("GenAffect: %d person(s) with a single image left out of the edit setting's pairs.", alone)
         self._handles: dict = {}
 
     @property
@@ -274,7 +306,7 @@ class ShardDataset(torch.utils.data.Dataset):
         return "both" if len(self.representations) == 2 else self.representations[0]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.order)
 
     def _handle(self, shard: int):
         from safetensors import safe_open
@@ -283,23 +315,36 @@ class ShardDataset(torch.utils.data.Dataset):
             self._handles[shard] = safe_open(self.paths[shard], framework="pt")
         return self._handles[shard]
 
-    def identity_for(self, index: int) -> torch.Tensor:
-        others = [i for i in self.same_person[self.person[index]] if i != index]
-        # torch's generator: seeded by the trainer, and differently in each data-loader worker
-        chosen = others[int(torch.randint(len(others), ()))] if self.cross_pairs and others else index
-        return self.identities[chosen]
-
-    def __getitem__(self, index: int) -> dict:
+    def _row(self, index: int, name: str) -> torch.Tensor:
         shard, row = self.rows[index]
+        return self._handle(shard).get_slice(name)[row:row + 1][0]
+
+    def partner(self, index: int) -> int:
+        """Another image of the same person (torch's generator: seeded by the trainer, and differently in each
+        data-loader worker); ``index`` itself where the person has no other or cross-pairs are off."""
+        others = [i for i in self.same_person[self.person[index]] if i != index]
+        if not others or not (self.cross_pairs or self.references):
+            return index
+        return others[int(torch.randint(len(others), ()))]
+
+    def identity_for(self, index: int) -> torch.Tensor:
+        return self.identities[self.partner(index)]
+
+    def __getitem__(self, item: int) -> dict:
+        index = self.order[item]
+        shard, _ = self.rows[index]
         handle = self._handle(shard)
-        caption = int(handle.get_slice("caption")[row:row + 1][0])
-        vectors = {name: handle.get_slice(name)[row:row + 1] for name in self.representations}
+        caption = int(self._row(index, "caption"))
+        vectors = {name: self._row(index, name)[None] for name in self.representations}
         if len(vectors) == 2 and float(torch.rand(())) < self.drop_one:
             del vectors[self.representations[int(torch.randint(2, ()))]]
-        return {
-            "latents": handle.get_slice("latents")[row:row + 1][0],
-            "prompt_embeds": handle.get_slice("prompt_embeds")[caption:caption + 1][0],
-            "pooled_prompt_embeds": handle.get_slice("pooled_prompt_embeds")[caption:caption + 1][0],
-            "identity": self.identity_for(index),
+        partner = self.partner(index)
+        result = {
+            "latents": self._row(index, "latents"),
+            **{key: handle.get_slice(key)[caption:caption + 1][0] for key in self.text_keys},
+            "identity": self.identities[partner],
             "expression": expression_input(vectors.get("blendshapes"), vectors.get("flame"), 1)[0],
         }
+        if self.references:
+            result["reference_latents"] = self._row(partner, "latents")
+        return result

@@ -1,6 +1,7 @@
-"""Train a Gen-AFFECT adapter on a frozen FLUX.1 / SD3 transformer, or export one for the nodes.
+"""Train a Gen-AFFECT adapter on a frozen diffusion transformer (FLUX.1 / Kontext, FLUX.2, Qwen-Image / Edit,
+SD3), or export one for the nodes.
 
-    accelerate launch training/train.py train --model FLUX.1-dev/ --data shards/ --output runs/first/
+    accelerate launch training/train.py train --model FLUX.2-klein-4B/ --data shards/ --output runs/first/
     python training/train.py export --source runs/first/ --to ComfyUI/models/genaffect/my_adapter.safetensors
 
 Training resumes from the latest checkpoint in --output when run again. See README, "Training a
@@ -24,7 +25,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("train", help="train an adapter")
-    fit.add_argument("--model", required=True, help="diffusers folder of the FLUX.1 or SD3 checkpoint")
+    fit.add_argument("--model", required=True, help="diffusers folder of the checkpoint the shards were built with")
+    fit.add_argument("--setting", choices=("auto", "edit", "generate"), default="auto",
+                     help="edit: a reference photo of the person goes in as the editor's reference latents "
+                          "(default for FLUX.1 Kontext, FLUX.2 and Qwen-Image-Edit); generate: text to image")
     fit.add_argument("--data", required=True, help="shards written by training/build_dataset.py")
     for field in fields(trainer.TrainSettings):
         kind = type(field.default) if field.default is not None else str
@@ -53,12 +57,13 @@ def main(argv=None) -> None:
         print(trainer.export_adapter(args.source, args.to, dtype))
         return
     settings = trainer.TrainSettings(**{f.name: getattr(args, f.name) for f in fields(trainer.TrainSettings)})
+    data = ShardDataset(args.data, cross_pairs=not args.no_cross_pairs,  # checked before the weights load
+                        references=backbones.edit_setting(args.model, args.setting))
     transformer = backbones.load_transformer(args.model)
-    pipe = backbones.load_pipeline_without_transformer(args.model)
     from accelerate import PartialState
 
-    _, _, decode = backbones.encoders(pipe, PartialState().device)
-    result = trainer.train(transformer, ShardDataset(args.data, cross_pairs=not args.no_cross_pairs), settings,
+    decode = backbones.decoder(backbones.family_of(args.model), backbones.load_vae(args.model), PartialState().device)
+    result = trainer.train(transformer, data, settings,
                            decode=decode, identity_tokens=args.identity_tokens,
                            expression_tokens=args.expression_tokens)
     print(f"{result['steps']} steps; evaluation loss {result['first_loss']:.4f} -> {result['last_loss']:.4f}; "

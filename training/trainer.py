@@ -1,10 +1,14 @@
-"""Training the Gen-AFFECT adapter on a frozen diffusers FLUX / SD3 transformer by flow matching.
+"""Training the Gen-AFFECT adapter on a frozen diffusers transformer (FLUX.1 and Kontext, FLUX.2, Qwen-Image
+and its Edit models, SD3) by flow matching.
 
-Rectified flow, as FLUX and SD3 were trained: ``x_t = (1 - t) x0 + t noise``, the transformer predicts
+Rectified flow, as these models were trained: ``x_t = (1 - t) x0 + t noise``, the transformer predicts
 ``noise - x0``; t is drawn logit-normal (SD3's choice). Only the adapter learns. accelerate runs it on
 one GPU, several, or several machines (``accelerate launch``); bf16, gradient checkpointing, resumable
 checkpoints (``<output>/checkpoints/step-NNNNNN``), the loss in ``<output>/loss.jsonl``, sample grids
 in ``<output>/samples/`` and the adapter in the node's file format (``<output>/genaffect_adapter.safetensors``).
+
+In the edit setting (an instruction editor) each item also carries a reference photo of the person, fed as
+the transformer's reference latents; the loss is taken on the generated image only.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..models.backbones import diffusers_family
 from ..models.dit_adapter import DiTAdapter, load_dit_adapter
+from ..models.errors import GenAffectInputError
+from . import diffusers_call
 from .diffusers_host import DiffusersHost, adapter_config_for
 
 log = logging.getLogger(__name__)
@@ -49,24 +56,6 @@ class TrainSettings:
     seed: int = 0
 
 
-def pack_flux(latents: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H/2 * W/2, 4C): FLUX's 2x2 patches, as FluxPipeline packs them."""
-    b, c, h, w = latents.shape
-    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack_flux(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    b, _, d = tokens.shape
-    c = d // 4
-    return tokens.view(b, height // 2, width // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, height, width)
-
-
-def flux_image_ids(height: int, width: int, device) -> torch.Tensor:
-    """FLUX's RoPE positions of the packed tokens: (0, row, column)."""
-    rows, columns = torch.meshgrid(torch.arange(height // 2), torch.arange(width // 2), indexing="ij")
-    return torch.stack([torch.zeros_like(rows), rows, columns], dim=-1).reshape(-1, 3).float().to(device)
-
-
 class FlowMatchingLoss(nn.Module):
     """The adapter and the loss it learns from. The frozen transformer is held, not owned: only the adapter
     is a sub-module, so distributed training wraps and synchronises just the adapter."""
@@ -77,31 +66,21 @@ class FlowMatchingLoss(nn.Module):
         self._transformer = (transformer,)
         self.host = DiffusersHost(transformer, adapter)
         self.guidance = guidance
+        self.family = adapter.config.family
+        if self.family not in diffusers_call.PATCH:
+            raise NotImplementedError(f"training on {self.family} is not built; the trainer trains "
+                                      f"{', '.join(diffusers_call.PATCH)}.")
 
     @property
     def transformer(self) -> nn.Module:
         return self._transformer[0]
 
     def velocity(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
-        """The transformer's prediction of ``noise - x0`` with the adapter conditioned on ``batch``."""
-        self.host.condition(*self.adapter.encoder(batch["identity"], batch["expression"]))
-        transformer, dtype = self.transformer, next(self.transformer.parameters()).dtype
-        text, pooled = batch["prompt_embeds"].to(dtype), batch["pooled_prompt_embeds"].to(dtype)
-        if self.adapter.config.family == "flux":
-            height, width = noisy.shape[-2:]
-            guidance = None
-            if transformer.config.guidance_embeds:
-                guidance = torch.full((noisy.shape[0],), self.guidance, device=noisy.device, dtype=dtype)
-            out = transformer(hidden_states=pack_flux(noisy).to(dtype), timestep=t.to(dtype), guidance=guidance,
-                              pooled_projections=pooled, encoder_hidden_states=text,
-                              txt_ids=torch.zeros(text.shape[1], 3, device=noisy.device),
-                              img_ids=flux_image_ids(height, width, noisy.device), return_dict=False)[0]
-            return unpack_flux(out, height, width)
-        if self.adapter.config.family == "sd3":
-            return transformer(hidden_states=noisy.to(dtype), timestep=(t * 1000).to(dtype),
-                               encoder_hidden_states=text, pooled_projections=pooled, return_dict=False)[0]
-        raise NotImplementedError(f"training on {self.adapter.config.family} is not built yet; the trainer trains "
-                                  "FLUX.1 and SD3 adapters.")
+        """The transformer's prediction of ``noise - x0`` with the adapter conditioned on ``batch`` (its
+        reference latents, in the edit setting, appended after the generated tokens)."""
+        self.host.condition(*self.adapter.encoder(batch["identity"], batch["expression"]),
+                            generated_tokens=diffusers_call.generated_tokens(self.family, noisy))
+        return diffusers_call.velocity(self.transformer, self.family, noisy, t, batch, self.guidance)
 
     def forward(self, batch: dict, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x0 = batch["latents"]
@@ -117,7 +96,16 @@ def sample_times(batch: int, generator=None, device="cpu") -> torch.Tensor:
 
 
 def collate(items: list[dict]) -> dict:
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    """Items -> a batch. Masked text (Qwen-Image) from shards of different caption lengths is padded to the
+    longest, its mask marking the padding."""
+    batch = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key in ("prompt_embeds", "prompt_mask") and "prompt_mask" in items[0]:
+            longest = max(value.shape[0] for value in values)
+            values = [torch.nn.functional.pad(v, (0, 0) * (v.ndim - 1) + (0, longest - v.shape[0])) for v in values]
+        batch[key] = torch.stack(values)
+    return batch
 
 
 def fixed_batch(dataset, count: int, seed: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -184,6 +172,11 @@ def train(transformer: nn.Module, dataset, settings: TrainSettings, decode=None,
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    family = diffusers_family(transformer).name
+    if dataset.family not in (None, family):
+        raise GenAffectInputError(f"the shards in {dataset.folder} hold {dataset.family} latents and text embeddings, "
+                                  f"but the transformer is {family}: build the shards with --model set to the "
+                                  "checkpoint you train (training/build_dataset.py).")
     accelerator = Accelerator(mixed_precision=settings.mixed_precision,
                               gradient_accumulation_steps=settings.gradient_accumulation)
     set_seed(settings.seed)

@@ -37,7 +37,7 @@ def main(scratch: str) -> dict:
     from genaffect.models.dit_adapter import DiTAdapter, expression_input
     from genaffect.nodes.hosting import dit_adapter
     from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
-    from genaffect.training.trainer import flux_image_ids, pack_flux
+    from genaffect.training.diffusers_call import grid_ids, pack
 
     torch.manual_seed(0)
     reference = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,
@@ -67,8 +67,8 @@ def main(scratch: str) -> dict:
                                                   transformer_options={"cond_or_uncond": [0], "sigmas": sigma[:1]})
 
         def diffusers_forward():
-            out = reference(hidden_states=pack_flux(x), timestep=sigma, guidance=guidance, pooled_projections=pooled,
-                            encoder_hidden_states=text, txt_ids=torch.zeros(6, 3), img_ids=flux_image_ids(8, 8, "cpu"),
+            out = reference(hidden_states=pack(x, 2), timestep=sigma, guidance=guidance, pooled_projections=pooled,
+                            encoder_hidden_states=text, txt_ids=torch.zeros(6, 3), img_ids=grid_ids(4, 4, 0, 3, "cpu"),
                             return_dict=False)[0]
             return out.view(2, 4, 4, 16, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(2, 16, 8, 8)
 
