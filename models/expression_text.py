@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import GenAffectInputError
 from .expression import BLENDSHAPE_INDEX
 
 VISIBLE = 0.15  # below this a movement is not mentioned
@@ -111,3 +112,26 @@ def describe(blendshapes: np.ndarray) -> str:
 def describe_batch(blendshapes: np.ndarray, prefix: str = "", suffix: str = "") -> list[str]:
     """One prompt per row, with optional words before and after the description."""
     return [" ".join(part for part in (prefix.strip(), describe(row), suffix.strip()) if part) for row in blendshapes]
+
+
+# Edit instructions for instruction editors: what to change (the description above) and what to keep.
+# Wording follows each family's published prompting habits: Qwen-Image-Edit takes direct imperative
+# edits, FLUX.1 Kontext's guide asks for "change X while keeping Y" with the identity named explicitly,
+# FLUX.2 reads a short edit followed by what stays unchanged.
+KEEP = "the same person with the same face shape, hair, head pose, clothing, lighting and background"
+EDIT_TEMPLATES = {
+    "qwen_image_edit": "Change the facial expression of the person in the image: {expression}. Keep {keep}.",
+    "flux2": "Change only the person's facial expression: {expression}. Keep {keep} unchanged.",
+    "kontext": "Change the person's facial expression: {expression}, while keeping {keep}.",
+}
+PLACEHOLDER = "{expression}"
+
+
+def instruction_batch(blendshapes: np.ndarray, template: str, keep: str = KEEP) -> list[str]:
+    """One edit instruction per row: ``template`` with ``{expression}`` replaced by the row's description
+    and ``{keep}`` by ``keep``. A template may be a family name of :data:`EDIT_TEMPLATES` or the user's own."""
+    template = EDIT_TEMPLATES.get(template, template)
+    if PLACEHOLDER not in template:
+        raise GenAffectInputError(f"the edit template must contain {PLACEHOLDER} where the expression goes; got "
+                                  f"{template!r}.")
+    return [template.replace("{keep}", keep.strip()).replace(PLACEHOLDER, describe(row)) for row in blendshapes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models import expression_edit, expression_library, expression_text
+from ..models.errors import GenAffectInputError
 from ..models.expression import NUM_BLENDSHAPES, ExpressionBatch, split_list
 
 EXPRESSION_INPUT = ("GA_EXPRESSION", {"tooltip": "Expressions from a preset, editor, estimator or transition."})
@@ -124,8 +125,10 @@ class GenAffectExpressionMix(_ExpressionNode):
 class GenAffectExpressionToPrompt:
     DESCRIPTION = (
         "Describes each expression in words ('left mouth corner slightly raised, brows lowered and drawn together, "
-        "jaw open'), deterministically, for text-conditioned models such as FLUX. 'prompts' is a list (one "
-        "prompt per expression), 'text' has them one per line."
+        "jaw open'), deterministically. Style 'description' makes prompts for text-to-image models such as FLUX; "
+        "the edit styles make instructions for instruction editors (Qwen-Image-Edit, FLUX.2, FLUX.1 Kontext): "
+        "what to change (the same words) and what to keep. 'prompts' is a list (one prompt per expression), "
+        "'text' has them one per line."
     )
     CATEGORY = _ExpressionNode.CATEGORY
     FUNCTION = "describe"
@@ -133,6 +136,8 @@ class GenAffectExpressionToPrompt:
     RETURN_NAMES = ("prompts", "text")
     OUTPUT_IS_LIST = (True, False)
     OUTPUT_TOOLTIPS = ("One prompt per expression (a list: nodes after it run once per prompt).", "All prompts, one per line.")
+    STYLES = {"description": None, "edit: Qwen-Image-Edit": "qwen_image_edit", "edit: FLUX.2": "flux2",
+              "edit: FLUX.1 Kontext": "kontext", "edit: own template": "template"}
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -140,12 +145,30 @@ class GenAffectExpressionToPrompt:
             "required": {
                 "expression": EXPRESSION_INPUT,
                 "prefix": ("STRING", {"default": "close-up portrait photo of a person,", "multiline": False,
-                                      "tooltip": "Words before each description."}),
-                "suffix": ("STRING", {"default": "", "multiline": False, "tooltip": "Words after each description."}),
-            }
+                                      "tooltip": "Words before each description (style 'description' only)."}),
+                "suffix": ("STRING", {"default": "", "multiline": False,
+                                      "tooltip": "Words after each description (style 'description' only)."}),
+            },
+            "optional": {  # optional, so workflows saved before the edit styles still load
+                "style": (list(cls.STYLES), {"default": "description",
+                                             "tooltip": "A prompt for text-to-image models, or an edit instruction "
+                                                        "worded for the editor you run."}),
+                "keep": ("STRING", {"default": expression_text.KEEP, "multiline": True,
+                                    "tooltip": "Edit styles: what the editor must keep; replaces {keep}."}),
+                "template": ("STRING", {"default": "Give the person this facial expression: {expression}. Keep {keep}.",
+                                        "multiline": True,
+                                        "tooltip": "Style 'edit: own template': your wording, with {expression} "
+                                                   "where the description goes and optionally {keep}."}),
+            },
         }
 
-    def describe(self, expression, prefix, suffix):
+    def describe(self, expression, prefix, suffix, style="description", keep=expression_text.KEEP, template=""):
         blendshapes = expression.require("blendshapes", "Expression To Prompt")
-        prompts = expression_text.describe_batch(blendshapes, prefix, suffix)
+        if style not in self.STYLES:
+            raise GenAffectInputError(f"unknown style {style!r}; choose one of {', '.join(self.STYLES)}.")
+        family = self.STYLES[style]
+        if family is None:
+            prompts = expression_text.describe_batch(blendshapes, prefix, suffix)
+        else:
+            prompts = expression_text.instruction_batch(blendshapes, template if family == "template" else family, keep)
         return (prompts, "\n".join(prompts))

@@ -230,3 +230,34 @@ def test_prompt_node_returns_one_prompt_per_expression_and_needs_blendshapes():
     assert text == "\n".join(prompts)
     with pytest.raises(GenAffectInputError, match="needs blendshapes"):
         GenAffectExpressionToPrompt().describe(ExpressionBatch(labels=["f"], flame=np.zeros((1, 55))), "", "")
+
+
+EDIT_GOLDEN = {  # happy at intensity 0.5: the same words as the description, in each editor's wording
+    "edit: Qwen-Image-Edit": "Change the facial expression of the person in the image: cheeks slightly raised, "
+                             "mouth corners raised. Keep the same person with the same face shape, hair, head pose, "
+                             "clothing, lighting and background.",
+    "edit: FLUX.2": "Change only the person's facial expression: cheeks slightly raised, mouth corners raised. Keep "
+                    "the same person with the same face shape, hair, head pose, clothing, lighting and background "
+                    "unchanged.",
+    "edit: FLUX.1 Kontext": "Change the person's facial expression: cheeks slightly raised, mouth corners raised, "
+                            "while keeping the same person with the same face shape, hair, head pose, clothing, "
+                            "lighting and background.",
+}
+
+
+@pytest.mark.parametrize("style", sorted(EDIT_GOLDEN))
+def test_edit_instructions_say_what_to_change_and_what_to_keep_in_each_editors_wording(style):
+    (batch,) = GenAffectExpressionPreset().build("happy, neutral", 0.5)
+    prompts, _ = GenAffectExpressionToPrompt().describe(batch, "ignored prefix,", "ignored suffix", style=style)
+    assert prompts[0] == EDIT_GOLDEN[style]
+    assert "neutral expression, relaxed face" in prompts[1] and "ignored" not in prompts[1]
+
+
+def test_own_edit_template_and_keep_words_are_used_and_a_template_without_the_expression_is_refused():
+    (batch,) = GenAffectExpressionPreset().build("surprised", 1.0)
+    node = GenAffectExpressionToPrompt()
+    prompts, _ = node.describe(batch, "", "", style="edit: own template", keep="her freckles",
+                               template="Make her look like this: {expression}; keep {keep}.")
+    assert prompts == ["Make her look like this: " + expression_text.describe(batch.blendshapes[0]) + "; keep her freckles."]
+    with pytest.raises(GenAffectInputError, match=r"must contain \{expression\}"):
+        node.describe(batch, "", "", style="edit: own template", template="Make her smile.")
