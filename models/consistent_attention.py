@@ -30,8 +30,9 @@ STREAM_ABOVE = 32768
 SCORE_BUDGET = 1 << 26
 
 
-def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v)
+def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The host's attention; ``mask``: additive (1, 1, 1, keys) or None."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def consistent_attention(
     sharing: Sharing,
     generator: torch.Generator | None = None,
     token_mask: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
     attention=plain_attention,
     plan=None,
     stream_above: int = STREAM_ABOVE,
@@ -129,13 +131,14 @@ def consistent_attention(
     """Attention over (B, H, L, D) tensors with tokens shared across the ``images`` of each chunk.
 
     ``plan`` (from :func:`choose_borrowed`) may be given to reuse a choice; otherwise it is drawn from
-    ``generator``. ``attention(q, k, v)`` is the host's plain attention, used unchanged when nothing
-    is shared.
+    ``generator``. ``attention(q, k, v, mask)`` is the host's plain attention, used unchanged when
+    nothing is shared. ``key_mask`` (B, L), additive, masks each sequence's own keys (a padded text
+    encoder, e.g. Qwen-Image's); borrowed keys are image tokens and never masked.
     """
     batch, _, length, _ = q.shape
     chunks = check_batch(batch, images, sharing)
     if images == 1 or sharing.rate == 0.0:
-        return attention(q, k, v)
+        return attention(q, k, v, None if key_mask is None else key_mask[:, None, None, :])
     image_slice = sharing.image_tokens
     image_positions = torch.arange(length)[image_slice]
     if len(image_positions) == 0:
@@ -152,19 +155,21 @@ def consistent_attention(
         for i in range(images):
             b = c * images + i
             own_k, own_v = k[b:b + 1], v[b:b + 1]
+            own_mask = None if key_mask is None else key_mask[b].view(1, 1, 1, length)
             if len(text_positions):
-                out[b:b + 1, :, text_positions] = attention(q[b:b + 1, :, text_positions], own_k, own_v)
+                out[b:b + 1, :, text_positions] = attention(q[b:b + 1, :, text_positions], own_k, own_v, own_mask)
             q_image = q[b:b + 1, :, image_slice]
             sources = [(c * images + j, positions) for j, positions in plan[c][i]]
             borrowed = sum(len(positions) for _, positions in sources)
             if borrowed == 0:
-                out[b:b + 1, :, image_slice] = attention(q_image, own_k, own_v)
+                out[b:b + 1, :, image_slice] = attention(q_image, own_k, own_v, own_mask)
             elif borrowed <= stream_above:
                 keys, values = _gathered(k, v, b, sources, borrowed)
-                out[b:b + 1, :, image_slice] = attention(q_image, keys, values)
+                mask = None if own_mask is None else F.pad(own_mask, (0, borrowed))  # borrowed keys: never masked
+                out[b:b + 1, :, image_slice] = attention(q_image, keys, values, mask)
             else:
                 block = stream_block or max(256, SCORE_BUDGET // (q_image.shape[1] * q_image.shape[2]))
-                out[b:b + 1, :, image_slice] = _streamed(q_image, k, v, b, sources, block)
+                out[b:b + 1, :, image_slice] = _streamed(q_image, k, v, b, sources, block, own_mask)
     return out
 
 
@@ -184,14 +189,17 @@ def _gathered(k, v, own, sources, borrowed):
     return keys, values
 
 
-def _partial(q, k, v):
-    """Softmax attention of q over one block of keys, with its log-sum-exp for merging."""
+def _partial(q, k, v, mask=None):
+    """Softmax attention of q over one block of keys (``mask``: additive, per key), with its log-sum-exp
+    for merging."""
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores = scores.add_(mask)
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)
     return torch.matmul(scores.sub_(lse).exp_(), v), lse
 
 
-def _streamed(q, k, v, own, sources, block):
+def _streamed(q, k, v, own, sources, block, own_mask=None):
     """Own keys, then each donor's borrowed keys, in blocks of ``block`` merged by log-sum-exp, so the
     score matrix never exceeds queries x block and borrowed keys are gathered one block at a time."""
     everything = [(own, torch.arange(k.shape[2], device=k.device))] + list(sources)
@@ -199,8 +207,9 @@ def _streamed(q, k, v, own, sources, block):
     for source, positions in everything:
         for start in range(0, len(positions), block):
             chosen = positions[start:start + block]
+            mask = own_mask[..., chosen].float() if own_mask is not None and source == own else None
             part, part_lse = _partial(q.float(), k[source:source + 1, :, chosen].float(),
-                                      v[source:source + 1, :, chosen].float())
+                                      v[source:source + 1, :, chosen].float(), mask)
             if out is None:
                 out, lse = part, part_lse
                 continue
@@ -263,7 +272,7 @@ class ConsistencySettings:
         Sharing(self.rate, slice(0, 1), self.anchors)  # validates rate and anchors
 
     def share(self, q, k, v, *, images: int, image_tokens: slice, latent_size, step: int, salt: int,
-              chunk_kinds=None, attention=plain_attention) -> torch.Tensor:
+              chunk_kinds=None, key_mask=None, attention=plain_attention) -> torch.Tensor:
         """Consistent attention for one call of one block at one step.
 
         Each chunk draws its tokens from its own kind (ComfyUI's ``cond_or_uncond``: 0 cond, 1 uncond),
@@ -277,4 +286,5 @@ class ConsistencySettings:
             token_mask = mask_tokens(self.region, images, token_grid(latent_size, count))
         plan = [choose_borrowed(sharing, images, 1, count, make_generator(self.seed, step, salt + 7_919 * kind),
                                 token_mask)[0] for kind in kinds]
-        return consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, attention=attention)
+        return consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, key_mask=key_mask,
+                                    attention=attention)

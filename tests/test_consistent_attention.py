@@ -22,9 +22,10 @@ from genaffect.models.consistent_attention import (
 from genaffect.models.errors import GenAffectInputError
 
 
-def oracle(q, k, v, images, sharing, plan):
-    """Per chunk: concatenate the N sequences, allow own tokens everywhere and the planned borrowed
-    image tokens for image-token queries, and run masked softmax attention over everything."""
+def oracle(q, k, v, images, sharing, plan, padded=None):
+    """Per chunk: concatenate the N sequences, allow own tokens everywhere (but ``padded`` (B, L) keys)
+    and the planned borrowed image tokens for image-token queries, and run masked softmax attention
+    over everything."""
     batch, heads, length, dim = q.shape
     out = torch.empty_like(q, dtype=torch.float64)
     image_rows = torch.zeros(length, dtype=torch.bool)
@@ -38,6 +39,8 @@ def oracle(q, k, v, images, sharing, plan):
         for i in range(images):
             own = slice(i * length, (i + 1) * length)
             allowed[own, own] = True
+            if padded is not None:
+                allowed[own, i * length + torch.nonzero(padded[c * images + i]).flatten()] = False
             for j, positions in plan[c][i]:
                 receiving = torch.arange(i * length, (i + 1) * length)[image_rows]
                 allowed[receiving.unsqueeze(1), (j * length + positions).unsqueeze(0)] = True
@@ -96,6 +99,26 @@ def test_random_shapes_against_the_oracle():
         block = pick([4, 4096])
         ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, stream_above=block, stream_block=block)
         assert (ours - oracle(q, k, v, images, sharing, plan)).abs().max() < 1e-5, trial
+
+
+@pytest.mark.parametrize("block", [4096, 3], ids=["gathered", "streamed"])
+def test_padded_text_keys_are_masked_for_own_keys_and_borrowed_keys_never(block):
+    """A padded text encoder (Qwen-Image): each sequence's padding keys are masked, additively."""
+    images, chunks, heads, length, text, dim = 3, 2, 2, 20, 6, 8
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(images * chunks, heads, length, dim) for _ in range(3))
+    padded = torch.zeros(images * chunks, length, dtype=torch.bool)
+    for b, count in enumerate([0, 2, 3, 1, 0, 4]):  # prompts of different lengths, padded at the end
+        padded[b, text - count:text] = True
+    key_mask = torch.zeros(images * chunks, length).masked_fill(padded, torch.finfo(torch.float32).min)
+    sharing = Sharing(0.5, LAYOUTS["flux"](length, text))
+    plan = choose_borrowed(sharing, images, chunks, length - text, make_generator(3, 1))
+    ours = consistent_attention(q, k, v, images=images, sharing=sharing, plan=plan, key_mask=key_mask,
+                                stream_above=block, stream_block=block)
+    assert (ours - oracle(q, k, v, images, sharing, plan, padded)).abs().max() < 1e-5
+    off = consistent_attention(q, k, v, images=images, sharing=Sharing(0.0, sharing.image_tokens), plan=plan,
+                               key_mask=key_mask)
+    assert torch.equal(off, plain_attention(q, k, v, key_mask[:, None, None, :]))
 
 
 @pytest.mark.parametrize("images, rate", [(1, 0.5), (4, 0.0)])

@@ -30,6 +30,10 @@ def comfy_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape
     if not skip_reshape:
         batch, _, width = q.shape
         q, k, v = (t.view(batch, -1, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    if mask is not None and mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask is not None and mask.ndim == 3:
+        mask = mask.unsqueeze(1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if not skip_output_reshape:
         out = out.transpose(1, 2).reshape(out.shape[0], -1, heads * out.shape[-1])
@@ -120,11 +124,30 @@ def test_rate_zero_override_is_exactly_the_host_attention():
     assert torch.equal(out, comfy_attention(q, k, v, 2, skip_reshape=True))
 
 
-def test_an_attention_mask_while_sharing_is_refused_with_the_fix():
+def test_a_per_query_attention_mask_while_sharing_is_refused_with_the_fix():
     q, k, v = (torch.randn(6, 2, 16, 8) for _ in range(3))
-    with pytest.raises(GenAffectInputError, match="rate 0"):
-        JointAttentionShare(SETTINGS)(comfy_attention, q, k, v, 2, skip_reshape=True, mask=torch.zeros(16, 16),
+    with pytest.raises(GenAffectInputError, match=r"differs per query .*\(rate 0\)"):  # e.g. regional prompts
+        JointAttentionShare(SETTINGS)(comfy_attention, q, k, v, 2, skip_reshape=True, mask=torch.zeros(6, 16, 16),
                                       transformer_options={LAYOUT_KEY: layout()})
+
+
+def test_qwen_image_padded_prompt_mask_masks_own_padding_keys_while_sharing():
+    """Qwen-Image hands a (B, 1, L) additive mask when its prompts were padded to one length."""
+    torch.manual_seed(3)
+    heads, dim, text, image, images = 2, 8, 4, 12, 3
+    q, k, v = (torch.randn(images, heads, text + image, dim) for _ in range(3))
+    padded = torch.zeros(images, text + image, dtype=torch.bool)
+    padded[1, 2:text] = True  # image 1's prompt is two tokens shorter
+    mask = torch.zeros(images, 1, text + image).masked_fill(padded[:, None], torch.finfo(torch.float32).min)
+    options = {LAYOUT_KEY: layout(images=images, text=text, image=image), "block_type": "double", "block_index": 0}
+    out = JointAttentionShare(SETTINGS)(comfy_attention, q, k, v, heads, mask, skip_reshape=True,
+                                        skip_output_reshape=True, transformer_options=options)
+    sharing = Sharing(SETTINGS.rate, slice(text, text + image), 0)
+    plan = [choose_borrowed(sharing, images, 1, image, make_generator(SETTINGS.seed, 2, salt_of("double", 0, 16)))[0]]
+    assert (out - oracle(q, k, v, images, sharing, plan, padded)).abs().max() < 1e-5
+    off = JointAttentionShare(ConsistencySettings(rate=0.0, seed=1))(
+        comfy_attention, q, k, v, heads, mask, skip_reshape=True, skip_output_reshape=True, transformer_options=options)
+    assert torch.equal(off, comfy_attention(q, k, v, heads, mask, skip_reshape=True, skip_output_reshape=True))
 
 
 def test_unet_self_attention_replacement_matches_the_oracle_and_is_exact_when_off():

@@ -22,6 +22,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+import torch
+
 from ...models.backbones import Backbone, TokenLayout, patch_tokens
 from ...models.consistent_attention import ConsistencySettings, step_index
 from ...models.errors import GenAffectInputError
@@ -115,6 +117,24 @@ def _from_heads(t):
     return t.transpose(1, 2).reshape(batch, length, heads * dim)
 
 
+def _key_mask(mask, batch: int, length: int):
+    """A joint attention's mask as (B, L) additive per key, or None. Masks that differ per query (regional
+    prompts) are refused: consistent attention gives each image's queries its own keys plus borrowed ones."""
+    if mask is None:
+        return None
+    if mask.ndim == 4 and mask.shape[2] == 1:  # (B, 1, 1, L)
+        mask = mask[:, :, 0]
+    if mask.ndim == 3 and mask.shape[1] == 1:  # (B, 1, L), as Qwen-Image builds it for a padded prompt
+        mask = mask[:, 0]
+    if mask.ndim != 2 or mask.shape[-1] != length or mask.shape[0] not in (1, batch):
+        raise GenAffectInputError(
+            f"this model runs its attention with a mask of shape {list(mask.shape)} that differs per query "
+            "(e.g. regional prompts), which consistent attention does not support; turn it off (rate 0) here.")
+    if not torch.is_floating_point(mask):  # boolean keep-masks, as PyTorch's SDPA reads them
+        mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(~mask.bool(), -torch.inf)
+    return mask.expand(batch, length)
+
+
 class SelfAttentionShare:
     """UNet ``attn1`` replacement: q, k, v are projected, (batch, tokens, heads x dim)."""
 
@@ -138,7 +158,7 @@ class SelfAttentionShare:
             images=layout.images, image_tokens=slice(0, q.shape[1]), latent_size=layout.latent_size,
             step=layout.step, salt=salt_of(extra_options.get("block"), extra_options.get("block_index")),
             chunk_kinds=layout.chunk_kinds,
-            attention=lambda a, b, c: plain(a, b, c, skip_reshape=True, skip_output_reshape=True),
+            attention=lambda a, b, c, _mask: plain(a, b, c, skip_reshape=True, skip_output_reshape=True),
         )
         return _from_heads(out)
 
@@ -170,21 +190,17 @@ class JointAttentionShare:
             image_tokens = slice(0, tokens.generated)
         else:
             return self._call(func, *args, **kwargs)
-        mask = kwargs.get("mask", args[4] if len(args) > 4 else None)
-        if mask is not None:
-            raise GenAffectInputError(
-                "this model runs its attention with a mask (e.g. a padded text encoder), which consistent "
-                "attention does not support; turn it off (rate 0) for this model."
-            )
-        rest = {**kwargs, "skip_reshape": True, "skip_output_reshape": True}
+        key_mask = _key_mask(kwargs.get("mask", args[4] if len(args) > 4 else None), q.shape[0], length)
+        rest = {key: value for key, value in kwargs.items() if key not in ("heads", "mask")}
+        rest.update(skip_reshape=True, skip_output_reshape=True)
         if not in_heads:
             q, k, v = _to_heads(q, heads), _to_heads(k, heads), _to_heads(v, heads)
         options = kwargs["transformer_options"]
         out = self.settings.share(
             q, k, v, images=layout.images, image_tokens=image_tokens, latent_size=layout.latent_size,
             step=layout.step, salt=salt_of(options.get("block_type"), options.get("block_index"), length),
-            chunk_kinds=layout.chunk_kinds,
-            attention=lambda a, b, c: self._call(func, a, b, c, *args[3:], **rest),
+            chunk_kinds=layout.chunk_kinds, key_mask=key_mask,
+            attention=lambda a, b, c, mask: self._call(func, a, b, c, heads, mask, *args[5:], **rest),
         )
         layout.shared_calls += 1
         return out if kwargs.get("skip_output_reshape", False) else _from_heads(out)
