@@ -13,6 +13,7 @@ from .expression_nodes import (
     GenAffectExpressionPreset,
     GenAffectExpressionToPrompt,
 )
+from .conditioning_nodes import GenAffectConditioningIntensity
 from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
 from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
@@ -37,6 +38,7 @@ NODE_CLASSES = (
     GenAffectApplyExpressionMapping,
     GenAffectFaceMetrics,
     GenAffectExpressionSheet,
+    GenAffectConditioningIntensity,
     GenAffectConsistentAttention,
     GenAffectConsistentBatchSampler,
     GenAffectArc2FaceLoader,
@@ -65,6 +67,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
     "GenAffectFaceMetrics": "GenAffect Face Metrics",
     "GenAffectExpressionSheet": "GenAffect Expression Sheet",
+    "GenAffectConditioningIntensity": "GenAffect Conditioning Intensity",
     "GenAffectConsistentAttention": "GenAffect Consistent Attention",
     "GenAffectConsistentBatchSampler": "GenAffect Consistent Batch Sampler",
     "GenAffectArc2FaceLoader": "GenAffect Arc2Face Loader",

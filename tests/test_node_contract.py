@@ -29,6 +29,8 @@ TYPE_CHECKS = {
     "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
     "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
     "GA_ADAPTER": lambda v: isinstance(v, DiTAdapter),
+    "CONDITIONING": lambda v: isinstance(v, list) and all(isinstance(part[0], torch.Tensor) and isinstance(part[1], dict)
+                                                          for part in v),
 }
 NODES = sorted(NODE_CLASS_MAPPINGS.items())
 # Nodes that take a ComfyUI MODEL run in the integration lane (tests/integration), against a real ComfyUI.
@@ -94,6 +96,9 @@ def _run_every_node():
             preset[0], preset[0], 3, "linear"),
         "GenAffectExpressionMix": NODE_CLASS_MAPPINGS["GenAffectExpressionMix"]().mix(preset[0], "1, 3"),
         "GenAffectExpressionToPrompt": NODE_CLASS_MAPPINGS["GenAffectExpressionToPrompt"]().describe(preset[0], "a", ""),
+        "GenAffectConditioningIntensity": NODE_CLASS_MAPPINGS["GenAffectConditioningIntensity"]().blend(
+            [[[torch.zeros(1, 4, 8), {}]]], [[[torch.ones(1, 4, 8), {}]], [[torch.ones(1, 6, 8), {}]]], [preset[0]],
+            [NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 0.5)[0]], [1.5]),
         "GenAffectExpressionEstimatorLoader": estimator,
         "GenAffectEstimateExpression": estimated,
         "GenAffectFitExpressionMapping": fitted,

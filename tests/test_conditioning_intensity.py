@@ -1,0 +1,108 @@
+"""Conditioning Intensity: each image's conditioning is the neutral one moved toward the targets by the
+alphas its expression is made of (PixelSmile's e = e_n + alpha (e_t - e_n)), exact at alpha 0 and 1."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from genaffect.models import conditioning_blend
+from genaffect.models.errors import GenAffectInputError
+from genaffect.nodes.conditioning_nodes import GenAffectConditioningIntensity
+from genaffect.nodes.expression_nodes import (
+    GenAffectExpressionInterpolate,
+    GenAffectExpressionMix,
+    GenAffectExpressionPreset,
+)
+
+g = torch.Generator().manual_seed(0)
+PHOTO = {"reference_latents": [torch.randn(1, 16, 1, 8, 8, generator=g)]}
+
+
+def encoded(tokens: int, seed: int, pooled: bool = False, **extras):
+    gen = torch.Generator().manual_seed(seed)
+    more = {"pooled_output": torch.randn(1, 5, generator=gen)} if pooled else {}
+    return [[torch.randn(1, tokens, 8, generator=gen), {**PHOTO, "guidance": 2.5, **more, **extras}]]
+
+
+def preset(names: str, intensity: float = 1.0):
+    return GenAffectExpressionPreset().build(names, intensity)[0]
+
+
+def run(neutral, targets, target_names, expression, max_alpha=1.5):
+    return GenAffectConditioningIntensity().blend([neutral], targets, [preset(target_names)], [expression], [max_alpha])
+
+
+def test_alpha_zero_and_one_give_the_neutral_and_the_target_conditionings_exactly():
+    neutral, happy, sad = encoded(5, 1, pooled=True), encoded(7, 2, pooled=True), encoded(6, 3, pooled=True)
+    wanted = GenAffectExpressionMix().mix(preset("happy, sad"), "1, 0")[0]  # happy alone, as a 1-row batch
+    expressions = [preset("happy", 0.0), preset("happy"), preset("sad"), wanted]
+    outputs = [run(neutral, [happy, sad], "happy, sad", e)[0][0][0] for e in expressions]
+    for (tensor, extras), (want_tensor, want_extras) in zip(outputs, [neutral[0], happy[0], sad[0], happy[0]]):
+        assert torch.equal(tensor, want_tensor) and torch.equal(extras["pooled_output"], want_extras["pooled_output"])
+        assert "attention_mask" not in extras and extras["guidance"] == 2.5
+        assert extras["reference_latents"] is PHOTO["reference_latents"]  # the photo, encoded once, shared
+
+
+def test_intensities_and_a_transition_become_a_linear_sequence_of_alphas():
+    neutral, happy = encoded(6, 1, pooled=True), encoded(6, 2, pooled=True)
+    steps = GenAffectExpressionInterpolate().interpolate(preset("neutral"), preset("happy"), 5, "linear")[0]
+    outputs, info = run(neutral, [happy], "happy", steps)
+    assert [line.split(": ")[1] for line in info.splitlines()] == [f"happy {a:.3f}" for a in (0, .25, .5, .75, 1)]
+    tensors = [c[0][0] for c in outputs]
+    for alpha, tensor in zip((0, .25, .5, .75, 1), tensors):
+        assert torch.allclose(tensor, neutral[0][0] + alpha * (happy[0][0] - neutral[0][0]), atol=1e-6)
+    pooled = [c[0][1]["pooled_output"] for c in outputs]
+    assert torch.allclose(pooled[2], (pooled[0] + pooled[4]) / 2, atol=1e-6)  # pooled text blends too (FLUX.1)
+
+
+def test_a_mix_of_two_targets_blends_their_deltas():
+    neutral, happy, surprised = encoded(4, 1), encoded(4, 2), encoded(4, 3)
+    mixed = GenAffectExpressionMix().mix(preset("happy, surprised"), "7, 3")[0]
+    [[[tensor, _]]], info = run(neutral, [happy, surprised], "happy, surprised", mixed)
+    assert info.endswith("happy 0.700, surprised 0.300")
+    want = neutral[0][0] + 0.7 * (happy[0][0] - neutral[0][0]) + 0.3 * (surprised[0][0] - neutral[0][0])
+    assert torch.allclose(tensor, want, atol=1e-6)
+
+
+def test_unequal_token_counts_are_aligned_at_the_first_token_and_zero_extended():
+    neutral, happy = encoded(4, 1), encoded(6, 2)
+    [[[tensor, extras]]], _ = run(neutral, [happy], "happy", preset("happy", 0.5))
+    assert tensor.shape == (1, 6, 8) and "attention_mask" not in extras  # every position is kept by the target
+    assert torch.allclose(tensor[:, :4], (neutral[0][0] + happy[0][0][:, :4]) / 2, atol=1e-6)
+    assert torch.allclose(tensor[:, 4:], happy[0][0][:, 4:] / 2, atol=1e-6)  # absent in the neutral: fades in
+    # padding carried by the inputs stays padding where every weighted input is padding
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0]])
+    padded_target = [[happy[0][0], {**happy[0][1], "attention_mask": mask}]]
+    short_neutral = [[neutral[0][0][:, :3], neutral[0][1]]]
+    [[[tensor, extras]]], _ = run(short_neutral, [padded_target], "happy", preset("happy", 0.5))
+    assert extras["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0]] and tensor.shape == (1, 6, 8)
+
+
+def test_bad_inputs_are_explained(caplog):
+    neutral, happy, sad = encoded(4, 1), encoded(4, 2), encoded(4, 3)
+    with pytest.raises(GenAffectInputError, match="2 target conditionings for 1 target expressions"):
+        run(neutral, [happy, sad], "happy", preset("happy"))
+    with pytest.raises(GenAffectInputError, match=r"intensity 2\.00 of target 1, outside 0\.\.1\.5"):
+        GenAffectConditioningIntensity().blend([neutral], [happy], [preset("happy", 0.5)], [preset("happy")], [1.5])
+    other_photo = [[happy[0][0], {**happy[0][1], "reference_latents": [torch.zeros(1, 16, 1, 8, 8)]}]]
+    with pytest.raises(GenAffectInputError, match="another reference photo"):
+        run(neutral, [other_photo], "happy", preset("happy"))
+    with pytest.raises(GenAffectInputError, match="another text encoder"):
+        run(neutral, [[[torch.zeros(1, 4, 16), dict(PHOTO)]]], "happy", preset("happy"))
+    with pytest.raises(GenAffectInputError, match="one plain prompt"):
+        run(neutral + neutral, [happy], "happy", preset("happy"))
+    with caplog.at_level(logging.WARNING):  # an expression the targets cannot make is reported, not dropped silently
+        _, info = run(neutral, [happy], "happy", preset("wink left"))
+    assert "not a blend of the targets" in info and "not a blend" in caplog.text
+
+
+def test_alpha_fit_snaps_rounding_at_zero_and_one_and_reports_the_residual():
+    targets = preset("happy, sad").blendshapes
+    alphas, residual = conditioning_blend.fit_alphas(np.stack([targets[0], targets[0] * 0.3 + targets[1] * 0.6]),
+                                                     targets)
+    assert alphas[0].tolist() == [1.0, 0.0] and np.allclose(alphas[1], [0.3, 0.6], atol=1e-5)
+    assert residual.max() < 1e-5
