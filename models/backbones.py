@@ -68,6 +68,7 @@ class Backbone:
     diffusers_single_joined: bool = False  # diffusers' single blocks return [text ; image] as one tensor
     adapter_every: tuple[int, int] = (2, 4)  # the DiT adapter after every n-th double / single block
     distilled_guidance: bool = False  # reads FLUX's distilled guidance from its prompts (Flux Guidance)
+    text_mask: bool = False  # honours a prompt padding mask in its conditioning ("attention_mask")
 
     @property
     def hosts_adapter(self) -> bool:
@@ -86,7 +87,7 @@ BACKBONES = (
              distilled_guidance=True),
     Backbone("qwen_image", "Qwen-Image (and Qwen-Image-Edit 2509/2511)", "dit",
              ("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",), "qwen_image",
-             "QwenImageTransformer2DModel", "transformer_blocks", adapter_every=(3, 1)),
+             "QwenImageTransformer2DModel", "transformer_blocks", adapter_every=(3, 1), text_mask=True),
     Backbone("chroma", "Chroma", "dit", ("comfy.ldm.chroma.model.Chroma",), "chroma",
              "ChromaTransformer2DModel", "double_blocks", "single_blocks",
              diffusers_single="single_transformer_blocks"),

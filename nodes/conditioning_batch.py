@@ -4,6 +4,12 @@ ComfyUI gives image i of a latent batch row i of a conditioning tensor whose bat
 batch (``repeat_to_batch_size`` leaves it as it is), so stacking per-image prompts is how one
 sampling run gets a different prompt per image. A CONDITIONING is a list of ``[tensor (1, tokens,
 width), {"pooled_output": (1, width), ...}]`` entries.
+
+Prompts of different lengths: a model that honours a padding mask (Qwen-Image, which encodes prompts
+unpadded) gets them zero-padded with an ``attention_mask`` marking the padding, which leaves each
+image's attention as with its prompt alone; other models get ComfyUI's own rule, repetition to a
+common length. An editor's reference photo is shared by the whole set, so it must be the same in
+every image's conditioning.
 """
 
 from __future__ import annotations
@@ -43,8 +49,33 @@ def _pad_by_repeating(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.repeat(1, common // t.shape[1], 1) for t in tensors]
 
 
-def stack_per_image(conditionings: list, images: int, name: str = "positive"):
-    """One CONDITIONING for the batch: a single one is kept as it is (every image shares it); N are stacked."""
+def _padded_with_mask(parts: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts zero-padded at the end to the longest, and their (N, tokens) masks (1 keep, 0 padding)."""
+    longest = max(tensor.shape[1] for tensor, _ in parts)
+    tensors, masks = [], []
+    for tensor, extras in parts:
+        keep = extras.get("attention_mask")
+        keep = torch.ones(1, tensor.shape[1], dtype=torch.int64) if keep is None else keep.to(torch.int64).cpu()
+        tensors.append(torch.nn.functional.pad(tensor, (0, 0, 0, longest - tensor.shape[1])))
+        masks.append(torch.nn.functional.pad(keep, (0, longest - keep.shape[1])))
+    return torch.cat(tensors), torch.cat(masks)
+
+
+def _same_references(parts: list, name: str) -> None:
+    first = parts[0][1].get("reference_latents")
+    for index, (_, extras) in enumerate(parts[1:], start=2):
+        other = extras.get("reference_latents")
+        same = (first is None) == (other is None) and (first is None or (
+            len(first) == len(other) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))))
+        if not same:
+            raise GenAffectInputError(
+                f"{name} conditioning {index} has another reference photo than conditioning 1; the set edits one "
+                "photo, so encode every image's instruction with the same photo (one VAE Encode).")
+
+
+def stack_per_image(conditionings: list, images: int, name: str = "positive", text_mask: bool = False):
+    """One CONDITIONING for the batch: a single one is kept as it is (every image shares it); N are stacked.
+    ``text_mask``: the model honours a prompt padding mask (``models/backbones.py``)."""
     if len(conditionings) == 1:
         return conditionings[0]
     if len(conditionings) != images:
@@ -55,10 +86,22 @@ def stack_per_image(conditionings: list, images: int, name: str = "positive"):
     widths = {tensor.shape[2] for tensor, _ in parts}
     if len(widths) != 1:
         raise GenAffectInputError(f"the {name} conditionings come from different text encoders (widths {sorted(widths)}).")
-    tensor = torch.cat(_pad_by_repeating([t for t, _ in parts]))
+    _same_references(parts, name)
+    masked = any("attention_mask" in extras for _, extras in parts)
+    if masked and not text_mask:
+        raise GenAffectInputError(f"the {name} conditionings carry a prompt padding mask, which this model does not "
+                                  "read; give its prompts one length (e.g. encode them without Conditioning "
+                                  "Intensity's padding) or use a model that reads it (Qwen-Image).")
     extras = dict(parts[0][1])
+    extras.pop("attention_mask", None)
+    if text_mask and (masked or len({tensor.shape[1] for tensor, _ in parts}) > 1):
+        tensor, mask = _padded_with_mask(parts)
+        if not bool(mask.all()):
+            extras["attention_mask"] = mask
+    else:
+        tensor = torch.cat(_pad_by_repeating([t for t, _ in parts]))
     for key, value in parts[0][1].items():
-        if isinstance(value, torch.Tensor) and value.shape[:1] == (1,):
+        if isinstance(value, torch.Tensor) and value.shape[:1] == (1,) and key != "attention_mask":
             others = [p[1].get(key) for p in parts]
             if all(isinstance(o, torch.Tensor) and o.shape == value.shape for o in others):
                 extras[key] = torch.cat(others)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..models.consistent_attention import ConsistencySettings
-from .hosting import consistent_attention
+from .hosting import consistent_attention, patching
 from .sampling import MAX_SEED, first_value, latent_set, region_input, sample_set, sampler_inputs, sharing_inputs
 
 
@@ -74,7 +74,8 @@ class GenAffectConsistentBatchSampler:
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                rate, anchors, start_percent, end_percent, blocks, region=None):
         model, latent, seed = first_value(model), first_value(latent_image), first_value(seed)
-        samples, positive, negative = latent_set(latent, positive, negative)
+        samples, positive, negative = latent_set(latent, positive, negative,
+                                                 text_mask=patching.backbone_of(model).text_mask)
         settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed, region=first_value(region))
         patched = consistent_attention.install(model, settings, start_percent=first_value(start_percent),
                                            end_percent=first_value(end_percent), blocks=first_value(blocks))

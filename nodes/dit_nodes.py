@@ -171,8 +171,9 @@ class GenAffectDiTSampler:
         identity_vector, expression_rows = condition_tensors(adapter, first_value(identity), expression)
         latent, seed = first_value(latent_image), first_value(seed)
         images = len(expression) if latent["samples"].shape[0] == 1 else latent["samples"].shape[0]
-        samples, positive, negative = latent_set(latent, positive, negative, images)
-        if patching.backbone_of(model).distilled_guidance:
+        backbone = patching.backbone_of(model)
+        samples, positive, negative = latent_set(latent, positive, negative, images, backbone.text_mask)
+        if backbone.distilled_guidance:
             import node_helpers
 
             positive = node_helpers.conditioning_set_values(positive, {"guidance": first_value(guidance)})

@@ -68,9 +68,10 @@ def first_value(value):
     return value[0] if isinstance(value, list) else value
 
 
-def latent_set(latent: dict, positive: list, negative: list, images: int | None = None):
+def latent_set(latent: dict, positive: list, negative: list, images: int | None = None, text_mask: bool = False):
     """(latents, positive, negative) for a set of ``images`` (default: the latent batch, or the number of
-    prompts when the latent batch is 1): a batch of 1 is repeated, per-image prompts are stacked."""
+    prompts when the latent batch is 1): a batch of 1 is repeated, per-image prompts are stacked
+    (``text_mask``: zero-padded with a padding mask, for a model that reads one)."""
     samples = latent["samples"]
     if images is None:
         images = len(positive) if samples.shape[0] == 1 and len(positive) > 1 else samples.shape[0]
@@ -79,7 +80,8 @@ def latent_set(latent: dict, positive: list, negative: list, images: int | None 
     elif samples.shape[0] != images:
         raise GenAffectInputError(f"the latent batch has {samples.shape[0]} images for a set of {images}; use a "
                                   f"batch of {images}, or of 1 (it is repeated).")
-    return samples, stack_per_image(positive, images, "positive"), stack_per_image(negative, images, "negative")
+    return (samples, stack_per_image(positive, images, "positive", text_mask),
+            stack_per_image(negative, images, "negative", text_mask))
 
 
 def sample_set(patched, latent: dict, samples, positive, negative, seed, steps, cfg, sampler_name, scheduler,

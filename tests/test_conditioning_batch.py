@@ -41,3 +41,25 @@ def test_prompts_of_different_clip_chunk_counts_are_padded_by_repetition():
 def test_mismatches_are_explained(conditionings, images, message):
     with pytest.raises(GenAffectInputError, match=message):
         stack_per_image(conditionings, images)
+
+
+def test_prompts_of_different_lengths_are_zero_padded_with_a_mask_for_a_model_that_reads_one():
+    """Qwen-Image encodes prompts unpadded and honours an attention_mask: padding leaves each image as alone."""
+    photo = [torch.randn(1, 16, 1, 4, 4)]
+    prompts = [prompt(5, 0, reference_latents=photo), prompt(7, 1, reference_latents=photo),
+               prompt(7, 2, reference_latents=photo, attention_mask=torch.tensor([[1, 1, 1, 1, 1, 1, 0]]))]
+    [[tensor, extras]] = stack_per_image(prompts, 3, text_mask=True)
+    assert tensor.shape == (3, 7, 8) and torch.equal(tensor[0, :5], prompts[0][0][0][0])
+    assert tensor[0, 5:].abs().sum() == 0
+    assert extras["attention_mask"].tolist() == [[1] * 5 + [0, 0], [1] * 7, [1] * 6 + [0]]
+    assert extras["reference_latents"] is photo  # the one photo every image edits
+    [[_, same_length]] = stack_per_image([prompt(7, 0), prompt(7, 1)], 2, text_mask=True)
+    assert "attention_mask" not in same_length
+
+
+def test_a_different_reference_photo_per_image_or_a_mask_the_model_cannot_read_is_refused():
+    one, other = [torch.zeros(1, 16, 1, 4, 4)], [torch.ones(1, 16, 1, 4, 4)]
+    with pytest.raises(GenAffectInputError, match="conditioning 2 has another reference photo"):
+        stack_per_image([prompt(5, 0, reference_latents=one), prompt(5, 1, reference_latents=other)], 2)
+    with pytest.raises(GenAffectInputError, match="padding mask, which this model does not read"):
+        stack_per_image([prompt(5, 0), prompt(5, 1, attention_mask=torch.ones(1, 5))], 2)
