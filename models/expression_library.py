@@ -40,6 +40,7 @@ class LibraryExpression:
     source: str
     description: str
     tags: tuple[str, ...]
+    pixelsmile: tuple[str, ...] = ()  # PixelSmile categories it is made of (none, one, or a pairwise blend)
 
 
 def _read(name: str) -> dict:
@@ -70,10 +71,21 @@ def library() -> dict[str, LibraryExpression]:
             raise ValueError(f"expressions.json: {entry['name']!r} cites unknown source {entry['source']!r}")
         recipe = tuple(entry["aus"].items())
         blendshapes_from_aus(recipe, context=entry["name"])  # validates codes and intensities
+        categories = tuple(entry["pixelsmile"])
+        allowed = set(data["pixelsmile"]["categories"]) | {data["pixelsmile"]["neutral"]}
+        if len(categories) > 2 or not set(categories) <= allowed:
+            raise ValueError(f"expressions.json: {entry['name']!r} has PixelSmile categories {list(categories)}; "
+                             f"at most two of {sorted(allowed)}")
         entries[entry["name"]] = LibraryExpression(
-            entry["name"], recipe, data["sources"][entry["source"]], entry["description"], tuple(entry["tags"])
+            entry["name"], recipe, data["sources"][entry["source"]], entry["description"], tuple(entry["tags"]),
+            categories,
         )
     return entries
+
+
+def pixelsmile() -> dict:
+    """PixelSmile's categories, its neutral word and its instruction template (``expressions.json``)."""
+    return _read("expressions.json")["pixelsmile"]
 
 
 def parse_au(code: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import GenAffectInputError
 from .expression import BLENDSHAPE_INDEX
+from .expression_library import library, pixelsmile
 
 VISIBLE = 0.15  # below this a movement is not mentioned
 STRONG = 0.65  # above this it is "strongly" (or the phrase's own strong word)
@@ -135,3 +136,24 @@ def instruction_batch(blendshapes: np.ndarray, template: str, keep: str = KEEP) 
         raise GenAffectInputError(f"the edit template must contain {PLACEHOLDER} where the expression goes; got "
                                   f"{template!r}.")
     return [template.replace("{keep}", keep.strip()).replace(PLACEHOLDER, describe(row)) for row in blendshapes]
+
+
+def pixelsmile_batch(labels: list[str]) -> list[str]:
+    """PixelSmile's instruction for each expression, named by its library label: "Edit the person to show a
+    happy expression". Its LoRA was trained on these words alone; intensity and blends come from
+    Conditioning Intensity, not from the words."""
+    known, settings = library(), pixelsmile()
+    prompts = []
+    for label in labels:
+        if label not in known:
+            raise GenAffectInputError(f"PixelSmile's instructions name a category, read from a library preset's name; "
+                                      f"{label!r} is not one (use the Expression Preset node).")
+        categories = known[label].pixelsmile
+        if len(categories) != 1:
+            raise GenAffectInputError(
+                f"{label!r} is " + ("none of PixelSmile's categories" if not categories else
+                                    f"a blend of PixelSmile's {' and '.join(categories)}")
+                + "; give one of: " + ", ".join(settings["categories"]) + " (blends: one instruction per category, "
+                "mixed by Conditioning Intensity).")
+        prompts.append(settings["instruction"].format(category=categories[0]))
+    return prompts

@@ -137,7 +137,7 @@ class GenAffectExpressionToPrompt:
     OUTPUT_IS_LIST = (True, False)
     OUTPUT_TOOLTIPS = ("One prompt per expression (a list: nodes after it run once per prompt).", "All prompts, one per line.")
     STYLES = {"description": None, "edit: Qwen-Image-Edit": "qwen_image_edit", "edit: FLUX.2": "flux2",
-              "edit: FLUX.1 Kontext": "kontext", "edit: own template": "template"}
+              "edit: FLUX.1 Kontext": "kontext", "edit: PixelSmile": "pixelsmile", "edit: own template": "template"}
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -169,6 +169,8 @@ class GenAffectExpressionToPrompt:
         family = self.STYLES[style]
         if family is None:
             prompts = expression_text.describe_batch(blendshapes, prefix, suffix)
+        elif family == "pixelsmile":
+            prompts = expression_text.pixelsmile_batch(expression.labels)
         else:
             prompts = expression_text.instruction_batch(blendshapes, template if family == "template" else family, keep)
         return (prompts, "\n".join(prompts))

@@ -261,3 +261,34 @@ def test_own_edit_template_and_keep_words_are_used_and_a_template_without_the_ex
     assert prompts == ["Make her look like this: " + expression_text.describe(batch.blendshapes[0]) + "; keep her freckles."]
     with pytest.raises(GenAffectInputError, match=r"must contain \{expression\}"):
         node.describe(batch, "", "", style="edit: own template", template="Make her smile.")
+
+
+def test_every_preset_names_its_pixelsmile_categories_and_every_category_is_reachable():
+    from genaffect.models.expression_library import library, pixelsmile
+
+    settings = pixelsmile()
+    assert len(settings["categories"]) == 12 and "{category}" in settings["instruction"]
+    allowed = set(settings["categories"]) | {settings["neutral"]}
+    reached = set()
+    for name, entry in library().items():
+        assert len(entry.pixelsmile) <= 2 and set(entry.pixelsmile) <= allowed, name
+        reached |= set(entry.pixelsmile)
+    assert reached == allowed  # each of PixelSmile's categories (and its neutral) comes from some preset
+    basic = {"happy": "happy", "sad": "sad", "fearful": "fear", "angry": "angry", "surprised": "surprised",
+             "disgusted": "disgust", "contempt": "contempt", "neutral": "neutral"}
+    assert {name: library()[name].pixelsmile for name in basic} == {n: (c,) for n, c in basic.items()}
+
+
+def test_pixelsmile_style_names_the_category_its_lora_was_trained_on_and_explains_what_it_cannot_name():
+    (batch,) = GenAffectExpressionPreset().build("neutral, happy, fearful, worried", 0.4)
+    prompts, _ = GenAffectExpressionToPrompt().describe(batch, "", "", style="edit: PixelSmile")
+    assert prompts == ["Edit the person to show a neutral expression", "Edit the person to show a happy expression",
+                       "Edit the person to show a fear expression", "Edit the person to show a anxious expression"]
+    for names, message in (("happily surprised", "a blend of PixelSmile's happy and surprised"),
+                           ("wink left", "none of PixelSmile's categories")):
+        with pytest.raises(GenAffectInputError, match=message):
+            GenAffectExpressionToPrompt().describe(GenAffectExpressionPreset().build(names, 1.0)[0], "", "",
+                                                   style="edit: PixelSmile")
+    with pytest.raises(GenAffectInputError, match="'edited' is not one"):
+        GenAffectExpressionToPrompt().describe(ExpressionBatch(labels=["edited"], blendshapes=np.zeros((1, 52))), "",
+                                               "", style="edit: PixelSmile")
