@@ -9,7 +9,9 @@ it), through the pack's Consistent Attention node: unpatched, rate 0, rate 0.5, 
 model again. A recording replacement on the first block keeps its output, so the test can compare
 the reference tokens of the plain and the shared run. The pack's Apply DiT Adapter (strengths 0 and
 1) runs on each family too, and ComfyUI's Qwen-Image with the adapter is compared with diffusers'
-Qwen-Image with the trainer's hooks on the same weights and inputs.
+Qwen-Image with the trainer's hooks on the same weights and inputs. On Qwen-Image, a LoRA in PixelSmile's
+key layout goes through ComfyUI's own LoRA loading, and prompts of different lengths stacked as the
+samplers stack them (zero padding and a padding mask) are compared with each prompt alone.
 """
 
 from __future__ import annotations
@@ -68,10 +70,10 @@ class FirstBlockRecorder:
         return out
 
 
-def sample(model, latent, conditioning, seed=5, steps=2, cfg=1.5):
+def sample(model, latent, conditioning, seed=5, steps=2, cfg=1.5, noise=None):
     import comfy.sample
 
-    noise = comfy.sample.prepare_noise(latent, seed)
+    noise = comfy.sample.prepare_noise(latent, seed) if noise is None else noise
     negative = [[torch.zeros_like(conditioning[0][0]), dict(conditioning[0][1])]]
     return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning, negative, latent,
                                denoise=1.0, disable_pbar=True, seed=seed)
@@ -207,6 +209,66 @@ def qwen_parity(model) -> dict:
     }
 
 
+PIXELSMILE_MODULES = {  # module -> (LoRA naming, in, out) as PixelSmile's train.py saves them (inferred, README)
+    "attn.to_q": ("lora.down", 3072, 3072), "attn.to_k": ("lora.down", 3072, 3072),
+    "attn.to_v": ("lora.down", 3072, 3072), "attn.to_out.0": ("lora.down", 3072, 3072),
+    "attn.add_q_proj": ("lora_A", 3072, 3072), "attn.add_k_proj": ("lora_A", 3072, 3072),
+    "attn.add_v_proj": ("lora_A", 3072, 3072), "attn.to_add_out": ("lora_A", 3072, 3072),
+    "img_mlp.net.0.proj": ("lora_A", 3072, 12288), "img_mlp.net.2": ("lora_A", 12288, 3072),
+    "txt_mlp.net.0.proj": ("lora_A", 3072, 12288), "txt_mlp.net.2": ("lora_A", 12288, 3072),
+}
+
+
+def pixelsmile_lora(model, scratch: str) -> dict:
+    """A LoRA in PixelSmile's layout (diffusers keys under ``transformer.``, the attention projections as
+    lora.down/up and the rest as lora_A/B, rank 64 in the real file, 4 here) through ComfyUI's own LoRA
+    loading (LoraLoaderModelOnly's code): how many of its modules ComfyUI patches."""
+    import comfy.sd
+    import comfy.utils
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(12)
+    blocks = len(model.model.diffusion_model.transformer_blocks)
+    state = {}
+    for block in range(blocks):
+        for module, (naming, fan_in, fan_out) in PIXELSMILE_MODULES.items():
+            down, up = ("lora.down", "lora.up") if naming == "lora.down" else ("lora_A", "lora_B")
+            stem = f"transformer.transformer_blocks.{block}.{module}"
+            state[f"{stem}.{down}.weight"] = torch.randn(4, fan_in, generator=g).to(torch.bfloat16) * 0.01
+            state[f"{stem}.{up}.weight"] = torch.randn(fan_out, 4, generator=g).to(torch.bfloat16) * 0.01
+    path = os.path.join(scratch, "PixelSmile-like.safetensors")
+    save_file(state, path)
+    patched, _ = comfy.sd.load_lora_for_models(model, None, comfy.utils.load_torch_file(path, safe_load=True), 1.0, 0)
+    return {"modules": blocks * len(PIXELSMILE_MODULES), "patched": len(patched.patches),
+            "unpatched_model_untouched": len(model.patches) == 0}
+
+
+def qwen_padded_prompts(model) -> dict:
+    """Two images whose prompts differ in length, stacked as the samplers stack them on Qwen-Image (zero
+    padding and a padding mask): each image is as with its own prompt alone, with or without sharing."""
+    from genaffect.models.consistent_attention import ConsistencySettings
+    from genaffect.nodes.hosting import consistent_attention
+    from genaffect.nodes.sampling import latent_set
+
+    g = torch.Generator().manual_seed(13)
+    photo = [torch.randn(1, 16, 1, 8, 8, generator=g)]
+    prompts = [[[torch.randn(1, length, 3584, generator=g), {"reference_latents": photo}]] for length in (5, 9)]
+    latent = {"samples": torch.zeros(1, 16, 1, 8, 8)}
+    samples, positive, negative = latent_set(latent, prompts, [[[torch.zeros(1, 5, 3584), {}]]], 2, text_mask=True)
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(samples, 5)
+    together = sample(model, samples, positive)
+    alone = [sample(model, samples[i:i + 1], prompts[i], noise=noise[i:i + 1]) for i in range(2)]
+    shared_model = consistent_attention.install(model, ConsistencySettings(rate=0.5, seed=3))
+    shared = sample(shared_model, samples, positive)
+    off = sample(consistent_attention.install(model, ConsistencySettings(rate=0.0, seed=3)), samples, positive)
+    return {"mask": positive[0][1]["attention_mask"].tolist(),
+            "padded_vs_alone_max_abs": max(float((together[i] - alone[i][0]).abs().max()) for i in range(2)),
+            "rate0_equal": torch.equal(off, together), "shared_change": float((shared - together).abs().max()),
+            "shared_finite": bool(torch.isfinite(shared).all())}
+
+
 def main(scratch: str) -> dict:
     import comfy.options
 
@@ -219,6 +281,8 @@ def main(scratch: str) -> dict:
         results[name], model = family_checks(name, *spec, scratch)
         if name == "qwen_image":
             results["qwen_parity"] = qwen_parity(model)
+            results["pixelsmile_lora"] = pixelsmile_lora(model, scratch)
+            results["qwen_padded_prompts"] = qwen_padded_prompts(model)
         del model
     return results
 
