@@ -13,7 +13,9 @@ WORKFLOWS = sorted(glob.glob(os.path.join(REPO, "workflows", "*.json")))
 # Core ComfyUI nodes the examples may use (checked against a real ComfyUI in tests/integration/).
 CORE_NODES = {"LoadImage", "PreviewImage", "SaveImage", "PreviewAny", "ImageBatch", "Note", "MarkdownNote",
               "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "EmptySD3LatentImage",
-              "VAEDecode", "EmptyLatentImage", "KSampler"}
+              "VAEDecode", "EmptyLatentImage", "KSampler", "CLIPLoader", "TextEncodeQwenImageEditPlus", "ReferenceLatent",
+              "ImageScaleToTotalPixels", "VAEEncode", "ModelSamplingAuraFlow", "LoraLoaderModelOnly",
+              "ConditioningZeroOut", "SaveAnimatedWEBP"}
 # What ComfyUI stores after a seed widget with control_after_generate.
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
 

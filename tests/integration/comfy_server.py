@@ -18,7 +18,8 @@ COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 # A real MediaPipe face_landmarker.task, when the tester has one (see README, "Tests").
 REAL_LANDMARKER = os.path.join(os.environ.get("GENAFFECT_TEST_MODELS", ""), "mediapipe", "face_landmarker.task")
 HAS_REAL_LANDMARKER = os.path.isfile(REAL_LANDMARKER)
-MODEL_FOLDERS = ("insightface", "mediapipe", "diffusion_models", "text_encoders", "vae", "arc2face", "genaffect", "smirk")
+MODEL_FOLDERS = ("insightface", "mediapipe", "diffusion_models", "text_encoders", "vae", "loras", "arc2face", "genaffect",
+                 "smirk")
 
 
 def free_port() -> int:

@@ -30,6 +30,8 @@ def comfy(tmp_path_factory):
     work = tmp_path_factory.mktemp("comfyui")
     (work / "custom_nodes").mkdir()
     os.symlink(REPO, work / "custom_nodes" / "genaffect", target_is_directory=True)
+    os.symlink(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stand_in_text_encoder"),
+               work / "custom_nodes" / "stand_in_text_encoder", target_is_directory=True)
     models = work / "models"
     write_pack(str(models / "insightface"))
     for name in ("input", "output", "temp", "user"):
@@ -90,6 +92,16 @@ def tiny_diffusion(comfy):
     done = subprocess.run([COMFYUI_PYTHON, builder, str(comfy.models)], cwd=COMFYUI_DIR, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return comfy
+
+
+@pytest.fixture(scope="session")
+def editor_models(tiny_diffusion):
+    """Tiny Qwen-Image-Edit and FLUX.2 [klein] models, their VAEs and a LoRA in PixelSmile's layout."""
+    builder = os.path.join(os.path.dirname(__file__), "editor_models.py")
+    done = subprocess.run([COMFYUI_PYTHON, builder, str(tiny_diffusion.models)], cwd=COMFYUI_DIR, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tiny_diffusion
 
 
 @pytest.fixture(scope="session")

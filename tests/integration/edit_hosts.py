@@ -35,19 +35,13 @@ IMAGES = 3
 def comfy_models():
     import comfy.ops
     from comfy.ldm.flux.model import Flux
-    from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+    from editor_models import flux2, qwen_image
 
     ops = comfy.ops.disable_weight_init
     return {
         # name (= ComfyUI's image_model): (builder, text width, latent of one image, reference latent)
-        "qwen_image": (lambda: QwenImageTransformer2DModel(in_channels=64, out_channels=16, num_layers=1, operations=ops),
-                       3584, (16, 1, 8, 8), (16, 1, 8, 8)),
-        "flux2": (lambda: Flux(in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=64, hidden_size=256,
-                               mlp_ratio=3.0, num_heads=2, depth=1, depth_single_blocks=2, axes_dim=[32, 32, 32, 32],
-                               theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, txt_ids_dims=[3],
-                               global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
-                               ref_index_scale=10.0, operations=ops),
-                  64, (128, 4, 4), (128, 6, 4)),
+        "qwen_image": (qwen_image, 3584, (16, 1, 8, 8), (16, 1, 8, 8)),
+        "flux2": (lambda: flux2(64), 64, (128, 4, 4), (128, 6, 4)),
         "flux": (lambda: Flux(in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=64, hidden_size=256,
                               mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=2, axes_dim=[16, 56, 56],
                               theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[],
@@ -209,35 +203,18 @@ def qwen_parity(model) -> dict:
     }
 
 
-PIXELSMILE_MODULES = {  # module -> (LoRA naming, in, out) as PixelSmile's train.py saves them (inferred, README)
-    "attn.to_q": ("lora.down", 3072, 3072), "attn.to_k": ("lora.down", 3072, 3072),
-    "attn.to_v": ("lora.down", 3072, 3072), "attn.to_out.0": ("lora.down", 3072, 3072),
-    "attn.add_q_proj": ("lora_A", 3072, 3072), "attn.add_k_proj": ("lora_A", 3072, 3072),
-    "attn.add_v_proj": ("lora_A", 3072, 3072), "attn.to_add_out": ("lora_A", 3072, 3072),
-    "img_mlp.net.0.proj": ("lora_A", 3072, 12288), "img_mlp.net.2": ("lora_A", 12288, 3072),
-    "txt_mlp.net.0.proj": ("lora_A", 3072, 12288), "txt_mlp.net.2": ("lora_A", 12288, 3072),
-}
-
-
 def pixelsmile_lora(model, scratch: str) -> dict:
-    """A LoRA in PixelSmile's layout (diffusers keys under ``transformer.``, the attention projections as
-    lora.down/up and the rest as lora_A/B, rank 64 in the real file, 4 here) through ComfyUI's own LoRA
-    loading (LoraLoaderModelOnly's code): how many of its modules ComfyUI patches."""
+    """A LoRA in PixelSmile's key layout through ComfyUI's own LoRA loading (LoraLoaderModelOnly's code): how
+    many of its modules ComfyUI patches."""
     import comfy.sd
     import comfy.utils
+    from editor_models import PIXELSMILE_MODULES
+    from editor_models import pixelsmile_lora as lora_state
     from safetensors.torch import save_file
 
-    g = torch.Generator().manual_seed(12)
     blocks = len(model.model.diffusion_model.transformer_blocks)
-    state = {}
-    for block in range(blocks):
-        for module, (naming, fan_in, fan_out) in PIXELSMILE_MODULES.items():
-            down, up = ("lora.down", "lora.up") if naming == "lora.down" else ("lora_A", "lora_B")
-            stem = f"transformer.transformer_blocks.{block}.{module}"
-            state[f"{stem}.{down}.weight"] = torch.randn(4, fan_in, generator=g).to(torch.bfloat16) * 0.01
-            state[f"{stem}.{up}.weight"] = torch.randn(fan_out, 4, generator=g).to(torch.bfloat16) * 0.01
     path = os.path.join(scratch, "PixelSmile-like.safetensors")
-    save_file(state, path)
+    save_file(lora_state(blocks), path)
     patched, _ = comfy.sd.load_lora_for_models(model, None, comfy.utils.load_torch_file(path, safe_load=True), 1.0, 0)
     return {"modules": blocks * len(PIXELSMILE_MODULES), "patched": len(patched.patches),
             "unpatched_model_untouched": len(model.patches) == 0}

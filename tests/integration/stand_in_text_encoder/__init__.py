@@ -1,0 +1,41 @@
+"""A stand-in for TextEncodeQwenImageEditPlus in the integration lane (a custom node of the test server only).
+
+Qwen-Image reads text 3,584 wide from Qwen2.5-VL-7B, which no tiny model can replace (ComfyUI builds that
+encoder at full size). This node keeps the real node's inputs and output: each word of the prompt becomes
+a fixed random token vector (seeded by the word, so equal words give equal tokens and prompts of different
+lengths give sequences of different lengths, as the real encoder does), and the image, encoded by the VAE,
+is attached as the reference latent, as the real node attaches it.
+"""
+
+import zlib
+
+import torch
+
+WIDTH = 3584
+TEMPLATE = 4  # tokens every prompt starts with, as the edit template's fixed part
+
+
+def word_tokens(prompt: str) -> torch.Tensor:
+    words = ["<template>"] * TEMPLATE + prompt.split()
+    rows = [torch.randn(WIDTH, generator=torch.Generator().manual_seed(zlib.crc32(w.encode()))) for w in words]
+    return torch.stack(rows)[None] * 0.5
+
+
+class TinyQwenEditEncode:
+    CATEGORY = "testing"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"prompt": ("STRING", {"multiline": True})},
+                "optional": {"vae": ("VAE",), "image1": ("IMAGE",)}}
+
+    def encode(self, prompt, vae=None, image1=None):
+        extras = {}
+        if vae is not None and image1 is not None:
+            extras["reference_latents"] = [vae.encode(image1[:, :, :, :3])]
+        return ([[word_tokens(prompt), extras]],)
+
+
+NODE_CLASS_MAPPINGS = {"TinyQwenEditEncode": TinyQwenEditEncode}
