@@ -15,7 +15,7 @@ file is safetensors with metadata describing the backbone it was trained for (:c
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from torch import nn
 from . import backbones
 from .errors import GenAffectInputError, ModelFileError
 from .expression_adapter import plain_attention
-from .weight_files import write_safetensors
+from .weight_files import check_layout, load_checked, safetensors_layout, write_safetensors
 
 FORMAT = "genaffect.dit_adapter"
 FORMAT_VERSION = 1
@@ -76,18 +76,42 @@ class DiTAdapterConfig:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str] | None, source: str) -> "DiTAdapterConfig":
+        """The configuration a file's metadata describes, every field checked before anything is built."""
         metadata = metadata or {}
         if metadata.get("format") != FORMAT:
             raise ModelFileError(f"{source} is not a Gen-AFFECT DiT adapter (its metadata has no format "
                                  f"{FORMAT!r}); train one with training/ or export a checkpoint with it.")
-        version = int(metadata.get("format_version", "0"))
-        if version > FORMAT_VERSION:
+        version = metadata.get("format_version", "0")
+        if not version.isdigit():
+            raise ModelFileError(f"{source}: metadata field format_version is {version!r}, not a whole number; "
+                                 "the file is damaged. Export the adapter again.")
+        if int(version) > FORMAT_VERSION:
             raise ModelFileError(f"{source} is adapter format {version}; this GenAffect reads up to "
                                  f"{FORMAT_VERSION}. Update GenAffect.")
-        values = json.loads(metadata.get("config", "{}"))
-        known = {f.name for f in fields(cls)}
         try:
-            return cls(**{k: v for k, v in values.items() if k in known})
+            values = json.loads(metadata.get("config", ""))
+        except json.JSONDecodeError as error:
+            raise ModelFileError(f"{source}: metadata field config is not valid JSON ({error}); the file is damaged. "
+                                 "Export the adapter again.") from error
+        if not isinstance(values, dict):
+            raise ModelFileError(f"{source}: metadata field config is a {type(values).__name__}, not an object; the "
+                                 "file is damaged. Export the adapter again.")
+        chosen = {}
+        for field in fields(cls):
+            if field.name not in values:
+                if field.default is MISSING:
+                    raise ModelFileError(f"{source}: metadata field config.{field.name} is missing; the file is "
+                                         "damaged. Export the adapter again.")
+                continue
+            value, kind = values[field.name], type(field.default) if field.default is not MISSING else (
+                str if field.name == "family" else int)
+            if type(value) is not kind or (kind is int and value < (0 if field.name.endswith("blocks") else 1)):
+                raise ModelFileError(f"{source}: metadata field config.{field.name} is {value!r}; expected "
+                                     f"{'a text' if kind is str else 'a positive whole number'}. The file is damaged; "
+                                     "export the adapter again.")
+            chosen[field.name] = value
+        try:
+            return cls(**chosen)
         except GenAffectInputError as error:
             raise ModelFileError(f"{source}: {error}") from error
 
@@ -222,24 +246,35 @@ class DiTAdapter(nn.Module):
         return write_safetensors(self.state_dict(), path, self.config.metadata())
 
 
-def load_dit_adapter(path: str) -> DiTAdapter:
-    from safetensors import SafetensorError, safe_open
+REEXPORT = "Export the adapter again (python training/train.py export ... --to ComfyUI/models/genaffect/...)."
 
+
+def _block_count(layout: dict, prefix: str) -> int:
+    return len({key[len(prefix):].split(".")[0] for key in layout if key.startswith(prefix)})
+
+
+def load_dit_adapter(path: str) -> DiTAdapter:
+    """An adapter file, checked before any weight memory is used: its metadata field by field, the block and
+    layer counts it claims against the tensors it holds, then every shape and dtype against a copy built on
+    the meta device; non-finite weights are refused."""
+    metadata, layout = safetensors_layout(path, REEXPORT)
+    config = DiTAdapterConfig.from_metadata(metadata, path)
+    counts = (("double blocks patched", "after_double.", -(-config.double_blocks // config.double_every)),
+              ("single blocks patched", "after_single.", -(-config.single_blocks // config.single_every)),
+              ("resampler layers", "encoder.identity.layers.", config.resampler_depth))
+    for what, prefix, claimed in counts:  # bounded by the file before a module is built
+        held = _block_count(layout, prefix)
+        if claimed != held:
+            raise ModelFileError(f"{path}: its metadata describes {claimed} {what}, the file holds {held}; the file is "
+                                 f"damaged. {REEXPORT}")
     try:
-        with safe_open(path, framework="pt") as handle:  # one read: metadata and weights
-            metadata = handle.metadata()
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ModelFileError(f"{path} is not a readable safetensors file ({error}); export the adapter again.") from error
-    adapter = DiTAdapter(DiTAdapterConfig.from_metadata(metadata, path))
-    dtypes = {tensor.dtype for tensor in state.values()}
-    if len(dtypes) == 1:  # keep the file's precision (a bf16 export stays half the size in memory)
-        adapter.to(dtypes.pop())
-    missing, unexpected = adapter.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        shown = (missing or unexpected)[:3]
-        raise ModelFileError(f"{path} does not match the adapter its metadata describes ({len(missing)} missing, "
-                             f"{len(unexpected)} unexpected weights, e.g. {shown}); the file is damaged.")
+        with torch.device("meta"):
+            adapter = DiTAdapter(config)
+    except (RuntimeError, OverflowError) as error:  # sizes beyond what any tensor can hold
+        raise ModelFileError(f"{path}: its metadata describes sizes no weight can have ({error}); the file is "
+                             f"damaged. {REEXPORT}") from error
+    dtype = check_layout(adapter, layout, path, REEXPORT)
+    adapter = load_checked(adapter, path, dtype, REEXPORT)
     adapter.source = path
     return adapter.eval()
 

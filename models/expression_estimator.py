@@ -64,7 +64,7 @@ def create_face_landmarker(path: str, max_faces: int = DEFAULT_MAX_FACES, min_co
     )
     try:
         landmarker = vision.FaceLandmarker.create_from_options(options)
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, FileNotFoundError) as error:  # FileNotFoundError: a zip without its models
         raise ModelFileError(
             f"{path} is not a usable MediaPipe face landmarker ({error}). Download face_landmarker.task again "
             f"from {LANDMARKER_ENTRY.url}."

@@ -26,7 +26,7 @@ ARC2FACE_RECOGNIZER_URL = "https://huggingface.co/FoivosPar/Arc2Face/blob/main/a
 EMBEDDING_SIZE = 512
 
 _cache_lock = threading.Lock()
-_model_cache: dict[tuple[str, tuple[str, ...]], object] = {}
+_model_cache: dict[tuple[tuple[str, int, int], tuple[str, ...]], object] = {}
 # Which task the router gives each file, so routing a pack twice creates no session for unused models.
 _task_cache: dict[tuple[str, int, int], str | None] = {}
 
@@ -54,13 +54,18 @@ def _route(path: str, providers: tuple[str, ...]):
 
 
 def load_model(path: str, providers: tuple[str, ...], routed=None):
-    """The insightface model for ``path`` with ``providers``, from the cache when already loaded."""
-    key = (os.path.realpath(path), tuple(providers))
+    """The insightface model for ``path`` with ``providers``, from the cache when already loaded. The cache
+    keys on the file's identity (path, size, modification time), so a replaced file is loaded afresh and
+    its old session dropped."""
+    identity = _file_key(path)
+    key = (identity, tuple(providers))
     with _cache_lock:
         model = _model_cache.get(key)
         if model is None:
+            for stale in [k for k in _model_cache if k[0][0] == identity[0] and k[0] != identity]:
+                del _model_cache[stale]
             model = routed if routed is not None else _route(path, providers)
-            _task_cache[_file_key(path)] = getattr(model, "taskname", None)
+            _task_cache[identity] = getattr(model, "taskname", None)
             _model_cache[key] = model
         return model
 

@@ -59,3 +59,58 @@ def write_safetensors(state: dict[str, torch.Tensor], path: str, metadata: dict[
     save_file({k: v.contiguous() for k, v in state.items()}, partial, metadata=metadata)
     os.replace(partial, path)
     return path
+
+
+FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def safetensors_layout(path: str, hint: str) -> tuple[dict[str, str], dict[str, tuple[tuple[int, ...], str]]]:
+    """(metadata, {name: (shape, dtype string)}) of a safetensors file, read from its header alone: nothing
+    is allocated for the weights."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path} does not exist. {hint}")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            layout = {}
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                layout[key] = (tuple(piece.get_shape()), piece.get_dtype())
+            return handle.metadata() or {}, layout
+    except (SafetensorError, OSError) as error:
+        raise ModelFileError(f"{path} is not a readable safetensors file ({error}). {hint}") from error
+
+
+def check_layout(module: torch.nn.Module, layout: dict, path: str, hint: str) -> torch.dtype:
+    """Compare a module built on the meta device (what the metadata describes, no memory used) with the
+    file's tensors: the same names, shapes and one floating-point dtype, which is returned."""
+    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(layout)), sorted(set(layout) - set(expected))
+    if missing or unexpected:
+        shown = (missing or unexpected)[:3]
+        raise ModelFileError(f"{path} does not match what its metadata describes ({len(missing)} missing, "
+                             f"{len(unexpected)} unexpected weights, e.g. {shown}); the file is damaged. {hint}")
+    for name, shape in expected.items():
+        if layout[name][0] != shape:
+            raise ModelFileError(f"{path}: weight {name} has shape {list(layout[name][0])}, but the metadata describes "
+                                 f"{list(shape)}; the file is damaged. {hint}")
+    dtypes = {dtype for _, dtype in layout.values()}
+    if not dtypes <= set(FLOAT_DTYPES) or len(dtypes) != 1:
+        raise ModelFileError(f"{path} stores its weights as {sorted(dtypes)}; GenAffect reads one of "
+                             f"{sorted(FLOAT_DTYPES)} (quantised int8/fp8 files are not supported). {hint}")
+    return FLOAT_DTYPES[dtypes.pop()]
+
+
+def load_checked(module: torch.nn.Module, path: str, dtype: torch.dtype, hint: str) -> torch.nn.Module:
+    """Materialise a meta-device ``module`` (already checked by :func:`check_layout`) from ``path``;
+    non-finite weights are refused, naming the first."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise ModelFileError(f"{path}: weight {name} holds NaN or infinite values; the file is damaged. {hint}")
+    module = module.to(dtype).to_empty(device="cpu")  # a meta module changes dtype for free
+    module.load_state_dict(state, strict=True)
+    return module

@@ -4,6 +4,8 @@ bf16, placed after PuLID-FLUX's blocks, saved with metadata that is checked agai
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -162,7 +164,7 @@ def test_files_that_are_not_adapters_are_refused(tmp_path):
     adapter = tiny_adapter(tiny_flux())
     state = {k: v for k, v in adapter.state_dict().items() if not k.startswith("after_single.4")}
     save_file(state, str(tmp_path / "cut.safetensors"), metadata=adapter.config.metadata())
-    with pytest.raises(ModelFileError, match="missing"):
+    with pytest.raises(ModelFileError, match="describes 2 single blocks patched, the file holds 1"):
         load_dit_adapter(str(tmp_path / "cut.safetensors"))
 
 
@@ -175,3 +177,66 @@ def test_expression_input_says_which_vectors_are_present():
         expression_input(None, None, 2)
     with pytest.raises(GenAffectInputError, match="expected 3 expression vectors of 52"):
         expression_input(torch.ones(2, 52), None, 3)
+
+
+def _tampered(tmp_path, name, config_changes=None, metadata_changes=None, state_change=None):
+    """A tiny real adapter file with its metadata or weights changed."""
+    from safetensors.torch import save_file
+
+    adapter = tiny_adapter(tiny_flux())
+    config = {**json.loads(adapter.config.metadata()["config"]), **(config_changes or {})}
+    metadata = {**adapter.config.metadata(), "config": json.dumps(config), **(metadata_changes or {})}
+    state = {k: v.contiguous() for k, v in adapter.state_dict().items()}
+    if state_change:
+        state_change(state)
+    path = str(tmp_path / f"{name}.safetensors")
+    save_file(state, path, metadata=metadata)
+    return path
+
+
+def _nan(state):
+    state["after_double.0.to_out.weight"][0, 0] = float("nan")
+
+
+def _int8(state):
+    for key in state:
+        state[key] = state[key].to(torch.int8)
+
+
+def _wider_queries(state):
+    state["encoder.identity.queries"] = torch.zeros(1, 4, 64)
+
+
+BAD_ADAPTER_FILES = {  # name: (changes, what the message must say)
+    "allocation_bomb_tokens": (dict(config_changes={"identity_tokens": 10 ** 9}),
+                               r"encoder.identity.queries has shape \[1, 4, 32\], but the metadata describes \[1, 1000000000, 32\]"),
+    "allocation_bomb_blocks": (dict(config_changes={"double_blocks": 10 ** 9}), "describes 500000000 double blocks patched"),
+    "bomb_width": (dict(config_changes={"token_width": 10 ** 9}), "describes sizes no weight can have"),
+    "malformed_json": (dict(metadata_changes={"config": "{not json"}), "config is not valid JSON"),
+    "config_not_object": (dict(metadata_changes={"config": "[1, 2]"}), "config is a list, not an object"),
+    "missing_field": (dict(metadata_changes={"config": json.dumps({"family": "flux"})}), "config.hidden_size is missing"),
+    "text_for_number": (dict(config_changes={"hidden_size": "32"}), "config.hidden_size is '32'"),
+    "bool_for_number": (dict(config_changes={"heads": True}), "config.heads is True"),
+    "negative_heads": (dict(config_changes={"heads": -2}), "config.heads is -2"),
+    "float_tokens": (dict(config_changes={"identity_tokens": 4.5}), "config.identity_tokens is 4.5"),
+    "version_not_a_number": (dict(metadata_changes={"format_version": "one"}), "format_version is 'one'"),
+    "newer_version": (dict(metadata_changes={"format_version": "99"}), "format 99; this GenAffect reads up to 1"),
+    "unknown_family": (dict(config_changes={"family": "sdxl_turbo_9000"}), "sdxl_turbo_9000"),
+    "nan_weight": (dict(state_change=_nan), "after_double.0.to_out.weight holds NaN"),
+    "int8_weights": (dict(state_change=_int8), r"stores its weights as \['I8'\]"),
+    "shape_mismatch": (dict(state_change=_wider_queries), "encoder.identity.queries has shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ADAPTER_FILES))
+def test_a_damaged_adapter_file_is_refused_naming_the_file_and_field_before_allocating(tmp_path, case):
+    import resource
+
+    changes, message = BAD_ADAPTER_FILES[case]
+    path = _tampered(tmp_path, case, **changes)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelFileError, match=message) as refused:
+        load_dit_adapter(path)
+    assert path in str(refused.value)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200  # the 10**9 sizes would need gigabytes: nothing was allocated from them

@@ -101,7 +101,17 @@ def test_missing_landmarker_names_the_download_and_folder(tmp_path):
         expression_estimator.create_face_landmarker(str(tmp_path / "face_landmarker.task"))
 
 
-@pytest.mark.parametrize("content", [b"not a zip", b""], ids=["garbage", "empty"])
+def _zip_without_models() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("readme.txt", "a zip, but not MediaPipe's model bundle")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"", _zip_without_models()], ids=["garbage", "empty", "other_zip"])
 def test_broken_landmarker_file_is_reported_not_crashed(tmp_path, content):
     path = tmp_path / "face_landmarker.task"
     path.write_bytes(content)

@@ -62,6 +62,17 @@ def test_models_are_cached_by_file_and_provider_and_can_be_released(tiny_pack):
     assert load(tiny_pack).detector is not first.detector
 
 
+def test_a_replaced_model_file_is_loaded_afresh_and_its_old_session_dropped(tiny_pack):
+    first = load(tiny_pack)
+    path = os.path.join(tiny_pack, "glintr100.onnx")
+    onnx.save(tiny_recognizer(seed=9), path)  # a re-download: other weights, another size or time
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = load(tiny_pack)
+    assert second.recognizer is not first.recognizer and second.detector is first.detector
+    assert face_analyzer.cached_model_count() == 2  # the replaced file's old session is gone
+
+
 def test_detection_settings_are_per_analyzer_although_models_are_shared(tiny_pack):
     image = rgb_to_bgr(faces_image(dict(cx=96, cy=96, half=20, blue=40)))  # score ~0.86
     strict = face_analyzer.load_face_analyzer("antelopev2", tiny_pack, CPU, det_size=256, det_threshold=0.9)
