@@ -54,7 +54,12 @@ def _solve(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.n
     x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
     xc, yc = x - x_mean, y - y_mean
     gram = xc.T @ xc + ridge * np.eye(x.shape[1])
-    weights = np.linalg.solve(gram, xc.T @ yc)
+    try:
+        weights = np.linalg.solve(gram, xc.T @ yc)
+    except np.linalg.LinAlgError as error:
+        raise GenAffectInputError(
+            f"the frames do not vary enough to fit a mapping with ridge {ridge:g} (every blendshape must move across "
+            "the frames); raise ridge above 0 (e.g. 0.01) or use frames with varied expressions.") from error
     return weights, y_mean - x_mean @ weights
 
 
@@ -92,21 +97,55 @@ def save_mapping(mapping: ExpressionMapping, path: str) -> None:
     save_file({"weights": mapping.weights.astype(np.float32), "bias": mapping.bias.astype(np.float32)}, path, metadata=metadata)
 
 
+REFIT = "Fit it again with GenAffect Fit Expression Mapping (it saves into models/genaffect/mappings/)."
+STATS = {"ridge": float, "train_frames": int, "heldout_frames": int, "heldout_r2": float}
+
+
+def _stats(metadata: dict, path: str) -> dict:
+    try:
+        stats = json.loads(metadata.get("stats", "{}"))
+    except json.JSONDecodeError as error:
+        raise ModelFileError(f"{path}: metadata field stats is not valid JSON ({error}). {REFIT}") from error
+    if not isinstance(stats, dict):
+        raise ModelFileError(f"{path}: metadata field stats is a {type(stats).__name__}, not an object. {REFIT}")
+    for name, kind in STATS.items():
+        value = stats.get(name)
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value))
+        if value is not None and not valid:
+            raise ModelFileError(f"{path}: metadata field stats.{name} is {value!r}, not a number. {REFIT}")
+    return stats
+
+
 def load_mapping(path: str) -> ExpressionMapping:
+    """A mapping file, checked from its header (format, version, exactly its two float tensors and their
+    shapes) before its weights are read; non-finite weights are refused."""
     from safetensors import safe_open
 
-    try:
-        with safe_open(path, framework="np") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises its own error types for a bad header
-        raise ModelFileError(f"{path} is not a readable safetensors file ({error}).") from error
+    from .weight_files import FLOAT_DTYPES, safetensors_layout
+
+    metadata, layout = safetensors_layout(path, REFIT)
     if metadata.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a GenAffect expression mapping (format {metadata.get('format')!r}).")
-    if tensors.get("weights") is None or tensors["weights"].shape != (NUM_BLENDSHAPES, FLAME_SIZE):
-        raise ModelFileError(f"{path}: weights must be {NUM_BLENDSHAPES}x{FLAME_SIZE}.")
-    stats = json.loads(metadata.get("stats", "{}"))
+        raise ModelFileError(f"{path} is not a GenAffect expression mapping (format {metadata.get('format')!r}). {REFIT}")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) > int(FORMAT_VERSION):
+        raise ModelFileError(f"{path}: metadata field format_version is {version!r}; this GenAffect reads mappings up "
+                             f"to version {FORMAT_VERSION}. {REFIT}")
+    expected = {"weights": (NUM_BLENDSHAPES, FLAME_SIZE), "bias": (FLAME_SIZE,)}
+    shapes = {key: shape for key, (shape, _) in layout.items()}
+    if shapes != expected:
+        raise ModelFileError(f"{path} holds {shapes}; a mapping holds weights {NUM_BLENDSHAPES}x{FLAME_SIZE} and bias "
+                             f"{FLAME_SIZE}. {REFIT}")
+    dtypes = {dtype for _, dtype in layout.values()}
+    if not dtypes <= set(FLOAT_DTYPES):
+        raise ModelFileError(f"{path} stores its values as {sorted(dtypes)}, not floating point. {REFIT}")
+    stats = _stats(metadata, path)
+    with safe_open(path, framework="np") as handle:
+        tensors = {key: handle.get_tensor(key).astype(np.float64) for key in expected}
+    for key, values in tensors.items():
+        if not np.all(np.isfinite(values)):
+            raise ModelFileError(f"{path}: {key} holds NaN or infinite values. {REFIT}")
     return ExpressionMapping(
-        tensors["weights"].astype(np.float64), tensors["bias"].astype(np.float64), stats.get("ridge", float("nan")),
-        stats.get("train_frames", 0), stats.get("heldout_frames", 0), stats.get("heldout_r2", float("nan")),
+        tensors["weights"], tensors["bias"], float(stats.get("ridge", float("nan"))),
+        int(stats.get("train_frames", 0)), int(stats.get("heldout_frames", 0)),
+        float(stats.get("heldout_r2", float("nan"))),
     )

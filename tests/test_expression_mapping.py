@@ -64,3 +64,50 @@ def test_wrong_files_and_inputs_are_explained(tmp_path):
 def test_r2_is_one_for_perfect_predictions():
     truth = np.random.default_rng(0).standard_normal((10, 3))
     assert r2_score(truth, truth) == 1.0
+
+
+def _mapping_file(tmp_path, name, metadata=None, tensors=None):
+    from safetensors.numpy import save_file
+
+    good = {"weights": np.zeros((52, 55), np.float32), "bias": np.zeros(55, np.float32)}
+    base = {"format": "genaffect.blendshapes_to_flame", "format_version": "1",
+            "stats": '{"ridge": 0.01, "train_frames": 8, "heldout_frames": 2, "heldout_r2": 0.9}'}
+    path = str(tmp_path / f"{name}.safetensors")
+    save_file({**good, **(tensors or {})}, path, metadata={**base, **(metadata or {})})
+    return path
+
+
+BAD_MAPPING_FILES = {
+    "no_bias": (None, {"bias": None}, "holds .*'weights'.*; a mapping holds weights 52x55 and bias 55"),
+    "huge_extra_tensor": (None, {"junk": np.zeros((1, 1), np.float32)}, "holds .*'junk'"),
+    "wrong_shape": (None, {"weights": np.zeros((55, 52), np.float32)}, r"holds .*\(55, 52\)"),
+    "integer_values": (None, {"weights": np.zeros((52, 55), np.int32)}, r"stores its values as .*'I32'"),
+    "nan_weight": (None, {"bias": np.full(55, np.nan, np.float32)}, "bias holds NaN"),
+    "malformed_stats": ({"stats": "{oops"}, None, "stats is not valid JSON"),
+    "stats_list": ({"stats": "[1]"}, None, "stats is a list"),
+    "text_stat": ({"stats": '{"train_frames": "many"}'}, None, "stats.train_frames is 'many'"),
+    "newer_version": ({"format_version": "7"}, None, "format_version is '7'"),
+    "version_text": ({"format_version": "v1"}, None, "format_version is 'v1'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MAPPING_FILES))
+def test_a_damaged_mapping_file_is_refused_when_loaded_naming_the_file_and_field(tmp_path, case):
+    metadata, tensors, message = BAD_MAPPING_FILES[case]
+    if tensors and any(value is None for value in tensors.values()):
+        from safetensors.numpy import save_file
+
+        path = str(tmp_path / f"{case}.safetensors")
+        save_file({"weights": np.zeros((52, 55), np.float32)}, path, metadata={
+            "format": "genaffect.blendshapes_to_flame", "format_version": "1"})
+    else:
+        path = _mapping_file(tmp_path, case, metadata, tensors)
+    with pytest.raises(ModelFileError, match=message) as refused:
+        load_mapping(path)
+    assert path in str(refused.value) and "Fit Expression Mapping" in str(refused.value)
+
+
+def test_a_singular_fit_without_ridge_is_a_clear_error():
+    same = np.tile(np.random.default_rng(0).random(52), (20, 1))  # one frame twenty times: nothing varies
+    with pytest.raises(GenAffectInputError, match="do not vary enough .* raise ridge above 0"):
+        fit_mapping(same, np.zeros((20, 55)), ridge=0.0)
