@@ -59,8 +59,12 @@ def test_checkpoint_keys_load_strictly():
         (lambda s: s.pop("smirk_encoder.expression_encoder.encoder.blocks.3.1.bn2.running_var"), "1 missing"),
         (lambda s: s.update({"smirk_encoder.expression_encoder.encoder.conv_head.weight": torch.zeros(1)}), "1 unexpected"),
         (lambda s: s.update({"smirk_encoder.expression_encoder.expression_layers.0.weight": torch.zeros(53, 960)}), "wrong shape"),
+        (lambda s: s.update({"smirk_encoder.expression_encoder.expression_layers.0.weight":
+                             torch.zeros(55, 960, dtype=torch.int8)}), "stored as torch.int8, not floating point"),
+        (lambda s: s["smirk_encoder.expression_encoder.expression_layers.0.weight"].fill_(float("inf")),
+         "expression_layers.0.weight holds NaN or infinite"),
     ],
-    ids=["missing key", "unexpected key", "wrong shape"],
+    ids=["missing key", "unexpected key", "wrong shape", "quantised", "infinite"],
 )
 def test_key_or_shape_mismatch_is_reported_by_name(tmp_path, change, message):
     state = published_layout_weights(0)
