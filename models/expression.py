@@ -6,12 +6,15 @@ never a silent zero vector - and a node that needs it says which node provides i
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import GenAffectInputError
+
+log = logging.getLogger(__name__)
 
 # MediaPipe FaceLandmarker's 52 blendshape categories in its output order. Index 0, "_neutral", is
 # not a movement: it is kept so a vector is exactly MediaPipe's output, and ignored everywhere else
@@ -39,6 +42,8 @@ FLAME_EXPRESSION = slice(0, 50)
 FLAME_EYELIDS = slice(50, 52)
 FLAME_JAW = slice(52, 55)
 FLAME_SIZE = 55
+JAW_SIDE = 0.2  # SMIRK clamps the two sideways jaw values to +-0.2
+BLENDSHAPE_SLACK = 1e-4  # float rounding of values computed in 0..1
 
 # Which node fills each representation, for error messages.
 PROVIDERS = {
@@ -61,6 +66,9 @@ class ExpressionBatch:
 
     def __post_init__(self):
         count = len(self.labels)
+        if count == 0:  # every node downstream would silently do nothing
+            raise GenAffectInputError("an expression batch needs at least one expression; the node that made it "
+                                      "found none (e.g. a Mix or mapping of an empty selection).")
         for name, width in (("blendshapes", (NUM_BLENDSHAPES,)), ("flame", (FLAME_SIZE,)), ("head_pose", (3,)), ("landmarks", None)):
             value = getattr(self, name)
             if value is None:
@@ -74,6 +82,28 @@ class ExpressionBatch:
             if not np.all(np.isfinite(value)):
                 raise GenAffectInputError(f"expression {name} contains NaN or infinite values.")
             setattr(self, name, value)
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """The stated rule: blendshapes outside 0..1 are refused (they have no meaning there); FLAME-55 outside
+        SMIRK's own limits (eyelids 0..1, jaw opening >= 0, jaw sideways within +-0.2) is brought inside them,
+        as SMIRK's output is, with a warning saying by how much."""
+        if self.blendshapes is not None:
+            low, high = float(self.blendshapes.min()), float(self.blendshapes.max())
+            if low < -BLENDSHAPE_SLACK or high > 1.0 + BLENDSHAPE_SLACK:
+                raise GenAffectInputError(f"blendshapes run from {low:.3g} to {high:.3g}; each is a movement strength "
+                                          "in 0..1. Scale or clip them in the node that made them.")
+            self.blendshapes = np.clip(self.blendshapes, 0.0, 1.0)
+        if self.flame is not None:
+            limited = self.flame.copy()
+            limited[:, FLAME_EYELIDS] = np.clip(limited[:, FLAME_EYELIDS], 0.0, 1.0)
+            limited[:, FLAME_JAW.start] = np.maximum(limited[:, FLAME_JAW.start], 0.0)
+            limited[:, FLAME_JAW.start + 1:] = np.clip(limited[:, FLAME_JAW.start + 1:], -JAW_SIDE, JAW_SIDE)
+            moved = float(np.abs(limited - self.flame).max())
+            if moved > 0:
+                log.warning("GenAffect: FLAME-55 eyelid/jaw values outside SMIRK's limits were brought inside them "
+                            "(by up to %.3g).", moved)
+                self.flame = limited
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -18,6 +18,7 @@ from .expression import (
     FLAME_EXPRESSION,
     FLAME_EYELIDS,
     FLAME_JAW,
+    JAW_SIDE,
     NUM_BLENDSHAPES,
     ExpressionBatch,
     split_list,
@@ -26,7 +27,6 @@ from .expression import (
 EASINGS = ("linear", "ease in-out", "ease in", "ease out")
 REGIONS = ("brows", "eyes", "cheeks", "nose", "mouth", "jaw")
 JAW_OPEN_RADIANS = 0.25  # FLAME jaw opening for jaw_open = 1 (SMIRK's estimates rarely exceed ~0.3)
-JAW_SIDE_LIMIT = 0.2  # SMIRK clamps the other two jaw values to +-0.2
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _edit_flame(flame: np.ndarray, edits: dict[str, float], intensity: float) ->
     flame[:, FLAME_EYELIDS] = np.clip(flame[:, FLAME_EYELIDS] + blink, 0.0, 1.0)
     jaw = flame[:, FLAME_JAW]
     jaw[:, 0] = np.maximum(jaw[:, 0] + edits.get("jaw_open", 0.0) * JAW_OPEN_RADIANS, 0.0)
-    jaw[:, 1] = np.clip(jaw[:, 1] + edits.get("jaw_sideways", 0.0) * JAW_SIDE_LIMIT, -JAW_SIDE_LIMIT, JAW_SIDE_LIMIT)
+    jaw[:, 1] = np.clip(jaw[:, 1] + edits.get("jaw_sideways", 0.0) * JAW_SIDE, -JAW_SIDE, JAW_SIDE)
     flame[:, FLAME_JAW] = jaw
     return flame.astype(np.float32)
 

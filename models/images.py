@@ -14,6 +14,8 @@ from .errors import GenAffectInputError
 
 # Below this many pixels on a side no detector can find a face; such images are reported, not run.
 MIN_FACE_IMAGE_SIDE = 32
+# Pixels this far outside 0..1 are rounding (a resampler's overshoot) and clamped; beyond it the image is refused.
+RANGE_SLACK = 0.02
 
 
 def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
@@ -39,6 +41,11 @@ def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list
             f"{what}: images have {channels} channels; expected RGB (3), RGBA (4) or grayscale (1). "
             "If this came from a MASK or latent, convert it to an IMAGE first."
         )
+    if not torch.is_floating_point(images):
+        raise GenAffectInputError(
+            f"{what}: the IMAGE tensor holds {images.dtype} values; ComfyUI's IMAGE is float 0..1. The node that "
+            "made it should divide its 0..255 pixels by 255."
+        )
     pixels = images.detach().to("cpu", torch.float32)
     # NaN/inf survive a sum, and one sum per image is far cheaper than isfinite on every pixel.
     bad = ~torch.isfinite(pixels.flatten(1).sum(dim=1))
@@ -47,6 +54,14 @@ def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list
         raise GenAffectInputError(
             f"{what}: image(s) {indices} contain NaN or infinite pixel values; the node that produced "
             "them failed (often a VAE decode in fp16). Fix that node's output before this one."
+        )
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < -RANGE_SLACK or high > 1.0 + RANGE_SLACK:  # never clamped silently: an unscaled image would turn white
+        guess = (" It looks like 0..255 pixels: divide by 255." if high > 2.0 else
+                 " It looks like a -1..1 image: map it with (x + 1) / 2." if low < 0 else "")
+        raise GenAffectInputError(
+            f"{what}: pixel values run from {low:.3g} to {high:.3g}; ComfyUI's IMAGE is 0..1.{guess} Fix the node "
+            "that produced them."
         )
     if channels in (1, 2):
         pixels = pixels[..., :1].expand(*pixels.shape[:-1], 3)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelFileError
+from .expression import JAW_SIDE
 from .weight_files import read_weights, write_safetensors
 
 CHECKPOINT_PREFIX = "smirk_encoder.expression_encoder."
@@ -144,7 +145,7 @@ def postprocess(raw: torch.Tensor) -> torch.Tensor:
     expression = raw[:, :NUM_EXPRESSION]
     eyelids = raw[:, NUM_EXPRESSION:NUM_EXPRESSION + 2].clamp(0, 1)
     jaw_open = F.relu(raw[:, NUM_EXPRESSION + 2:NUM_EXPRESSION + 3])
-    jaw_side = raw[:, NUM_EXPRESSION + 3:OUTPUT_SIZE].clamp(-0.2, 0.2)
+    jaw_side = raw[:, NUM_EXPRESSION + 3:OUTPUT_SIZE].clamp(-JAW_SIDE, JAW_SIDE)
     return torch.cat([expression, eyelids, jaw_open, jaw_side], dim=1)
 
 

@@ -292,3 +292,24 @@ def test_pixelsmile_style_names_the_category_its_lora_was_trained_on_and_explain
     with pytest.raises(GenAffectInputError, match="'edited' is not one"):
         GenAffectExpressionToPrompt().describe(ExpressionBatch(labels=["edited"], blendshapes=np.zeros((1, 52))), "",
                                                "", style="edit: PixelSmile")
+
+
+def test_an_empty_expression_batch_is_refused_where_it_is_made():
+    with pytest.raises(GenAffectInputError, match="needs at least one expression"):
+        ExpressionBatch(labels=[], blendshapes=np.zeros((0, 52)))
+    (batch,) = GenAffectExpressionPreset().build("happy", 1.0)
+    with pytest.raises(GenAffectInputError, match="needs at least one expression"):
+        batch.rows([])
+
+
+def test_blendshapes_outside_0_1_are_refused_and_flame_outside_smirks_limits_is_brought_inside_with_a_warning(caplog):
+    import logging
+
+    with pytest.raises(GenAffectInputError, match="blendshapes run from 0 to 1.5; each is a movement strength in 0..1"):
+        ExpressionBatch(labels=["x"], blendshapes=np.full((1, 52), 1.5) * (np.arange(52) > 0))
+    flame = np.zeros((1, 55), np.float32)
+    flame[0, 50], flame[0, 52], flame[0, 53] = 1.4, -0.3, 0.5
+    with caplog.at_level(logging.WARNING):
+        batch = ExpressionBatch(labels=["x"], flame=flame)
+    assert batch.flame[0, 50] == 1.0 and batch.flame[0, 52] == 0.0 and batch.flame[0, 53] == pytest.approx(0.2)
+    assert "brought inside them (by up to 0.4)" in caplog.text

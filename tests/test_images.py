@@ -69,9 +69,19 @@ def test_wrong_channel_count_and_rank_are_errors():
         image_batch_to_rgb_uint8(np.zeros((1, 8, 8, 3)))
 
 
-def test_out_of_range_values_are_clipped():
-    frames = image_batch_to_rgb_uint8(torch.tensor([[[[-0.5, 0.5, 1.5]]]]))
+def test_rounding_just_outside_0_1_is_clipped():
+    frames = image_batch_to_rgb_uint8(torch.tensor([[[[-0.01, 0.5, 1.01]]]]))
     assert frames[0].tolist() == [[[0, 128, 255]]]
+
+
+@pytest.mark.parametrize("image, message", [
+    (torch.full((1, 8, 8, 3), 200.0), r"run from 200 to 200; ComfyUI's IMAGE is 0\.\.1\. It looks like 0\.\.255"),
+    (torch.linspace(-1, 1, 192).view(1, 8, 8, 3), r"from -1 to 1.*-1\.\.1 image: map it with \(x \+ 1\) / 2"),
+    (torch.full((1, 8, 8, 3), 128, dtype=torch.uint8), "holds torch.uint8 values; ComfyUI's IMAGE is float 0..1"),
+], ids=["0-255 floats", "-1..1", "uint8"])
+def test_images_outside_0_1_are_refused_saying_what_was_received_never_turned_white(image, message):
+    with pytest.raises(GenAffectInputError, match=message):
+        image_batch_to_rgb_uint8(image, "reference")
 
 
 def test_frames_of_different_sizes_cannot_form_one_batch():
