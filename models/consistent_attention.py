@@ -15,6 +15,7 @@ attention function is called as it is, so the result is exactly the unpatched on
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import GenAffectInputError
+
+log = logging.getLogger(__name__)
 
 # The host's attention (PyTorch SDPA, xformers, ...) is memory-efficient, so one image's own keys plus
 # its borrowed keys go to it in one call. Only beyond this many borrowed keys are they streamed, in
@@ -248,8 +251,19 @@ def mask_tokens(mask: torch.Tensor, images: int, grid: tuple[int, int]) -> torch
             f"the region mask has shape {list(mask.shape)}; give one mask for all images or one per image "
             f"({images}), each [height, width]."
         )
+    if not bool(torch.isfinite(mask).all()):
+        raise GenAffectInputError("the region mask holds NaN or infinite values; fix the node that made it.")
     coverage = F.adaptive_avg_pool2d(mask.float().unsqueeze(1), grid).squeeze(1)
-    return (coverage >= 0.5).flatten(1).expand(images, -1).to("cpu")
+    borrowable = (coverage >= 0.5).flatten(1).expand(images, -1).to("cpu")
+    empty = [i + 1 for i in range(images) if not bool(borrowable[i].any())]
+    if len(empty) == images:  # sharing would silently do nothing
+        raise GenAffectInputError(
+            f"the region mask covers no image token at this block's {grid[0]}x{grid[1]} grid (an empty mask, or one "
+            "smaller than a token); draw the face region larger, or disconnect region to share everywhere.")
+    if empty:
+        log.warning("GenAffect consistent attention: the region mask of image(s) %s covers no token at a %dx%d grid; "
+                    "those images lend nothing there.", empty, *grid)
+    return borrowable
 
 
 def step_index(sigma: float, schedule: torch.Tensor | None) -> int:

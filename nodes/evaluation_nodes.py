@@ -120,21 +120,28 @@ class GenAffectExpressionSheet:
 
 
 def _metric_lines(metrics_json: str, count: int) -> list[str]:
+    not_metrics = GenAffectInputError("metrics_json is not the JSON output of GenAffect Face Metrics; connect that "
+                                      "output here.")
     try:
         images = json.loads(metrics_json)["images"]
     except (ValueError, KeyError, TypeError) as error:
-        raise GenAffectInputError(
-            "metrics_json is not the JSON output of GenAffect Face Metrics; connect that output here."
-        ) from error
+        raise not_metrics from error
+    if not isinstance(images, list) or not all(isinstance(image, dict) for image in images):
+        raise not_metrics
     if len(images) != count:
         raise GenAffectInputError(f"the metrics describe {len(images)} images but the sheet has {count}; measure the same batch.")
+    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
     lines = []
-    for image in images:
+    for index, image in enumerate(images):
         if not image.get("face_found"):
             lines.append("no face")
             continue
-        parts = [f"ID {image['identity_cosine']:.2f}"]
-        if image.get("blendshape_l1") is not None:
-            parts.append(f"expr {image['blendshape_l1']:.3f}")
+        similarity, error = image.get("identity_cosine"), image.get("blendshape_l1")
+        if not number(similarity) or not (error is None or number(error)):
+            raise GenAffectInputError(f"metrics_json image {index + 1} has identity_cosine {similarity!r} and "
+                                      f"blendshape_l1 {error!r}; connect GenAffect Face Metrics' output unchanged.")
+        parts = [f"ID {similarity:.2f}"]
+        if error is not None:
+            parts.append(f"expr {error:.3f}")
         lines.append("  ".join(parts))
     return lines

@@ -24,12 +24,18 @@ def saved_mappings() -> list[str]:
     return [name for name in comfy_host.list_model_files(FOLDER, EXTENSIONS) if name.startswith(SUBFOLDER + "/")]
 
 
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
 def _free_path(name: str) -> str:
     """models/genaffect/mappings/<name>_00001.safetensors, numbered past any file already there."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,80}", name):
         raise GenAffectInputError(
             f"mapping name {name!r}: use letters, digits, spaces, '_', '-' or '.' (no folders), e.g. 'my_face'."
         )
+    if name.split(".")[0].strip().upper() in WINDOWS_RESERVED:  # Windows cannot create such files
+        raise GenAffectInputError(f"mapping name {name!r} is a name Windows reserves for devices; choose another, "
+                                  "e.g. 'my_face'.")
     folder = os.path.join(comfy_host.model_roots(FOLDER)[0], SUBFOLDER)
     os.makedirs(folder, exist_ok=True)
     number = 1

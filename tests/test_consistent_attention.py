@@ -227,3 +227,17 @@ def test_region_masks_become_token_masks_and_wrong_sizes_are_explained():
         mask_tokens(torch.zeros(2, 64, 96), 3, (4, 6))
     with pytest.raises(GenAffectInputError, match="do not form a downscaled grid"):
         token_grid((8, 12), 25)
+
+
+def test_an_empty_or_nan_region_mask_is_an_error_and_a_partly_empty_one_a_warning(caplog):
+    import logging
+
+    with pytest.raises(GenAffectInputError, match="covers no image token at this block's 4x6 grid"):
+        mask_tokens(torch.zeros(1, 64, 96), 3, (4, 6))
+    with pytest.raises(GenAffectInputError, match="NaN or infinite"):
+        mask_tokens(torch.full((1, 64, 96), float("nan")), 3, (4, 6))
+    partly = torch.zeros(3, 64, 96)
+    partly[0, :32] = 1.0
+    with caplog.at_level(logging.WARNING):
+        tokens = mask_tokens(partly, 3, (4, 6))
+    assert tokens[0].any() and not tokens[1:].any() and "image(s) [2, 3] covers no token" in caplog.text

@@ -71,3 +71,17 @@ def test_sheet_refuses_mismatched_labels_and_foreign_json():
         SHEET().build(images, 0, "", metrics_json="{not json")
     with pytest.raises(GenAffectInputError, match="describe 1 images but the sheet has 2"):
         SHEET().build(images, 0, "", metrics_json=json.dumps({"images": [{"face_found": False}]}))
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ({"images": "two"}, "not the JSON output of GenAffect Face Metrics"),
+    ({"images": [1, 2]}, "not the JSON output of GenAffect Face Metrics"),
+    ({"images": [{"face_found": True}, {"face_found": False}]}, "image 1 has identity_cosine None"),
+    ({"images": [{"face_found": True, "identity_cosine": "high"}, {"face_found": False}]}, "identity_cosine 'high'"),
+    ({"images": [{"face_found": True, "identity_cosine": 0.5, "blendshape_l1": [1]}, {"face_found": False}]},
+     "blendshape_l1 \\[1\\]"),
+], ids=["images not a list", "entries not objects", "missing similarity", "text similarity", "list error"])
+def test_sheet_refuses_malformed_metrics_entries_with_a_clear_error(metrics, message):
+    images = to_image_tensor(blank_image(64, 64), blank_image(64, 64))
+    with pytest.raises(GenAffectInputError, match=message):
+        SHEET().build(images, 0, "", metrics_json=json.dumps(metrics))

@@ -53,6 +53,13 @@ def test_fit_refuses_file_names_with_folders(models_dir, name):
         FIT().fit(frames, 0.01, 0.2, name)
 
 
+@pytest.mark.parametrize("name", ["CON", "nul", "com1.map", "LPT9 "])
+def test_fit_refuses_names_windows_reserves_for_devices(models_dir, name):
+    frames, _, _ = _frames_with_known_map()
+    with pytest.raises(GenAffectInputError, match="Windows reserves for devices"):
+        FIT().fit(frames, 0.01, 0.2, name)
+
+
 def test_fit_needs_flame_and_names_where_it_comes_from():
     preset = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 1.0)[0]
     with pytest.raises(GenAffectInputError, match="Fit Expression Mapping needs flame.*SMIRK loaded"):
