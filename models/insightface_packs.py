@@ -77,6 +77,9 @@ class PackProblem:
 
 def diagnose_pack(name: str, roots: list[str]) -> PackProblem | None:
     """None when ``name`` is a usable pack; otherwise what is wrong and how to fix it."""
+    if not name or name in (".", "..") or os.sep in name or "/" in name or (os.altsep and os.altsep in name):
+        # a pack is a folder name, never a path: nothing outside the model folders is looked at or listed
+        return PackProblem(name, f"{name!r} is not a pack name; choose a pack folder under models/insightface/models/.")
     if find_packs(roots).get(name):
         return None
     if not roots:

@@ -72,3 +72,15 @@ def test_loader_node_never_tries_to_download(models_dir, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(ModelFileError, match="was not found"):
         GenAffectFaceAnalyzerLoader().load("antelopev2", "pack default", "CPU", 640, 0.5)
+
+
+@pytest.mark.parametrize("name", ["../../secrets", "..", "a/b", ""])
+def test_a_pack_name_that_is_a_path_is_refused_without_looking_outside_the_model_folders(models_dir, tmp_path, name):
+    outside = tmp_path / "secrets"
+    outside.mkdir()
+    (outside / "private_notes.txt").write_text("not yours")
+    root = str(models_dir / "insightface")
+    os.makedirs(os.path.join(root, "models"), exist_ok=True)
+    problem = diagnose_pack(name, [root])
+    assert problem is not None and "is not a pack name" in problem.message
+    assert "private_notes" not in problem.message
