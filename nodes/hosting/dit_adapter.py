@@ -11,8 +11,6 @@ adapter's effect is what guidance amplifies.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from ...models.dit_adapter import DiTAdapter, ResidualCrossAttention, check_backbone
@@ -103,11 +101,19 @@ class AdapterBlock:
 
 
 def _for_dtype(adapter: DiTAdapter, dtype) -> DiTAdapter:
-    """The adapter in the model's compute dtype (a copy, so the loaded one stays as loaded); fp8 or other
-    storage-only weights leave it as it is."""
+    """The adapter in the model's compute dtype: a copy made once and kept with the loaded adapter (which stays
+    as loaded); fp8 or other storage-only weights leave it as it is."""
     if dtype not in (torch.float16, torch.bfloat16, torch.float32) or next(adapter.parameters()).dtype == dtype:
         return adapter
-    return copy.deepcopy(adapter).to(dtype)
+    copies = adapter.__dict__.setdefault("_genaffect_by_dtype", {})
+    if dtype not in copies:
+        with torch.device("meta"):  # built empty, filled from the loaded weights (no patcher or cache copied)
+            converted = DiTAdapter(adapter.config)
+        converted = converted.to(dtype).to_empty(device=next(adapter.parameters()).device)
+        converted.load_state_dict(adapter.state_dict())
+        converted.source = adapter.source
+        copies[dtype] = converted.eval()
+    return copies[dtype]
 
 
 def install(model, adapter: DiTAdapter, identity: torch.Tensor, expression: torch.Tensor,
@@ -131,10 +137,5 @@ def install(model, adapter: DiTAdapter, identity: torch.Tensor, expression: torc
             block = AdapterBlock(module, tokens, strengths, sigma_range, single=kind == "single",
                                  inner=existing.get(key))
             patched.set_model_patch_replace(block, "dit", *key)
-    import comfy.model_patcher
-
-    # ComfyUI moves the adapter to the GPU with the transformer and offloads it with it.
-    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [
-        comfy.model_patcher.ModelPatcher(adapter, load_device=model.load_device, offload_device=model.offload_device)
-    ])
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [patching.companion_patcher(adapter, model)])
     return patched

@@ -98,10 +98,5 @@ def install(model, adapter: ExpressionAdapter, expressions: torch.Tensor, streng
     for layer, (name, number, index) in enumerate(blocks):
         patched.set_model_attn2_replace(ExpressionCrossAttention(tokens, layer, strength, sigma_range),
                                         name, number, index)
-    import comfy.model_patcher
-
-    # ComfyUI moves the adapter to the GPU with the UNet and offloads it with it.
-    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [
-        comfy.model_patcher.ModelPatcher(adapter, load_device=model.load_device, offload_device=model.offload_device)
-    ])
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, [patching.companion_patcher(adapter, model)])
     return patched

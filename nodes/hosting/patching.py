@@ -96,3 +96,17 @@ def layer_attention(extra_options: dict):
                          transformer_options=extra_options, **shape)
 
     return attention
+
+
+def companion_patcher(module, model):
+    """The ModelPatcher through which ComfyUI moves ``module`` (an adapter) to the GPU with ``model`` and offloads
+    it with it. One per module, kept on the module, so the two live and die together: ComfyUI reports a patcher
+    that dies while its module lives on (here: in the loader's cached output) as a memory leak."""
+    import comfy.model_patcher
+
+    patcher = getattr(module, "_comfy_patcher", None)
+    if patcher is None or (patcher.load_device, patcher.offload_device) != (model.load_device, model.offload_device):
+        patcher = comfy.model_patcher.ModelPatcher(module, load_device=model.load_device,
+                                                   offload_device=model.offload_device)
+        module._comfy_patcher = patcher
+    return patcher

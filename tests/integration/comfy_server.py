@@ -43,7 +43,8 @@ class Comfy:
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
+                body = response.read()  # /free and /interrupt answer with an empty body
+                return response.status, json.loads(body) if body else None
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 

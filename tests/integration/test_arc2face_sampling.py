@@ -326,3 +326,18 @@ def test_arc2face_transfer_workflow_runs_end_to_end(arc2face_models):
                     timeout=600)
     assert len(_outputs(result, "images")) == 2  # the aligned photo and its edit
     assert _outputs(result, "text"), "the metrics summary"
+
+
+def test_unloading_frees_the_expression_adapter_with_its_model_without_a_leak_warning(arc2face_models):
+    comfy = arc2face_models
+    for strength in (0.9, 0.8):  # new patched models replace the cached ones, as a user's edits do
+        prompt = arc2face_graph(f"arc2face_strength_{strength}")
+        prompt["adapter"]["inputs"]["strength"] = strength
+        run_ok(comfy, prompt, timeout=600)
+    status, _ = comfy.post("/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    prompt = arc2face_graph("arc2face_after_free")
+    prompt["adapter"]["inputs"]["strength"] = 0.7
+    run_ok(comfy, prompt, timeout=600)
+    leaks = [line for line in comfy.log().splitlines() if "memory leak with model" in line]
+    assert not leaks, leaks

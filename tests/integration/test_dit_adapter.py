@@ -88,3 +88,8 @@ def test_the_flux_adapter_example_workflow_runs_and_strength_zero_is_the_plain_s
     on = sampled("on", identity_strength=1.0, expression_strength=1.0, rate=0.0)
     assert off.shape == (3, 16, 8, 8) and torch.equal(off, plain)
     assert (on - plain).abs().max() > 1e-4
+    # Unloading frees the adapters with their models: ComfyUI's leak check finds nothing alive.
+    status, _ = comfy.post("/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    sampled("after_free", identity_strength=1.0, expression_strength=1.0, rate=0.0)
+    assert "memory leak with model" not in comfy.log(), [line for line in comfy.log().splitlines() if "leak" in line]
