@@ -125,3 +125,43 @@ def test_the_batch_sampler_repeats_one_latent_per_prompt_and_refuses_a_count_mis
     result = comfy.run(prompt, timeout=300)
     messages = [m[1]["exception_message"] for m in result["status"]["messages"] if m[0] == "execution_error"]
     assert messages and "2 positive conditionings for 3 images" in messages[0], json.dumps(result["status"])[-2000:]
+
+
+def test_cancel_stops_a_consistent_batch_run_within_a_step_and_the_next_run_equals_a_fresh_one(tiny_diffusion):
+    import time
+
+    comfy = tiny_diffusion
+
+    def graph(steps: int, name: str) -> dict:
+        prompt = sampling_graph("sd15", {name: None})
+        del prompt[f"{name}_sample"]
+        prompt[f"{name}_sample"] = {"class_type": "GenAffectConsistentBatchSampler", "inputs": {
+            "model": ["unet", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "seed": 11, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "rate": 0.5, "anchors": 0, "start_percent": 0.0, "end_percent": 1.0, "blocks": "up"}}
+        return prompt
+
+    started = time.time()
+    run_ok(comfy, graph(4, "cancel_fresh"))
+    fresh = saved_latent(comfy, "sd15", "cancel_fresh")
+    per_step = (time.time() - started) / 4  # an upper bound: loading and saving are counted too
+    status, answer = comfy.post("/prompt", {"prompt": graph(2000, "cancel_long")})
+    assert status == 200, answer
+    prompt_id = answer["prompt_id"]
+    deadline = time.time() + 120
+    while "/2000" not in comfy.log().split("got prompt")[-1] and time.time() < deadline:  # the sampler's progress bar
+        time.sleep(0.2)
+    comfy.post("/interrupt", {})
+    pressed = time.time()
+    while time.time() < deadline:
+        history = comfy.get(f"/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+            break
+        time.sleep(0.1)
+    stopped_after = time.time() - pressed
+    messages = [m[0] for m in history[prompt_id]["status"]["messages"]]
+    print(f"Cancel: stopped {stopped_after:.2f} s after the press; a step takes at most {per_step:.2f} s")
+    assert "execution_interrupted" in messages, messages
+    assert stopped_after < 2 * per_step + 2.0, (stopped_after, per_step)  # within a step (and the poll)
+    run_ok(comfy, graph(4, "cancel_again"))  # nothing of the cancelled run is left patched
+    assert torch.equal(saved_latent(comfy, "sd15", "cancel_again"), fresh)
