@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .attention import attention
 from .errors import GenAffectInputError
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,6 @@ log = logging.getLogger(__name__)
 # blocks sized so that one block's score matrix stays under SCORE_BUDGET elements.
 STREAM_ABOVE = 32768
 SCORE_BUDGET = 1 << 26
-
-
-def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The host's attention; ``mask``: additive (1, 1, 1, keys) or None."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ def consistent_attention(
     generator: torch.Generator | None = None,
     token_mask: torch.Tensor | None = None,
     key_mask: torch.Tensor | None = None,
-    attention=plain_attention,
+    attention=attention,
     plan=None,
     stream_above: int = STREAM_ABOVE,
     stream_block: int | None = None,
@@ -286,7 +282,7 @@ class ConsistencySettings:
         Sharing(self.rate, slice(0, 1), self.anchors)  # validates rate and anchors
 
     def share(self, q, k, v, *, images: int, image_tokens: slice, latent_size, step: int, salt: int,
-              chunk_kinds=None, key_mask=None, attention=plain_attention) -> torch.Tensor:
+              chunk_kinds=None, key_mask=None, attention=attention) -> torch.Tensor:
         """Consistent attention for one call of one block at one step.
 
         Each chunk draws its tokens from its own kind (ComfyUI's ``cond_or_uncond``: 0 cond, 1 uncond),

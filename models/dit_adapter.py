@@ -23,7 +23,7 @@ from torch import nn
 
 from . import backbones
 from .errors import GenAffectInputError, ModelFileError
-from .expression_adapter import plain_attention
+from .attention import attention_flat
 from .weight_files import check_layout, load_checked, safetensors_layout, write_safetensors
 
 FORMAT = "genaffect.dit_adapter"
@@ -130,7 +130,7 @@ class PerceiverLayer(nn.Module):
     def forward(self, inputs: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         x, latents = self.norm_inputs(inputs), self.norm_queries(queries)
         k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
-        queries = queries + self.to_out(plain_attention(self.to_q(latents), k, v, self.heads))
+        queries = queries + self.to_out(attention_flat(self.to_q(latents), k, v, self.heads))
         return queries + self.ff(queries)
 
 
@@ -219,7 +219,7 @@ class ResidualCrossAttention(nn.Module):
         for tokens, strength in ((identity_tokens, identity_strength), (expression_tokens, expression_strength)):
             if strength:
                 k, v = self.to_kv(self.norm_tokens(tokens.to(q.dtype))).chunk(2, dim=-1)
-                mixed = mixed + strength * plain_attention(q, k, v, self.heads)
+                mixed = mixed + strength * attention_flat(q, k, v, self.heads)
         if not torch.is_tensor(mixed):  # both strengths 0
             return torch.zeros_like(image)
         return self.to_out(mixed).to(dtype)

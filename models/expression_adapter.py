@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .attention import attention_flat
 from .errors import GenAffectInputError, ModelFileError
 from .weight_files import read_weights, write_safetensors
 
@@ -195,20 +195,9 @@ def convert_to_safetensors(path: str, output_path: str) -> str:
 
 # --- the attention -----------------------------------------------------------------------------------
 
-def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, L, heads x D) attention, the reference the hosts' optimized kernels must match."""
-    batch, length, width = q.shape
-
-    def split(t):
-        return t.view(batch, -1, heads, width // heads).transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-    return out.transpose(1, 2).reshape(batch, length, width)
-
-
 def decoupled_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_ip: torch.Tensor,
                               v_ip: torch.Tensor, heads: int, scale: float,
-                              attention: Callable = plain_attention) -> torch.Tensor:
+                              attention: Callable = attention_flat) -> torch.Tensor:
     """Text cross-attention plus ``scale`` x attention on the expression tokens (before ``to_out``).
 
     q (B, L, W); k, v (B, text tokens, W); k_ip, v_ip (B, expression tokens, W), all projected.

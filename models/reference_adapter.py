@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .errors import GenAffectInputError, ModelFileError
-from .expression_adapter import plain_attention
+from .attention import attention_flat
 from .weight_files import read_weights
 
 HINT = ("Download ref_adapter/pytorch_lora_weights.safetensors from https://huggingface.co/FoivosPar/Arc2Face into "
@@ -82,7 +82,7 @@ def bank_rows(references: int, chunk_kinds, images: int) -> list[int | None]:
 
 def reference_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, own_tokens: int,
                              rows: list[int | None], heads: int,
-                             attention: Callable = plain_attention) -> torch.Tensor:
+                             attention: Callable = attention_flat) -> torch.Tensor:
     """Self-attention where rows reading a photo see their own tokens and its bank, the rest only their own.
 
     q (B, L, W); k, v (B, L + bank tokens, W): projections of ``own tokens ++ bank``, as one call of

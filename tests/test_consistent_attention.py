@@ -16,9 +16,9 @@ from genaffect.models.consistent_attention import (
     consistent_attention,
     make_generator,
     mask_tokens,
-    plain_attention,
     token_grid,
 )
+from genaffect.models.attention import attention as plain_attention
 from genaffect.models.errors import GenAffectInputError
 
 

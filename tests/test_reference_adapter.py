@@ -90,7 +90,7 @@ def test_rows_without_a_photo_never_see_the_bank():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 6, 16), torch.randn(2, 10, 16), torch.randn(2, 10, 16)
     out = reference_self_attention(q, k, v, 6, [None, 0], heads=2)
-    from genaffect.models.expression_adapter import plain_attention
+    from genaffect.models.attention import attention_flat as plain_attention
 
     assert torch.allclose(out[0], plain_attention(q[:1], k[:1, :6], v[:1, :6], 2)[0], atol=1e-6)
     assert torch.allclose(out[1], plain_attention(q[1:], k[1:], v[1:], 2)[0], atol=1e-6)

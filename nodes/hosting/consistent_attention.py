@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...models.attention import from_heads, to_heads
 from ...models.backbones import Backbone, TokenLayout, patch_tokens
 from ...models.consistent_attention import ConsistencySettings, step_index
 from ...models.errors import GenAffectInputError
@@ -107,16 +108,6 @@ def _active_layout(options, settings: ConsistencySettings):
     return layout if layout is not None and layout.shares(settings) else None
 
 
-def _to_heads(t, heads):
-    batch, length, width = t.shape
-    return t.view(batch, length, heads, width // heads).transpose(1, 2)
-
-
-def _from_heads(t):
-    batch, heads, length, dim = t.shape
-    return t.transpose(1, 2).reshape(batch, length, heads * dim)
-
-
 def _key_mask(mask, batch: int, length: int):
     """A joint attention's mask as (B, L) additive per key, or None. Masks that differ per query (regional
     prompts) are refused: consistent attention gives each image's queries its own keys plus borrowed ones."""
@@ -154,13 +145,13 @@ class SelfAttentionShare:
         if layout is None:
             return plain(q, k, v)
         out = self.settings.share(
-            _to_heads(q, heads), _to_heads(k, heads), _to_heads(v, heads),
+            to_heads(q, heads), to_heads(k, heads), to_heads(v, heads),
             images=layout.images, image_tokens=slice(0, q.shape[1]), latent_size=layout.latent_size,
             step=layout.step, salt=salt_of(extra_options.get("block"), extra_options.get("block_index")),
             chunk_kinds=layout.chunk_kinds,
             attention=lambda a, b, c, _mask: plain(a, b, c, skip_reshape=True, skip_output_reshape=True),
         )
-        return _from_heads(out)
+        return from_heads(out)
 
 
 class JointAttentionShare:
@@ -194,7 +185,7 @@ class JointAttentionShare:
         rest = {key: value for key, value in kwargs.items() if key not in ("heads", "mask")}
         rest.update(skip_reshape=True, skip_output_reshape=True)
         if not in_heads:
-            q, k, v = _to_heads(q, heads), _to_heads(k, heads), _to_heads(v, heads)
+            q, k, v = to_heads(q, heads), to_heads(k, heads), to_heads(v, heads)
         options = kwargs["transformer_options"]
         out = self.settings.share(
             q, k, v, images=layout.images, image_tokens=image_tokens, latent_size=layout.latent_size,
@@ -203,7 +194,7 @@ class JointAttentionShare:
             attention=lambda a, b, c, mask: self._call(func, a, b, c, heads, mask, *args[5:], **rest),
         )
         layout.shared_calls += 1
-        return out if kwargs.get("skip_output_reshape", False) else _from_heads(out)
+        return out if kwargs.get("skip_output_reshape", False) else from_heads(out)
 
 
 def unet_attention_blocks(diffusion_model, which: str) -> list[tuple[str, int]]:
