@@ -16,7 +16,6 @@ ratio of medians is printed (target <= 1.10) and written to benchmarks/results/f
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -28,14 +27,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-
-
-def import_pack():
-    spec = importlib.util.spec_from_file_location("genaffect", os.path.join(REPO, "__init__.py"), submodule_search_locations=[REPO])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["genaffect"] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.join(REPO, "training"))
+from pack_loader import import_pack  # noqa: E402,F401  (the benchmarks import it from here)
 
 
 def save_result(name: str, result: dict) -> None:

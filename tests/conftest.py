@@ -3,7 +3,6 @@ a temporary ComfyUI-style models folder with tiny insightface models in it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -12,22 +11,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_NAME = "genaffect"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_insightface, workflow helpers
+sys.path.insert(0, os.path.join(REPO, "training"))
+from pack_loader import import_pack  # noqa: E402  (ComfyUI imports a pack the same way: the folder is a package)
 
-
-def _import_pack():
-    # ComfyUI imports a pack from its folder the same way: the folder is a package.
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, os.path.join(REPO, "__init__.py"), submodule_search_locations=[REPO]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_import_pack()
+import_pack(PACK_NAME)
 
 import tiny_insightface  # noqa: E402
 
