@@ -1,4 +1,4 @@
-"""Arc2Face: where its published files live, and its identity prompt (DESIGN.md §4, "Arc2Face").
+"""Arc2Face: where its published files live, and its identity prompt (github.com/foivospar/Arc2Face, read at 8f3acd7).
 
 The prompt is "photo of a id person"; the input embedding of the ``id`` token is replaced by the
 ArcFace vector zero-padded to the text width, and Arc2Face's fine-tuned CLIP encodes the result.

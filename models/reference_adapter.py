@@ -1,6 +1,6 @@
 """Arc2Face's Reference Adapter: a real photo's features read by self-attention, plus the "ref" LoRA.
 
-(DESIGN.md §4.) A clean UNet runs once at timestep 0 on the photo's latent with the identity
+(As Arc2Face's code at github.com/foivospar/Arc2Face, 8f3acd7, does it.) A clean UNet runs once at timestep 0 on the photo's latent with the identity
 conditioning and banks what every transformer block feeds its self-attention (the ``norm1``
 output). While sampling, the conditional rows' self-attention reads keys and values made from
 their own tokens followed by the bank; the unconditional rows attend to themselves only. The
