@@ -1,11 +1,12 @@
 """Arc2Face's Expression Adapter: FLAME-55 -> expression tokens -> decoupled cross-attention.
 
-The published ``exp_adapter.bin`` is a standard IP-Adapter file used without an image encoder
-(Arc2Face's code, github.com/foivospar/Arc2Face, read at 8f3acd7): ``image_proj`` turns the 55-d FLAME vector into a few tokens as wide as the text
-conditioning, and ``ip_adapter`` holds ``N.to_k_ip`` / ``N.to_v_ip`` for every cross-attention layer,
-N = 1, 3, 5, ... counting attention layers in the order diffusers lists them (down blocks, up blocks,
-mid block; the even numbers are the self-attention layers, which have no weights). Each layer adds
-``scale * attention(q, K_ip, V_ip)`` to its text cross-attention before the output projection.
+The published ``exp_adapter.bin`` is a standard IP-Adapter file used without an image encoder (Arc2Face's
+code, github.com/foivospar/Arc2Face, read at 8f3acd7): ``image_proj`` turns the 55-d FLAME vector into a
+few tokens as wide as the text conditioning, and ``ip_adapter`` holds ``N.to_k_ip`` / ``N.to_v_ip`` for
+every cross-attention layer, N = 1, 3, 5, ... counting attention layers in the order diffusers lists them
+(down blocks, up blocks, mid block; the even numbers are the self-attention layers, which have no
+weights). Each layer adds ``scale * attention(q, K_ip, V_ip)`` to its text cross-attention before the
+output projection.
 """
 
 from __future__ import annotations
