@@ -9,7 +9,6 @@ portrait), and one affine warp replaces its 4096-pixel quad transform.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from .errors import GenAffectInputError, NoFaceFoundError
@@ -51,11 +50,15 @@ def square_to_output(square: np.ndarray, size: int) -> np.ndarray:
     """
     upper_left, lower_left, _, upper_right = np.asarray(square, dtype=np.float32)
     edges = np.float32([[-0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, -0.5]])
+    import cv2  # lazily, like insightface: a broken OpenCV then breaks alignment only, not every node
+
     return cv2.getAffineTransform(np.float32([upper_left, lower_left, upper_right]), edges)
 
 
 def align_ffhq(image_rgb: np.ndarray, keypoints: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
     """The face of ``image_rgb`` (uint8 H x W x 3) cropped and rotated FFHQ-style to ``size`` x ``size``."""
+    import cv2
+
     square = ffhq_square(keypoints)
     side = float(np.hypot(*(square[3] - square[0])))
     # Like FFHQ, shrink a large face first by a whole factor so the warp does not alias.

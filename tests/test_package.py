@@ -6,7 +6,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10, which the pack supports (requires-python >= 3.10)
+    import tomli as tomllib
 
 import genaffect
 
@@ -27,14 +30,15 @@ def test_entry_point_exports_what_comfyui_reads():
     assert os.path.isdir(os.path.join(REPO, genaffect.WEB_DIRECTORY))
 
 
-def test_pack_imports_without_comfyui_and_without_loading_models():
-    # a fresh interpreter: importing the pack must not import comfy, insightface or onnxruntime
+def test_pack_imports_without_comfyui_opencv_or_mediapipe_and_without_loading_models():
+    # a fresh interpreter: importing the pack must not import comfy, insightface, onnxruntime or OpenCV (a broken
+    # install of any of them must not take every node down)
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('pack', {os.path.join(REPO, '__init__.py')!r}, "
         f"submodule_search_locations=[{REPO!r}])\n"
         "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
-        "print(len(m.NODE_CLASS_MAPPINGS), [x for x in ('comfy', 'insightface', 'onnxruntime') if x in sys.modules])\n"
+        "print(len(m.NODE_CLASS_MAPPINGS), [x for x in ('comfy', 'insightface', 'onnxruntime', 'cv2', 'mediapipe') if x in sys.modules])\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert run.returncode == 0, run.stderr
