@@ -50,12 +50,17 @@ def torch_sees_cuda() -> bool:
         return False
 
 
-def gpu_fix_command() -> str:
-    """The command that gives this environment a CUDA-capable ONNX Runtime (see README)."""
+def gpu_requirement() -> str:
+    """The ONNX Runtime CUDA build for this environment: the newest not newer than the installed runtime (the
+    CUDA build is often published a little after the CPU one; this one exists whatever the registry holds)."""
     versions = onnxruntime_distributions()
     version = versions.get("onnxruntime-gpu") or versions.get("onnxruntime")
-    pin = f"=={version}" if version else ""
-    return f'"{sys.executable}" -m pip install --force-reinstall --no-deps onnxruntime-gpu{pin}'
+    return f"onnxruntime-gpu<={version}" if version else "onnxruntime-gpu"
+
+
+def gpu_fix_command() -> str:
+    """The command that gives this environment a CUDA-capable ONNX Runtime (see README)."""
+    return f'"{sys.executable}" -m pip install --force-reinstall --no-deps "{gpu_requirement()}"'
 
 
 def cuda_missing_message() -> str:

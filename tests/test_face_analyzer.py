@@ -126,7 +126,7 @@ def test_recognizer_with_wrong_embedding_size_is_refused(tiny_pack):
 
 
 def test_cuda_request_without_cuda_build_gives_the_fix_command():
-    with pytest.raises(GenAffectInputError, match="pip install --force-reinstall --no-deps onnxruntime-gpu"):
+    with pytest.raises(GenAffectInputError, match='pip install --force-reinstall --no-deps "onnxruntime-gpu<=1\\.'):
         onnx_providers.choose_providers("CUDA", available=["CPUExecutionProvider"])
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10, which the pack supports (requires-python >= 3.10)
