@@ -8,7 +8,7 @@ import os
 import torch
 
 from ..models import arc2face
-from ..models.errors import GenAffectInputError
+from ..models.errors import GenAffectInputError, ModelFileError
 from ..models.expression_adapter import FORMAT as ADAPTER_FORMAT, ExpressionAdapter, load_expression_adapter
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from ..models.reference_adapter import ReferenceLora, load_reference_lora
@@ -117,6 +117,15 @@ class GenAffectArc2FaceLoader:
                                "use the safetensors. The .bin files may then be deleted."}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, **_):
+        roots = comfy_host.model_roots("arc2face")
+        try:
+            files = arc2face.locate_files(roots, [comfy_host.models_dir()] + roots)
+        except ModelFileError:
+            return "missing"  # load() explains
+        return comfy_host.file_identity(files.unet, files.encoder, files.expression_adapter, files.reference_lora)
 
     def load(self, weight_dtype, convert_pickles_to_safetensors=False):
         import comfy.sd

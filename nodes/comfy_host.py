@@ -54,6 +54,19 @@ def model_roots(folder: str) -> list[str]:
         return [os.path.join(folder_paths.models_dir, folder)]
 
 
+def file_identity(*paths: str | None) -> str:
+    """Path, size and modification time of each file (missing ones marked): a loader's IS_CHANGED, so ComfyUI
+    loads a replaced or re-downloaded file again instead of serving the old one from its cache."""
+    parts = []
+    for path in paths:
+        try:
+            stat = os.stat(path) if path else None
+        except OSError:
+            stat = None
+        parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{path}:missing")
+    return "|".join(parts)
+
+
 def list_model_files(folder: str, extensions: tuple[str, ...]) -> list[str]:
     """Files with these endings under every root of ``folder``, as relative names with "/" (sorted)."""
     names = set()

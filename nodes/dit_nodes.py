@@ -65,6 +65,10 @@ class GenAffectDiTAdapterLoader:
         return {"required": {"adapter_name": (files or [EXAMPLE_NAME], {
             "tooltip": "An adapter .safetensors exported by training/train.py, in models/genaffect/."})}}
 
+    @classmethod
+    def IS_CHANGED(cls, adapter_name):
+        return comfy_host.file_identity(comfy_host.model_file_path(FOLDER, adapter_name, EXTENSIONS))
+
     def load(self, adapter_name):
         path = comfy_host.model_file_path(FOLDER, adapter_name, EXTENSIONS)
         if path is None or adapter_name.startswith("mappings/"):

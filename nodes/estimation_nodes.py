@@ -62,6 +62,11 @@ class GenAffectExpressionEstimatorLoader:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, landmarker, smirk, **_):
+        return comfy_host.file_identity(comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS),
+                                        comfy_host.model_file_path("smirk", smirk, SMIRK_EXTENSIONS))
+
     def load(self, landmarker, smirk, max_faces, min_confidence, convert_smirk_to_safetensors=False):
         task_path = comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS)
         if task_path is None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 from ..models import face_align, face_analyzer, face_choice, identity, insightface_packs, onnx_providers
 from ..models.drawing import draw_detections
+from ..models.errors import ModelFileError
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host
 
@@ -48,6 +50,17 @@ class GenAffectFaceAnalyzerLoader:
                                                   "tooltip": "Minimum detector confidence for a face to count."}),
             }
         }
+
+    @classmethod
+    def IS_CHANGED(cls, pack, recognition, **_):
+        try:
+            pack_dir = insightface_packs.locate_pack(pack, comfy_host.model_roots("insightface"))
+        except ModelFileError:
+            return f"{pack}: missing"  # load() explains
+        recognizers = [os.path.join(root, face_analyzer.ARC2FACE_RECOGNIZER)
+                       for root in comfy_host.model_roots("arc2face")]
+        return comfy_host.file_identity(*insightface_packs.onnx_files(pack_dir),
+                                        *(recognizers if recognition == ARC2FACE else []))
 
     def load(self, pack, recognition, provider, detection_size, detection_threshold):
         pack_dir = insightface_packs.locate_pack(pack, comfy_host.model_roots("insightface"))

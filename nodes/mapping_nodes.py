@@ -120,6 +120,10 @@ class GenAffectApplyExpressionMapping:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, mapping_file, **_):
+        return comfy_host.file_identity(comfy_host.model_file_path(FOLDER, mapping_file, EXTENSIONS))
+
     def apply(self, expression, mapping_file, replace_existing, mapping=None):
         if mapping_file != USE_INPUT:
             path = comfy_host.model_file_path(FOLDER, mapping_file, EXTENSIONS)

@@ -61,3 +61,17 @@ def test_grayscale_rgba_and_nan_references(loaded):
 def test_empty_batch_is_an_error(loaded):
     with pytest.raises(GenAffectInputError, match="empty"):
         GenAffectExtractIdentity().extract(loaded[0], torch.zeros(0, 64, 64, 3), "largest", 0, "skip")
+
+
+def test_loader_is_changed_follows_the_files_so_a_replaced_model_is_loaded_again(tiny_pack, models_dir):
+    import os
+
+    from genaffect.nodes.face_nodes import GenAffectFaceAnalyzerLoader
+
+    before = GenAffectFaceAnalyzerLoader.IS_CHANGED("antelopev2", "pack default")
+    assert before == GenAffectFaceAnalyzerLoader.IS_CHANGED("antelopev2", "pack default")  # unchanged: cached
+    path = os.path.join(tiny_pack, "glintr100.onnx")
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a re-download
+    assert GenAffectFaceAnalyzerLoader.IS_CHANGED("antelopev2", "pack default") != before
+    assert GenAffectFaceAnalyzerLoader.IS_CHANGED("no_such_pack", "pack default") == "no_such_pack: missing"
