@@ -2,10 +2,11 @@
 
 Run from the pack's folder (``ComfyUI/custom_nodes/<this pack>``)::
 
-    python -m models.doctor --models-dir ../../models
+    python -m models.doctor --models-dir ../../models [--routes face,expression]
 
-It prints the same report as the ``GenAffectCheckModels`` node and exits with 1 when a needed file
-is not usable.
+It prints the same report as the ``GenAffectCheckModels`` node, and which routes (face analysis,
+expression estimation, Arc2Face, DiT adapter, instruction editors) are ready. It exits with 1 when a
+route asked for with ``--routes`` (default: face and expression) is not ready.
 """
 
 from __future__ import annotations
@@ -15,26 +16,38 @@ import os
 import sys
 
 from .model_catalog import CATALOG
-from .model_check import FOUND, check_models, format_report, onnxruntime_report
+from .model_check import ROUTES, check_models, check_routes, format_report, format_routes, onnxruntime_report
 
 
 def roots_for_models_dir(models_dir: str) -> dict[str, list[str]]:
     """ComfyUI's default layout: every model folder is ``<models dir>/<folder>``."""
-    return {entry.folder: [os.path.join(models_dir, entry.folder)] for entry in CATALOG}
+    folders = {entry.folder for entry in CATALOG} | {"genaffect", "loras"}
+    return {folder: [os.path.join(models_dir, folder)] for folder in folders}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.doctor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", required=True, help="ComfyUI's models folder (ComfyUI/models)")
+    parser.add_argument("--routes", default="face,expression",
+                        help=f"the routes you use, comma-separated, of {', '.join(ROUTES)} (default: face,expression); "
+                             "the exit code is 1 when one of them is not ready")
     args = parser.parse_args(argv)
+    wanted = [r.strip() for r in args.routes.split(",") if r.strip()]
+    unknown = sorted(set(wanted) - set(ROUTES))
+    if unknown:
+        print(f"unknown route(s) {unknown}; choose from {', '.join(ROUTES)}.", file=sys.stderr)
+        return 2
     models_dir = os.path.abspath(args.models_dir)
     if not os.path.isdir(models_dir):
         print(f"{models_dir} is not a folder; pass ComfyUI's models folder with --models-dir.", file=sys.stderr)
         return 2
-    statuses = check_models(roots_for_models_dir(models_dir), [models_dir])
+    roots = roots_for_models_dir(models_dir)
+    statuses = check_models(roots, [models_dir])
+    routes = check_routes(statuses, roots)
     print(format_report(statuses, header=f"GenAffect model check for {models_dir}"))
+    print(format_routes(routes))
     print(onnxruntime_report())
-    return 0 if all(s.state == FOUND or s.entry.optional for s in statuses) else 1
+    return 0 if all(route.ready for route in routes if route.key in wanted) else 1
 
 
 if __name__ == "__main__":

@@ -116,6 +116,65 @@ def format_report(statuses: list[FileStatus], header: str = "") -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RouteStatus:
+    """Whether one way of using GenAffect can run with the files found, and why not."""
+
+    key: str  # what ``python -m models.doctor --routes`` takes
+    title: str
+    ready: bool
+    detail: str
+
+
+ROUTES = ("face", "expression", "arc2face", "dit", "editors")
+GENAFFECT_FILES = (".safetensors",)
+
+
+def _missing(statuses: list[FileStatus], group: str, *, folder: str | None = None) -> list[str]:
+    return [f"{s.entry.folder}/{s.entry.path} {s.state}" for s in statuses
+            if s.entry.group == group and not s.entry.optional and s.state != FOUND
+            and (folder is None or s.entry.folder == folder)]
+
+
+def check_routes(statuses: list[FileStatus], roots: dict[str, list[str]]) -> list[RouteStatus]:
+    """Each route ready or not, from the file statuses and what is installed: any usable insightface pack
+    (antelopev2, buffalo_l, buffalo_sc, ...) serves face analysis, any adapter file in models/genaffect/
+    the DiT route."""
+    from .insightface_packs import find_packs
+
+    packs = find_packs(roots.get("insightface", []))
+    face = RouteStatus("face", "face analysis", bool(packs),
+                       f"pack {', '.join(packs)}" if packs else "no insightface pack with its .onnx files in "
+                       "insightface/models/<pack>/ (antelopev2 or buffalo_l; see the files below)")
+    expression_missing = _missing(statuses, "expression")
+    expression = RouteStatus("expression", "expression estimation", not expression_missing,
+                             "; ".join(expression_missing) or "MediaPipe's landmarker found")
+    arc2face_missing = _missing(statuses, "Arc2Face") + _missing(statuses, "face analysis", folder="arc2face")
+    if not packs:
+        arc2face_missing.append("an insightface pack (face detection)")
+    arc2face = RouteStatus("arc2face", "Arc2Face", not arc2face_missing,
+                           "; ".join(arc2face_missing) or "UNet, text encoder and arcface.onnx found")
+    adapters = [os.path.join(directory, name) for root in roots.get("genaffect", [])
+                for directory, _, files in os.walk(root) if os.sep + "mappings" not in directory + os.sep
+                for name in files if name.endswith(GENAFFECT_FILES)]
+    dit = RouteStatus("dit", "DiT adapter", bool(adapters),
+                      f"{len(adapters)} adapter file(s) in genaffect/" if adapters else
+                      "no adapter in genaffect/: train one (README, 'Training a Gen-AFFECT adapter')")
+    loras = [name for root in roots.get("loras", []) if os.path.isdir(root) for name in os.listdir(root)
+             if name.lower().startswith("pixelsmile")]
+    editors = RouteStatus("editors", "instruction editors", True,
+                          "GenAffect needs no file of its own (ComfyUI loads the editor); PixelSmile LoRA: "
+                          + (", ".join(loras) if loras else "not found (optional)"))
+    return [face, expression, arc2face, dit, editors]
+
+
+def format_routes(routes: list[RouteStatus]) -> str:
+    lines = ["Routes:"]
+    for route in routes:
+        lines.append(f"  {route.title:<22} {'READY' if route.ready else 'NOT READY'}: {route.detail}")
+    return "\n".join(lines)
+
+
 def onnxruntime_report() -> str:
     """One line on ONNX Runtime: installed distributions and usable providers (the CUDA clash shows here)."""
     from .onnx_providers import available_providers, cuda_missing_message, onnxruntime_distributions, torch_sees_cuda

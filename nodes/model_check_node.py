@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..models.model_catalog import CATALOG
-from ..models.model_check import check_models, format_report, onnxruntime_report
+from ..models.model_check import check_models, check_routes, format_report, format_routes, onnxruntime_report
 from . import comfy_host
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class GenAffectCheckModels:
         statuses = check_models(roots, search_dirs)
         shown = [s for s in statuses if s.state != "found"] if only_problems else statuses
         report = format_report(shown, header="GenAffect model check") if shown else "GenAffect: every model file is in place."
-        report += "\n" + onnxruntime_report()
+        routes = check_routes(statuses, {**roots, **{f: comfy_host.model_roots(f) for f in ("genaffect", "loras")}})
+        report += "\n" + format_routes(routes) + "\n" + onnxruntime_report()
         log.info("%s", report)
         return {"ui": {"text": [report]}, "result": (report,)}

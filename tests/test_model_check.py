@@ -88,3 +88,19 @@ def test_doctor_runs_as_documented_from_the_pack_folder(models_dir):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(CATALOG)} found, 0 missing" in run.stdout
+
+
+def test_routes_are_judged_separately_and_any_insightface_pack_serves_face_analysis(models_dir, capsys):
+    from tiny_insightface import write_pack
+
+    write_pack(str(models_dir / "insightface"), "buffalo_sc")  # not the catalog's antelopev2
+    write(str(models_dir / "mediapipe" / "face_landmarker.task"), 4_000_000)
+    assert doctor_main(["--models-dir", str(models_dir)]) == 0  # default: face, expression — both ready
+    out = capsys.readouterr().out
+    assert "face analysis          READY: pack buffalo_sc" in out
+    assert "Arc2Face               NOT READY: arc2face/arc2face/diffusion_pytorch_model.safetensors missing" in out
+    assert "DiT adapter            NOT READY: no adapter in genaffect/" in out
+    assert doctor_main(["--models-dir", str(models_dir), "--routes", "face,arc2face"]) == 1  # asked for Arc2Face
+    assert doctor_main(["--models-dir", str(models_dir), "--routes", "face,teleport"]) == 2
+    write(str(models_dir / "genaffect" / "mine.safetensors"), 10)
+    assert doctor_main(["--models-dir", str(models_dir), "--routes", "dit"]) == 0
