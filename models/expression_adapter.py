@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .attention import attention_flat
+from .batch_rows import condition_rows
 from .errors import GenAffectInputError, ModelFileError
 from .weight_files import read_weights, write_safetensors
 
@@ -210,17 +211,8 @@ def decoupled_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def expression_rows(expressions: torch.Tensor, chunk_kinds, images: int) -> torch.Tensor:
-    """The FLAME vector for every row of a model batch: cond rows get image i's expression, others zeros.
-
-    ``chunk_kinds`` is ComfyUI's ``cond_or_uncond`` (0 = positive); each chunk holds ``images`` rows.
-    One expression is shared by every image; otherwise there must be one per image.
-    """
-    count = expressions.shape[0]
-    if count not in (1, images):
-        raise GenAffectInputError(
-            f"{count} expressions for a batch of {images} images: give one expression per image (a latent "
-            f"batch of {count}), or a single expression for all of them."
-        )
-    per_image = expressions.expand(images, -1) if count == 1 else expressions
-    zeros = torch.zeros_like(per_image)
-    return torch.cat([per_image if kind == 0 else zeros for kind in chunk_kinds])
+    """The FLAME vector for every row of a model batch (``batch_rows``): positive rows get their image's
+    expression, the others zeros (the published neutral)."""
+    rows = condition_rows(chunk_kinds, images, expressions.shape[0], "expressions")
+    zeros = torch.zeros_like(expressions[0])
+    return torch.stack([zeros if row is None else expressions[row] for row in rows])

@@ -16,6 +16,7 @@ import torch
 
 from .errors import GenAffectInputError, ModelFileError
 from .attention import attention_flat
+from .batch_rows import condition_rows
 from .weight_files import read_weights
 
 HINT = ("Download ref_adapter/pytorch_lora_weights.safetensors from https://huggingface.co/FoivosPar/Arc2Face into "
@@ -66,18 +67,8 @@ def load_reference_lora(path: str) -> ReferenceLora:
 
 
 def bank_rows(references: int, chunk_kinds, images: int) -> list[int | None]:
-    """For every row of a model batch, the reference photo its self-attention reads, or None.
-
-    ``chunk_kinds`` is ComfyUI's ``cond_or_uncond`` (0 = positive); each chunk holds ``images``
-    rows. Only positive rows read a photo: one photo serves every image, else photo i serves image i.
-    """
-    if references not in (1, images):
-        raise GenAffectInputError(
-            f"{references} reference photos for a batch of {images} images: give one photo for all of them, or one "
-            f"per image (a latent batch of {references})."
-        )
-    per_image = [0 if references == 1 else i for i in range(images)]
-    return [row for kind in chunk_kinds for row in (per_image if kind == 0 else [None] * images)]
+    """For every row of a model batch, the reference photo its self-attention reads, or None (``batch_rows``)."""
+    return condition_rows(chunk_kinds, images, references, "reference photos")
 
 
 def reference_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, own_tokens: int,

@@ -79,7 +79,7 @@ def test_a_replacement_already_on_the_block_runs_inside_the_adapter():
 def test_expression_count_that_fits_no_latent_batch_names_both_counts():
     built = adapter()
     block = AdapterBlock(built.after_double["0"], tokens_for(built, 3), (1.0, 1.0), (1.0, 0.0), single=False)
-    with pytest.raises(GenAffectInputError, match="3 expressions for a latent batch of 2"):
+    with pytest.raises(GenAffectInputError, match="3 expressions for a batch of 2 images"):
         block({"img": torch.randn(2, IMAGE, WIDTH), "transformer_options": {"cond_or_uncond": [0]}},
               {"original_block": untouched_block})
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ...models.batch_rows import condition_rows
 from ...models.dit_adapter import DiTAdapter, ResidualCrossAttention, check_backbone
-from ...models.errors import GenAffectInputError
 from . import patching
 
 ADDITIONAL_MODELS_KEY = "genaffect_dit_adapter"
@@ -45,22 +45,16 @@ class AdapterTokens:
         """(positive row indices, identity tokens, expression tokens) for a batch of ``kinds`` x ``images``."""
         key = (kinds, images, device, dtype)
         if key not in self._cache:
-            count = self.expression.shape[0]
-            if count not in (1, images):
-                raise GenAffectInputError(
-                    f"{count} expressions for a latent batch of {images} images: image i takes expression i. Set "
-                    f"the latent batch size to {count}, or give one expression for all images.")
-            positive = [chunk * images + i for chunk, kind in enumerate(kinds) if kind == 0 for i in range(images)]
+            rows = condition_rows(kinds, images, self.expression.shape[0], "expressions")
+            positive = [row for row, expression in enumerate(rows) if expression is not None]
             weights = next(self.adapter.parameters())
             with torch.no_grad():
                 identity_tokens, expression_tokens = self.adapter.encoder(
                     self.identity.to(weights.device), self.expression.to(weights.device))
-            per_image = torch.arange(images) % count
-            repeat = len(positive) // images
             self._cache[key] = (
                 torch.tensor(positive, dtype=torch.long, device=device),
-                identity_tokens.expand(images, -1, -1).repeat(repeat, 1, 1).to(device, dtype),
-                expression_tokens[per_image].repeat(repeat, 1, 1).to(device, dtype),
+                identity_tokens.expand(len(positive), -1, -1).to(device, dtype),
+                expression_tokens[[e for e in rows if e is not None]].to(device, dtype),
             )
         return self._cache[key]
 
