@@ -77,10 +77,6 @@ class ProviderChoice:
     requested: str  # one of PROVIDER_CHOICES
     providers: tuple[str, ...]  # what we pass to onnxruntime, in priority order
 
-    @property
-    def wants_gpu(self) -> bool:
-        return self.providers[0] in (CUDA, COREML)
-
 
 def choose_providers(requested: str, available: list[str] | None = None) -> ProviderChoice:
     """Turn the node's provider option into an explicit ONNX Runtime provider list.
