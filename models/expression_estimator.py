@@ -18,7 +18,7 @@ import torch
 from . import smirk_encoder
 from .errors import GenAffectInputError, ModelFileError, NoFaceFoundError
 from .expression import ExpressionBatch
-from .face_choice import SkippedImage, check_face_choice, describe_skipped, no_face_reason, skip_or_fail, too_small_reason
+from .face_choice import SkippedImage, describe_skipped, faces_per_image
 from . import face_landmarks
 from .model_catalog import catalog_entry
 
@@ -155,32 +155,27 @@ def estimate_expressions(
     on_progress=None,
 ) -> Estimation:
     """Estimate one expression per RGB uint8 image (the face chosen by order and index)."""
-    check_face_choice(face_index, on_no_face)
     if labels is not None and len(labels) not in (0, len(images_rgb)):
         raise GenAffectInputError(f"{len(labels)} labels given for {len(images_rgb)} images; give one per image or none.")
     found: list[tuple[int, dict, int]] = []
     skipped: list[SkippedImage] = []
     crops: list[torch.Tensor] = []  # waiting for SMIRK, encoded in chunks so long videos stay small
     flame_parts: list[np.ndarray] = []
-    for index, rgb in enumerate(images_rgb):
-        reason = too_small_reason(rgb)
-        if reason is None:
-            faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
-            order = face_landmarks.face_order(faces, face_order)
-            reason = no_face_reason(len(order), face_index, face_order)
-        if reason is None:
-            face = faces[order[face_index]]
-            found.append((index, face, len(order)))
+    def detect(rgb):  # MediaPipe's faces, in the chosen order
+        faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
+        return [faces[i] for i in face_landmarks.face_order(faces, face_order)]
+
+    for index, faces, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
+                                                on_no_face=on_no_face, skipped=skipped, on_progress=on_progress):
+        if usable:
+            rgb, face = images_rgb[index], faces[face_index]
+            found.append((index, face, len(faces)))
             if estimator.smirk is not None:
                 pixels = face["landmarks"][:, :2] * np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
                 crops.append(smirk_encoder.warp_crop(rgb, smirk_encoder.crop_matrix(pixels)))
                 if len(crops) == SMIRK_CHUNK:
                     flame_parts.append(smirk_encoder.encode(estimator.smirk, torch.stack(crops)))
                     crops = []
-        else:
-            skip_or_fail(index, reason, on_no_face, skipped)
-        if on_progress is not None:
-            on_progress(index + 1, len(images_rgb))
     if not found:
         raise NoFaceFoundError(
             f"No face found in any of the {len(images_rgb)} image(s) ({describe_skipped(skipped)}). Use photos where the "

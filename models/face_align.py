@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import GenAffectInputError, NoFaceFoundError
-from .face_choice import SkippedImage, check_face_choice, describe_skipped, no_face_reason, skip_or_fail, too_small_reason
+from .face_choice import SkippedImage, describe_skipped, faces_per_image
 from .identity import order_faces
 from .images import rgb_to_bgr
 
@@ -79,19 +79,13 @@ def align_photos(analyzer, images_rgb: list[np.ndarray], *, face_order: str = "l
 
     ``analyzer`` is a GA_FACE_ANALYZER (only its detector runs). No face in any photo is an error.
     """
-    check_face_choice(face_index, on_no_face)
     aligned, skipped = [], []
-    for index, rgb in enumerate(images_rgb):
-        reason = too_small_reason(rgb)
-        if reason is None:
-            detections = order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)
-            reason = no_face_reason(len(detections), face_index, face_order)
-        if reason is None:
-            aligned.append(align_ffhq(rgb, detections[face_index].keypoints, size))
-        else:
-            skip_or_fail(index, reason, on_no_face, skipped, what="Photo")
-        if on_progress is not None:
-            on_progress(index + 1, len(images_rgb))
+    detect = lambda rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
+                                                     on_no_face=on_no_face, skipped=skipped, what="Photo",
+                                                     on_progress=on_progress):
+        if usable:
+            aligned.append(align_ffhq(images_rgb[index], detections[face_index].keypoints, size))
     if not aligned:
         raise NoFaceFoundError(
             f"No face found in any of the {len(images_rgb)} photo(s) to align ({describe_skipped(skipped)}). Use "

@@ -1,5 +1,5 @@
 """Which face of a photo a node uses, and what happens to photos without one (shared by every node
-that reads faces from images: identity extraction, expression estimation, metrics)."""
+that reads faces from images: identity extraction, face alignment, expression estimation, metrics)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,23 @@ def skip_or_fail(index: int, reason: str, on_no_face: str, skipped: list[Skipped
         raise GenAffectInputError(f"{what} {index}: {reason}. Use a photo with a visible face, or set on_no_face to 'skip'.")
     log.warning("GenAffect: %s %d skipped: %s.", what.lower(), index, reason)
     skipped.append(SkippedImage(index, reason))
+
+
+def faces_per_image(images_rgb, detect, *, face_index: int, face_order: str, on_no_face: str,
+                    skipped: list[SkippedImage], what: str = "Image", on_progress=None):
+    """The one loop over a node's photos: yields ``(index, faces, usable)`` for each, ``faces`` as
+    ``detect(rgb)`` returns them in ``face_order`` (none for a photo too small to hold a face) and ``usable``
+    when face ``face_index`` exists. Photos without it stop the node or are noted in ``skipped``, as
+    ``on_no_face`` says; progress moves after each photo is handled."""
+    check_face_choice(face_index, on_no_face)
+    for index, rgb in enumerate(images_rgb):
+        faces = []
+        reason = too_small_reason(rgb)
+        if reason is None:
+            faces = detect(rgb)
+            reason = no_face_reason(len(faces), face_index, face_order)
+        if reason is not None:
+            skip_or_fail(index, reason, on_no_face, skipped, what)
+        yield index, faces, reason is None
+        if on_progress is not None:
+            on_progress(index + 1, len(images_rgb))

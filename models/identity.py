@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import GenAffectInputError, NoFaceFoundError
 from .face_analyzer import Detection, FaceAnalyzer
-from .face_choice import FACE_ORDERS, SkippedImage, check_face_choice, describe_skipped, no_face_reason, skip_or_fail, too_small_reason
+from .face_choice import FACE_ORDERS, SkippedImage, describe_skipped, faces_per_image
 from .images import bgr_to_rgb, rgb_to_bgr
 
 log = logging.getLogger(__name__)
@@ -113,27 +113,19 @@ def extract_identity(
     face is skipped with a warning (``on_no_face="skip"``) or is an error (``"error"``); no face in
     any reference is always an error. ``on_progress(i, n)`` is called after each image.
     """
-    check_face_choice(face_index, on_no_face)
     kept: list[tuple[int, Detection, np.ndarray, int]] = []
     skipped: list[SkippedImage] = []
     all_detections: list[list[Detection]] = []
-    for index, rgb in enumerate(images_rgb):
-        detections: list[Detection] = []
-        reason = too_small_reason(rgb)
-        if reason is None:
-            bgr = rgb_to_bgr(rgb)
-            detections = order_faces(analyzer.detect(bgr), face_order)
-            reason = no_face_reason(len(detections), face_index, face_order)
+    detect = lambda rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
+                                                     on_no_face=on_no_face, skipped=skipped, what="Reference image",
+                                                     on_progress=on_progress):
         all_detections.append(detections)
-        if reason is None:
+        if usable:
             chosen = detections[face_index]
             if len(detections) > 1:
                 log.info("GenAffect: image %d has %d faces; using face %d by '%s'.", index, len(detections), face_index, face_order)
-            kept.append((index, chosen, analyzer.align(bgr, chosen.keypoints), len(detections)))
-        else:
-            skip_or_fail(index, reason, on_no_face, skipped, what="Reference image")
-        if on_progress is not None:
-            on_progress(index + 1, len(images_rgb))
+            kept.append((index, chosen, analyzer.align(rgb_to_bgr(images_rgb[index]), chosen.keypoints), len(detections)))
     if not kept:
         details = describe_skipped(skipped)
         raise NoFaceFoundError(
