@@ -10,7 +10,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_NAME = "genaffect"
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tiny_insightface, workflow helpers
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # test modules that share helpers
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))  # tiny models, test doubles
 sys.path.insert(0, os.path.join(REPO, "training"))
 from pack_loader import import_pack  # noqa: E402  (ComfyUI imports a pack the same way: the folder is a package)
 

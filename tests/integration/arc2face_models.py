@@ -21,7 +21,7 @@ import sys
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/, for tiny_sd15
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))  # tiny_sd15
 
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
