@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")  # tests/data
 KEYS_FILE = os.path.join(DATA, "smirk_expression_encoder_keys.json")
 TIMM_REFERENCE_FILE = os.path.join(DATA, "smirk_timm_reference.json")
 
