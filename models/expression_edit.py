@@ -141,6 +141,11 @@ def interpolate(a: ExpressionBatch, b: ExpressionBatch, steps: int, easing: str 
         raise GenAffectInputError(
             f"expression A has {len(a)} expressions and B has {len(b)}; give the same number, or one on either side."
         )
+    shared = [name for name in ("blendshapes", "flame") if getattr(a, name) is not None and getattr(b, name) is not None]
+    if not shared:
+        raise GenAffectInputError("expressions A and B share no representation to interpolate (one has blendshapes "
+                                  "only, the other FLAME-55 only); give both the same kind, e.g. through Apply "
+                                  "Expression Mapping.")
     count = max(len(a), len(b))
     times = ease(np.linspace(0.0, 1.0, steps), easing)
     times[0], times[-1] = 0.0, 1.0

@@ -73,6 +73,16 @@ class GenAffectConditioningIntensity:
         if len(parts) != len(target_rows):
             raise GenAffectInputError(f"{len(parts)} target conditionings for {len(target_rows)} target expressions: "
                                       "encode one instruction per target expression, in the same order.")
+        pooled = "pooled_output" in neutral_extras
+        for index, (tensor, extras) in enumerate([(neutral_tensor, neutral_extras)] + parts):
+            name = "the neutral" if index == 0 else f"target {index}"
+            if not bool(torch.isfinite(tensor).all()):
+                raise GenAffectInputError(f"{name} conditioning holds NaN or infinite values; the text encoder that "
+                                          "made it failed (often fp16 overflow); fix that node.")
+            if ("pooled_output" in extras) != pooled:
+                differs = "lacks the pooled text vector the neutral has" if pooled else "has a pooled text vector"
+                raise GenAffectInputError(f"{name} conditioning {differs}: encode the neutral and every target with the "
+                                          "same text encoder node.")
         for index, (tensor, extras) in enumerate(parts):
             if tensor.shape[2] != neutral_tensor.shape[2]:
                 raise GenAffectInputError(f"target {index + 1} comes from another text encoder than the neutral "

@@ -95,6 +95,11 @@ def test_bad_inputs_are_explained(caplog):
         run(neutral, [[[torch.zeros(1, 4, 16), dict(PHOTO)]]], "happy", preset("happy"))
     with pytest.raises(GenAffectInputError, match="one plain prompt"):
         run(neutral + neutral, [happy], "happy", preset("happy"))
+    with pytest.raises(GenAffectInputError, match="target 1 conditioning lacks the pooled text vector the neutral has"):
+        run(encoded(4, 1, pooled=True), [happy], "happy", preset("happy", 0.5))
+    broken = [[torch.full((1, 4, 8), float("nan")), dict(PHOTO)]]
+    with pytest.raises(GenAffectInputError, match="target 1 conditioning holds NaN"):
+        run(neutral, [broken], "happy", preset("happy", 0.5))
     with caplog.at_level(logging.WARNING):  # an expression the targets cannot make is reported, not dropped silently
         _, info = run(neutral, [happy], "happy", preset("wink left"))
     assert "not a blend of the targets" in info and "not a blend" in caplog.text

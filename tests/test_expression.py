@@ -313,3 +313,12 @@ def test_blendshapes_outside_0_1_are_refused_and_flame_outside_smirks_limits_is_
         batch = ExpressionBatch(labels=["x"], flame=flame)
     assert batch.flame[0, 50] == 1.0 and batch.flame[0, 52] == 0.0 and batch.flame[0, 53] == pytest.approx(0.2)
     assert "brought inside them (by up to 0.4)" in caplog.text
+
+
+def test_interpolating_expressions_that_share_no_representation_is_refused():
+    from genaffect.nodes.expression_nodes import GenAffectExpressionInterpolate
+
+    (blendshapes_only,) = GenAffectExpressionPreset().build("happy", 1.0)
+    flame_only = ExpressionBatch(labels=["f"], flame=np.zeros((1, 55), np.float32))
+    with pytest.raises(GenAffectInputError, match="share no representation"):
+        GenAffectExpressionInterpolate().interpolate(blendshapes_only, flame_only, 3, "linear")
