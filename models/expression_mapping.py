@@ -69,12 +69,17 @@ def fit_mapping(blendshapes: np.ndarray, flame: np.ndarray, ridge: float = 1e-2,
     y = np.asarray(flame, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != NUM_BLENDSHAPES or y.shape != (x.shape[0], FLAME_SIZE):
         raise GenAffectInputError(f"expected (N, {NUM_BLENDSHAPES}) blendshapes and (N, {FLAME_SIZE}) FLAME values, got {x.shape} and {y.shape}.")
-    if ridge < 0:
-        raise GenAffectInputError(f"ridge must be 0 or more, got {ridge}.")
+    if not (np.isfinite(ridge) and ridge >= 0):
+        raise GenAffectInputError(f"ridge must be a number of 0 or more, got {ridge}.")
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise GenAffectInputError(f"heldout_fraction must be from 0 up to (not including) 1, got {heldout_fraction}.")
     count = x.shape[0]
     if count < MIN_FRAMES:
         raise GenAffectInputError(f"{count} frames are too few to fit a mapping; use at least {MIN_FRAMES} frames with a face.")
     heldout = int(round(count * heldout_fraction))
+    if count - heldout < MIN_FRAMES:
+        raise GenAffectInputError(f"holding out {heldout_fraction:g} of {count} frames leaves {count - heldout} to fit on; "
+                                  f"fitting needs {MIN_FRAMES}: lower heldout_fraction or use more frames.")
     order = np.random.default_rng(seed).permutation(count)
     test, train = order[:heldout], order[heldout:]
     score = float("nan")

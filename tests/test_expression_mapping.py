@@ -111,3 +111,14 @@ def test_a_singular_fit_without_ridge_is_a_clear_error():
     same = np.tile(np.random.default_rng(0).random(52), (20, 1))  # one frame twenty times: nothing varies
     with pytest.raises(GenAffectInputError, match="do not vary enough .* raise ridge above 0"):
         fit_mapping(same, np.zeros((20, 55)), ridge=0.0)
+
+
+@pytest.mark.parametrize("ridge, heldout, message", [
+    (float("nan"), 0.2, "ridge must be a number of 0 or more"), (float("inf"), 0.2, "ridge must be a number"),
+    (0.01, 1.0, "heldout_fraction must be from 0 up to"), (0.01, -0.1, "heldout_fraction must be from 0 up to"),
+    (0.01, 0.5, "leaves 6 to fit on; fitting needs 10"),
+])
+def test_fit_settings_that_would_fit_on_too_few_frames_or_nonsense_are_refused(ridge, heldout, message):
+    blendshapes, flame, _ = synthetic(count=12)
+    with pytest.raises(GenAffectInputError, match=message):
+        fit_mapping(blendshapes, flame, ridge=ridge, heldout_fraction=heldout)
