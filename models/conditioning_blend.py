@@ -71,7 +71,9 @@ def blend(neutral: torch.Tensor, targets: list[torch.Tensor], alphas, neutral_ma
         return neutral + sum(a * (t - neutral) for a, t in zip(alphas, targets)), None
     length = max([neutral.shape[1]] + [t.shape[1] for t in targets])
     base, base_keep = _padded(neutral, neutral_mask, length)
-    out, keep = base.clone(), base_keep.clone() if 1.0 - sum(alphas) != 0.0 else torch.zeros_like(base_keep)
+    out = base.clone()
+    neutral_weight = 1.0 - sum(alphas)
+    keep = base_keep.clone() if abs(neutral_weight) > SNAP else torch.zeros_like(base_keep)
     for alpha, target, mask in zip(alphas, targets, target_masks):
         if alpha == 0.0:
             continue

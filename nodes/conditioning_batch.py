@@ -61,13 +61,17 @@ def _padded_with_mask(parts: list) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(tensors), torch.cat(masks)
 
 
+def same_reference_photo(extras: dict, other: dict) -> bool:
+    """Whether two conditionings carry the same reference latents (an editor's photo), or both none."""
+    first, second = extras.get("reference_latents"), other.get("reference_latents")
+    if first is None or second is None:
+        return first is None and second is None
+    return len(first) == len(second) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
+
+
 def _same_references(parts: list, name: str) -> None:
-    first = parts[0][1].get("reference_latents")
     for index, (_, extras) in enumerate(parts[1:], start=2):
-        other = extras.get("reference_latents")
-        same = (first is None) == (other is None) and (first is None or (
-            len(first) == len(other) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))))
-        if not same:
+        if not same_reference_photo(parts[0][1], extras):
             raise GenAffectInputError(
                 f"{name} conditioning {index} has another reference photo than conditioning 1; the set edits one "
                 "photo, so encode every image's instruction with the same photo (one VAE Encode).")

@@ -9,6 +9,7 @@ import torch
 
 from ..models import conditioning_blend
 from ..models.errors import GenAffectInputError
+from .conditioning_batch import same_reference_photo
 from .sampling import first_value
 
 log = logging.getLogger(__name__)
@@ -20,15 +21,6 @@ def _single(conditioning, what: str):
         raise GenAffectInputError(f"the {what} conditioning must be one plain prompt (one text-encode node, not "
                                   "combined, area or batched prompts).")
     return conditioning[0]
-
-
-def _same_photo(neutral_extras: dict, extras: dict, index: int) -> None:
-    mine, theirs = neutral_extras.get("reference_latents"), extras.get("reference_latents")
-    same = (mine is None) == (theirs is None) and (mine is None or (
-        len(mine) == len(theirs) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(mine, theirs))))
-    if not same:
-        raise GenAffectInputError(f"target {index + 1} was encoded with another reference photo than the neutral; "
-                                  "encode the neutral and every target with the same photo (one VAE Encode).")
 
 
 class GenAffectConditioningIntensity:
@@ -87,7 +79,10 @@ class GenAffectConditioningIntensity:
             if tensor.shape[2] != neutral_tensor.shape[2]:
                 raise GenAffectInputError(f"target {index + 1} comes from another text encoder than the neutral "
                                           f"(width {tensor.shape[2]}, neutral {neutral_tensor.shape[2]}).")
-            _same_photo(neutral_extras, extras, index)
+            if not same_reference_photo(neutral_extras, extras):
+                raise GenAffectInputError(f"target {index + 1} was encoded with another reference photo than the "
+                                          "neutral; encode the neutral and every target with the same photo (one VAE "
+                                          "Encode).")
         alphas, residuals = conditioning_blend.fit_alphas(wanted.require("blendshapes", "Conditioning Intensity"),
                                                           target_rows, first_value(max_alpha))
         conditionings, lines = [], []
@@ -103,7 +98,7 @@ class GenAffectConditioningIntensity:
                 extras["pooled_output"] = conditioning_blend.blend(
                     neutral_extras["pooled_output"], [e["pooled_output"] for _, e in parts], row)[0]
             conditionings.append([[tensor, extras]])
-            label = wanted.labels[image] if image < len(wanted.labels) else str(image + 1)
+            label = wanted.labels[image]
             lines.append(f"{image + 1} {label}: " + ", ".join(
                 f"{name} {a:.3f}" for name, a in zip(first_value(target_expressions).labels, row))
                 + (f"  (not a blend of the targets: {residual:.0%} of it lost)" if residual > NOT_A_BLEND else ""))
