@@ -91,7 +91,7 @@ class GenAffectArc2FaceLoader:
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP", "GA_ADAPTER", "GA_REFERENCE_ADAPTER", "STRING")
+    RETURN_TYPES = ("MODEL", "CLIP", "GA_EXPRESSION_ADAPTER", "GA_REFERENCE_ADAPTER", "STRING")
     RETURN_NAMES = ("model", "clip", "expression_adapter", "reference_adapter", "info")
     OUTPUT_TOOLTIPS = (
         "Arc2Face's UNet, a normal ComfyUI MODEL (KSampler, LoRAs, consistent attention all apply).",
@@ -223,7 +223,7 @@ class GenAffectApplyExpressionAdapter:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "Arc2Face's UNet (GenAffect Arc2Face Loader)."}),
-                "expression_adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect Arc2Face Loader."}),
+                "expression_adapter": ("GA_EXPRESSION_ADAPTER", {"tooltip": "From GenAffect Arc2Face Loader."}),
                 "expression": ("GA_EXPRESSION", {
                     "tooltip": "Expressions with FLAME-55: GenAffect Estimate Expression with SMIRK loaded, or a "
                                "blendshape expression through GenAffect Apply Expression Mapping."}),

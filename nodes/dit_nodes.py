@@ -54,7 +54,7 @@ class GenAffectDiTAdapterLoader:
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "load"
-    RETURN_TYPES = ("GA_ADAPTER", "STRING")
+    RETURN_TYPES = ("GA_DIT_ADAPTER", "STRING")
     RETURN_NAMES = ("adapter", "info")
     OUTPUT_TOOLTIPS = ("The adapter, for GenAffect Apply DiT Adapter or GenAffect DiT Sampler.",
                        "The backbone it was trained for, its token counts and size.")
@@ -118,7 +118,7 @@ class GenAffectApplyDiTAdapter:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The diffusion transformer the adapter was trained on."}),
-                "adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
+                "adapter": ("GA_DIT_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
                 "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
                 "expression": ("GA_EXPRESSION", {"tooltip": "One expression per image (presets, editor, estimated)."}),
                 **adapter_inputs(),
@@ -154,7 +154,7 @@ class GenAffectDiTSampler:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The diffusion transformer the adapter was trained on."}),
-                "adapter": ("GA_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
+                "adapter": ("GA_DIT_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
                 "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
                 "expression": ("GA_EXPRESSION", {"tooltip": "The set's expressions, one image each."}),
                 "positive": ("CONDITIONING", {"tooltip": "One prompt for all images, or one per image."}),

@@ -28,7 +28,7 @@ TYPE_CHECKS = {
     "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
     "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
     "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
-    "GA_ADAPTER": lambda v: isinstance(v, DiTAdapter),
+    "GA_DIT_ADAPTER": lambda v: isinstance(v, DiTAdapter),
     "CONDITIONING": lambda v: isinstance(v, list) and all(isinstance(part[0], torch.Tensor) and isinstance(part[1], dict)
                                                           for part in v),
 }
