@@ -27,6 +27,16 @@ class ModelFile:
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
+    @property
+    def download_url(self) -> str | None:
+        """A URL that downloads the file itself (what a workflow's model metadata offers), or None where the
+        source is a page or an archive (Google Drive zips: antelopev2, SMIRK)."""
+        if self.url.startswith("https://huggingface.co/") and "/blob/" in self.url:
+            return self.url.replace("/blob/", "/resolve/", 1)
+        if self.url.startswith("https://storage.googleapis.com/"):
+            return self.url
+        return None
+
 
 INSIGHTFACE_LICENCE = "non-commercial research only (insightface)"
 

@@ -78,3 +78,49 @@ def test_workflow_nodes_widgets_and_links_match_the_node_definitions(path, model
             spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
             input_name = target_node["inputs"][target_slot]["name"]
             assert spec[input_name][0] == link_type, f"{target_node['type']}.{input_name} takes {spec[input_name][0]}"
+
+
+TITLE = 30  # the node's title bar, drawn above its position
+
+
+def _box(node):
+    (x, y), (width, height) = node["pos"], node["size"]
+    return x, y - TITLE, x + width, y + height
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_workflow_nodes_do_not_overlap_so_every_setting_is_visible(path):
+    with open(path) as handle:
+        nodes = json.load(handle)["nodes"]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _box(a), _box(b)
+            assert not (ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1), (a["id"], a["type"], b["id"], b["type"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_loaders_of_downloadable_files_carry_the_download_metadata_comfyui_offers(path):
+    """properties.models (name, url, directory) lets ComfyUI offer a missing file instead of "not in []"."""
+    from genaffect.models.model_catalog import CATALOG
+
+    fetchable = {entry.path: entry for entry in CATALOG if entry.download_url}
+    with open(path) as handle:
+        nodes = json.load(handle)["nodes"]
+    for node in nodes:
+        offered = node.get("properties", {}).get("models", [])
+        for model in offered:
+            assert set(model) == {"name", "url", "directory"} and model["url"].startswith("https://"), model
+        names = {model["name"] for model in offered}
+        values = [v for v in node.get("widgets_values", []) if isinstance(v, str)]
+        wanted = {value for value in values if value in fetchable}
+        if node["type"] == "GenAffectExpressionEstimatorLoader":
+            wanted.add("face_landmarker.task")
+        if node["type"] == "GenAffectArc2FaceLoader":
+            wanted |= {p for p, e in fetchable.items() if e.group == "Arc2Face" and e.folder == "arc2face"}
+        if node["type"] == "GenAffectFaceAnalyzerLoader" and "arcface.onnx (Arc2Face)" in values:
+            wanted.add("arcface.onnx")
+        assert wanted <= names, (node["type"], sorted(wanted - names))
+        for model in offered:
+            entry = fetchable.get(model["name"])
+            if entry is not None:  # the catalog is the one source of GenAffect's files
+                assert (model["url"], model["directory"]) == (entry.download_url, entry.folder), model
