@@ -145,7 +145,7 @@ class Estimation:
 
 
 def estimate_expressions(
-    estimator: ExpressionEstimator,
+    estimator: ExpressionEstimator | None,
     images_rgb: list[np.ndarray],
     labels: list[str] | None = None,
     *,
@@ -153,16 +153,31 @@ def estimate_expressions(
     face_index: int = 0,
     on_no_face: str = "skip",
     on_progress=None,
+    core_landmarks: dict | None = None,
 ) -> Estimation:
-    """Estimate one expression per RGB uint8 image (the face chosen by order and index)."""
+    """Estimate one expression per RGB uint8 image (the face chosen by order and index). The faces come from
+    the estimator's MediaPipe landmarker, or from ComfyUI core's FACE_LANDMARKS for the same images
+    (``core_landmarks``); SMIRK, when the estimator has it, adds FLAME-55 either way."""
+    if core_landmarks is not None:
+        frames = core_landmarks.get("frames") if isinstance(core_landmarks, dict) else None
+        if frames is None or len(frames) != len(images_rgb):
+            raise GenAffectInputError(
+                f"FACE_LANDMARKS describes {len(frames) if frames is not None else 'no'} frames for {len(images_rgb)} "
+                "images; run ComfyUI's MediaPipe Face Landmarker on the same images.")
+    elif estimator is None:
+        raise GenAffectInputError("connect an expression estimator (GenAffect Expression Estimator Loader) or "
+                                  "face_landmarks from ComfyUI's MediaPipe Face Landmarker node.")
     if labels is not None and len(labels) not in (0, len(images_rgb)):
         raise GenAffectInputError(f"{len(labels)} labels given for {len(images_rgb)} images; give one per image or none.")
     found: list[tuple[int, dict, int]] = []
     skipped: list[SkippedImage] = []
     crops: list[torch.Tensor] = []  # waiting for SMIRK, encoded in chunks so long videos stay small
     flame_parts: list[np.ndarray] = []
-    def detect(rgb):  # MediaPipe's faces, in the chosen order
-        faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
+    def detect(index, rgb):  # MediaPipe's faces (the wheel's or core's), in the chosen order
+        if core_landmarks is not None:
+            faces = face_landmarks.faces_from_core(core_landmarks["frames"][index], rgb.shape[:2])
+        else:
+            faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
         return [faces[i] for i in face_landmarks.face_order(faces, face_order)]
 
     for index, faces, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
@@ -170,7 +185,7 @@ def estimate_expressions(
         if usable:
             rgb, face = images_rgb[index], faces[face_index]
             found.append((index, face, len(faces)))
-            if estimator.smirk is not None:
+            if estimator is not None and estimator.smirk is not None:
                 pixels = face["landmarks"][:, :2] * np.array([rgb.shape[1], rgb.shape[0]], dtype=np.float32)
                 crops.append(smirk_encoder.warp_crop(rgb, smirk_encoder.crop_matrix(pixels)))
                 if len(crops) == SMIRK_CHUNK:

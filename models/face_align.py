@@ -80,7 +80,7 @@ def align_photos(analyzer, images_rgb: list[np.ndarray], *, face_order: str = "l
     ``analyzer`` is a GA_FACE_ANALYZER (only its detector runs). No face in any photo is an error.
     """
     aligned, skipped = [], []
-    detect = lambda rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    detect = lambda _, rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
     for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
                                                      on_no_face=on_no_face, skipped=skipped, what="Photo",
                                                      on_progress=on_progress):

@@ -57,7 +57,7 @@ def skip_or_fail(index: int, reason: str, on_no_face: str, skipped: list[Skipped
 def faces_per_image(images_rgb, detect, *, face_index: int, face_order: str, on_no_face: str,
                     skipped: list[SkippedImage], what: str = "Image", on_progress=None):
     """The one loop over a node's photos: yields ``(index, faces, usable)`` for each, ``faces`` as
-    ``detect(rgb)`` returns them in ``face_order`` (none for a photo too small to hold a face) and ``usable``
+    ``detect(index, rgb)`` returns them in ``face_order`` (none for a photo too small to hold a face) and ``usable``
     when face ``face_index`` exists. Photos without it stop the node or are noted in ``skipped``, as
     ``on_no_face`` says; progress moves after each photo is handled."""
     check_face_choice(face_index, on_no_face)
@@ -65,7 +65,7 @@ def faces_per_image(images_rgb, detect, *, face_index: int, face_order: str, on_
         faces = []
         reason = too_small_reason(rgb)
         if reason is None:
-            faces = detect(rgb)
+            faces = detect(index, rgb)
             reason = no_face_reason(len(faces), face_index, face_order)
         if reason is not None:
             skip_or_fail(index, reason, on_no_face, skipped, what)

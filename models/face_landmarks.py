@@ -89,6 +89,45 @@ def faces_from_result(result) -> list[dict]:
     return faces
 
 
+CORE_CANONICAL = 192  # ComfyUI core's landmarks_3d are in its 192-pixel face crop's units
+
+
+def faces_from_core(faces: list[dict], image_size: tuple[int, int]) -> list[dict]:
+    """ComfyUI core's FACE_LANDMARKS faces of one frame (its MediaPipe Face Landmarker node, pure PyTorch:
+    blendshapes by name, landmarks_xy in pixels, landmarks_3d in its crop's units, a presence logit, the
+    facial transformation matrix) -> the face dicts :func:`faces_from_result` makes from the mediapipe
+    wheel. x and y are normalised by the image size; z, which MediaPipe gives in about the units of x, is
+    the crop's depth scaled by the face's width in the image (an approximation: core does not give it)."""
+    height, width = image_size
+    converted = []
+    for face in faces:
+        names = set(face.get("blendshapes", {}))
+        if names != set(BLENDSHAPE_INDEX):
+            raise GenAffectInputError(
+                f"FACE_LANDMARKS has {len(names)} blendshapes ({sorted(names - set(BLENDSHAPE_INDEX))[:3]} unknown); "
+                f"connect ComfyUI's MediaPipe Face Landmarker node, which gives MediaPipe's {NUM_BLENDSHAPES}.")
+        if face.get("transformation_matrix") is None:
+            raise GenAffectInputError("FACE_LANDMARKS has no transformation_matrix for the head pose; connect ComfyUI's "
+                                      "MediaPipe Face Landmarker node directly.")
+        blendshapes = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
+        for name, score in face["blendshapes"].items():
+            blendshapes[BLENDSHAPE_INDEX[name]] = score
+        xy = np.asarray(face["landmarks_xy"], dtype=np.float32)
+        depth = np.asarray(face["landmarks_3d"], dtype=np.float32)[:, 2]
+        if xy.shape != (NUM_LANDMARKS, 2) or depth.shape != (NUM_LANDMARKS,):
+            raise GenAffectInputError(f"FACE_LANDMARKS gives {xy.shape[0]} landmarks; expected {NUM_LANDMARKS}.")
+        face_width = float(np.ptp(xy[:, 0]))
+        landmarks = np.stack([xy[:, 0] / width, xy[:, 1] / height,
+                              depth / CORE_CANONICAL * face_width / width], axis=1).astype(np.float32)
+        converted.append({
+            "blendshapes": blendshapes,
+            "landmarks": landmarks,
+            "head_pose": head_pose_degrees(np.asarray(face["transformation_matrix"])),
+            "presence": 0.5 * (1.0 + math.tanh(float(face["presence"]) / 2)),  # core gives the logit: its sigmoid
+        })
+    return converted
+
+
 def face_order(faces: list[dict], order: str) -> list[int]:
     """Indices of ``faces`` (from :func:`faces_from_result`) in the identity nodes' orders.
 

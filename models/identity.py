@@ -116,7 +116,7 @@ def extract_identity(
     kept: list[tuple[int, Detection, np.ndarray, int]] = []
     skipped: list[SkippedImage] = []
     all_detections: list[list[Detection]] = []
-    detect = lambda rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    detect = lambda _, rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
     for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
                                                      on_no_face=on_no_face, skipped=skipped, what="Reference image",
                                                      on_progress=on_progress):

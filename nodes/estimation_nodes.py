@@ -99,7 +99,8 @@ class GenAffectExpressionEstimatorLoader:
 class GenAffectEstimateExpression:
     DESCRIPTION = (
         "Measures the expression of the face in each image: 52 MediaPipe blendshapes, head yaw/pitch/roll, "
-        "478 landmarks, and FLAME-55 when SMIRK is loaded. Images without a face are skipped with a warning "
+        "478 landmarks, and FLAME-55 when SMIRK is loaded. The faces come from the estimator's MediaPipe, or from "
+        "ComfyUI core's MediaPipe Face Landmarker (face_landmarks), which needs no mediapipe wheel. Images without a face are skipped with a warning "
         "(or stop the run, by option). The preview shows the landmarks and the strongest blendshapes."
     )
     CATEGORY = "GenAffect/expression"
@@ -116,7 +117,6 @@ class GenAffectEstimateExpression:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "estimator": ("GA_EXPRESSION_ESTIMATOR", {"tooltip": "From GenAffect Expression Estimator Loader."}),
                 "images": ("IMAGE", {"tooltip": "Photos or video frames (a batch)."}),
                 "face_order": (list(face_choice.FACE_ORDERS), {
                     "tooltip": "How faces in one image are ordered before face_index picks one."}),
@@ -127,6 +127,11 @@ class GenAffectEstimateExpression:
                                "No face in any image is always an error."}),
             },
             "optional": {
+                "estimator": ("GA_EXPRESSION_ESTIMATOR", {
+                    "tooltip": "From GenAffect Expression Estimator Loader (MediaPipe, and SMIRK for FLAME-55)."}),
+                "face_landmarks": ("FACE_LANDMARKS", {
+                    "tooltip": "From ComfyUI's MediaPipe Face Landmarker on the same images: used instead of the "
+                               "estimator's MediaPipe (an estimator with SMIRK still adds FLAME-55)."}),
                 "labels": ("STRING", {"default": "", "multiline": True,
                                       "tooltip": "One label per image, separated by commas or new lines. "
                                                  "Empty: 'image 0', 'image 1', ..."}),
@@ -136,13 +141,15 @@ class GenAffectEstimateExpression:
             },
         }
 
-    def estimate(self, estimator, images, face_order, face_index, on_no_face, labels="", draw_preview=True):
+    def estimate(self, images, face_order, face_index, on_no_face, estimator=None, face_landmarks=None, labels="",
+                 draw_preview=True):
         frames = image_batch_to_rgb_uint8(images, what="Estimate Expression images")
         on_progress = comfy_host.progress_callback(len(frames))
 
         estimation = expression_estimator.estimate_expressions(
             estimator, frames, split_list(labels) or None,
             face_order=face_order, face_index=face_index, on_no_face=on_no_face, on_progress=on_progress,
+            core_landmarks=face_landmarks,
         )
         preview = rgb_uint8_to_image_batch(_previews(frames, estimation)) if draw_preview else images
         report = estimation.report()

@@ -49,15 +49,15 @@ def test_smirk_conversion_writes_safetensors_that_load_the_same(expression_model
     assert "SMIRK_em1_expression_encoder.safetensors" in LOADER.INPUT_TYPES()["required"]["smirk"][0]
     again, _ = LOADER().load("face_landmarker.task", "SMIRK_em1_expression_encoder.safetensors", 4, 0.5)
     images = to_image_tensor(faces_image(dict(cx=128, cy=128, half=48)))
-    first = ESTIMATE().estimate(estimator, images, "largest", 0, "skip")[0]
-    second = ESTIMATE().estimate(again, images, "largest", 0, "skip")[0]
+    first = ESTIMATE().estimate(images, "largest", 0, "skip", estimator=estimator)[0]
+    second = ESTIMATE().estimate(images, "largest", 0, "skip", estimator=again)[0]
     np.testing.assert_array_equal(first.flame, second.flame)
 
 
 def test_estimate_node_outputs_expressions_previews_and_report(expression_models):
     estimator, _ = LOADER().load("face_landmarker.task", "SMIRK_em1.pt", 4, 0.5)
     images = to_image_tensor(faces_image(dict(cx=128, cy=128)), blank_image(), faces_image(dict(cx=96, cy=96, half=56)))
-    expression, preview, report = ESTIMATE().estimate(estimator, images, "largest", 0, "skip", labels="smile\nblank, frown")
+    expression, preview, report = ESTIMATE().estimate(images, "largest", 0, "skip", estimator=estimator, labels="smile\nblank, frown")
     assert expression.labels == ["smile", "frown"]
     assert expression.blendshapes.shape == (2, 52) and expression.flame.shape == (2, 55)
     assert expression.head_pose.shape == (2, 3) and expression.landmarks.shape == (2, 478, 3)
@@ -68,4 +68,4 @@ def test_estimate_node_outputs_expressions_previews_and_report(expression_models
 def test_estimate_node_with_wrong_label_count_explains(expression_models):
     estimator, _ = LOADER().load("face_landmarker.task", NO_SMIRK, 4, 0.5)
     with pytest.raises(GenAffectInputError, match="2 labels given for 1 images"):
-        ESTIMATE().estimate(estimator, to_image_tensor(faces_image(dict(cx=128, cy=128))), "largest", 0, "skip", labels="a, b")
+        ESTIMATE().estimate(to_image_tensor(faces_image(dict(cx=128, cy=128))), "largest", 0, "skip", estimator=estimator, labels="a, b")

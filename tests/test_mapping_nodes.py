@@ -98,7 +98,7 @@ def test_video_frames_through_both_estimators_fit_a_map(expression_models):
     estimator, _ = NODE_CLASS_MAPPINGS["GenAffectExpressionEstimatorLoader"]().load("face_landmarker.task", "SMIRK_em1.pt", 4, 0.5)
     estimator.landmarker = MarkerLandmarker(scores=[rng.random(52) for _ in range(12)])
     frames = to_image_tensor(*[faces_image(dict(cx=96 + 8 * (i % 5), cy=128, half=40 + i, identity=i)) for i in range(12)])
-    expression = NODE_CLASS_MAPPINGS["GenAffectEstimateExpression"]().estimate(estimator, frames, "largest", 0, "skip")[0]
+    expression = NODE_CLASS_MAPPINGS["GenAffectEstimateExpression"]().estimate(frames, "largest", 0, "skip", estimator=estimator)[0]
     mapping, report = FIT().fit(expression, 0.01, 0.2, "")["result"]
     assert mapping.train_frames + mapping.heldout_frames == 12
     assert "warning: a low R²" in report

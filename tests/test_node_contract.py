@@ -18,7 +18,8 @@ from genaffect.nodes import comfy_host
 from tiny_insightface import faces_image, to_image_tensor
 
 CATEGORIES = {"GenAffect/face", "GenAffect/expression", "GenAffect/sampling", "GenAffect/evaluate"}
-CORE_TYPES = {"IMAGE", "MASK", "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "STRING", "INT", "FLOAT", "BOOLEAN"}
+CORE_TYPES = {"IMAGE", "MASK", "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "STRING", "INT", "FLOAT", "BOOLEAN",
+              "FACE_LANDMARKS"}  # core's MediaPipe Face Landmarker (ComfyUI 0.33)
 # What a value of each socket type is, for checking real outputs.
 TYPE_CHECKS = {
     "IMAGE": lambda v: isinstance(v, torch.Tensor) and v.ndim == 4 and v.shape[-1] == 3 and v.dtype == torch.float32,
@@ -75,7 +76,7 @@ def _run_every_node():
     check = NODE_CLASS_MAPPINGS["GenAffectCheckModels"]()
     preset = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 1.0)
     estimator = NODE_CLASS_MAPPINGS["GenAffectExpressionEstimatorLoader"]().load("face_landmarker.task", "SMIRK_em1.pt", 4, 0.5)
-    estimated = NODE_CLASS_MAPPINGS["GenAffectEstimateExpression"]().estimate(estimator[0], images, "largest", 0, "skip")
+    estimated = NODE_CLASS_MAPPINGS["GenAffectEstimateExpression"]().estimate(images, "largest", 0, "skip", estimator=estimator[0])
     frames = ExpressionBatch([str(i) for i in range(12)], blendshapes=np.random.default_rng(0).random((12, 52)),
                              flame=np.random.default_rng(1).random((12, 55)))
     fitted = NODE_CLASS_MAPPINGS["GenAffectFitExpressionMapping"]().fit(frames, 0.01, 0.2, "")

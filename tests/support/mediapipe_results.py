@@ -82,3 +82,31 @@ class MarkerLandmarker:
 
     def close(self):
         self.closed = True
+
+
+def core_face(landmarks, categories, matrix, width: int, height: int, presence_logit: float = 2.0) -> dict:
+    """The same face as ComfyUI core's MediaPipe Face Landmarker node gives it (comfy_extras/mediapipe,
+    detect_batch): blendshapes by name, landmarks_xy in pixels, landmarks_3d in its 192-pixel crop's units
+    (depth chosen so that GenAffect's conversion gives back MediaPipe's z), the presence logit, the matrix."""
+    points = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float32)
+    xy = points[:, :2] * [width, height]
+    face_width = float(np.ptp(xy[:, 0]))
+    depth = points[:, 2] * width / face_width * 192
+    canonical = np.concatenate([xy, depth[:, None]], axis=1).astype(np.float32)  # x, y unused by GenAffect
+    return {"bbox_xyxy": np.array([*xy.min(0), *xy.max(0)], dtype=np.float32),
+            "blendshapes": {c.category_name: c.score for c in categories},
+            "landmarks_xy": xy.astype(np.float32), "landmarks_3d": canonical, "presence": presence_logit,
+            "score": 0.9, "transformation_matrix": matrix}
+
+
+def core_landmarks(landmarker: MarkerLandmarker, images: list[np.ndarray]) -> dict:
+    """FACE_LANDMARKS for ``images``: the faces ``landmarker`` finds, as core's node would describe them."""
+    import mediapipe as mp
+
+    frames = []
+    for image in images:
+        result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        height, width = image.shape[:2]
+        frames.append([core_face(lm, cat, np.asarray(m), width, height) for lm, cat, m in
+                       zip(result.face_landmarks, result.face_blendshapes, result.facial_transformation_matrixes)])
+    return {"frames": frames, "image_size": images[0].shape[:2], "connection_sets": {}}
