@@ -38,13 +38,23 @@ def to_mediapipe_image(image_rgb: np.ndarray):
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb))
 
 
+NO_MEDIAPIPE = (
+    "the mediapipe package is not installed (it is optional: it has no wheel for every Python version). Install "
+    "it with ComfyUI's Python (python -m pip install mediapipe), or give Estimate Expression the faces of ComfyUI's "
+    "own MediaPipe Face Landmarker node (its face_landmarks input), which needs no mediapipe package."
+)
+
+
 def create_face_landmarker(path: str, max_faces: int = DEFAULT_MAX_FACES, min_confidence: float = 0.5):
     """MediaPipe's FaceLandmarker (image mode) with blendshapes and pose matrices on.
 
     The model is passed as bytes, not as a path: MediaPipe cannot open paths with non-ASCII
     characters on Windows.
     """
-    from mediapipe.tasks.python import BaseOptions, vision
+    try:
+        from mediapipe.tasks.python import BaseOptions, vision
+    except ImportError as error:
+        raise GenAffectInputError(NO_MEDIAPIPE) from error
 
     if not os.path.isfile(path):
         raise ModelFileError(

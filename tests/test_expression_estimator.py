@@ -173,3 +173,18 @@ def test_smirk_runs_in_chunks_with_the_same_result(smirk_file, monkeypatch):
     chunked = expression_estimator.estimate_expressions(_estimator(smirk_file), frames).expression.flame
     assert chunked.shape == (5, 55)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
+def test_without_the_mediapipe_package_the_landmarker_says_how_to_install_it_or_use_cores(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mediapipe(name, *args, **kwargs):
+        if name.startswith("mediapipe"):
+            raise ImportError("No module named 'mediapipe'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mediapipe)
+    with pytest.raises(GenAffectInputError, match="mediapipe package is not installed .* MediaPipe Face Landmarker"):
+        expression_estimator.create_face_landmarker(str(tmp_path / "face_landmarker.task"))
