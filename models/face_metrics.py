@@ -116,6 +116,7 @@ def measure(
     target: ExpressionBatch | None = None,
     estimator: ExpressionEstimator | None = None,
     on_progress=None,
+    core_landmarks: dict | None = None,
 ) -> SetMetrics:
     """Metrics for RGB uint8 images (the largest face of each). Faceless images are reported, not fatal."""
     _check_same_recognizer(analyzer, identity)
@@ -146,7 +147,7 @@ def measure(
         results[index].identity_cosine = float(cosine)
 
     if target is not None:
-        _measure_expression(results, images_rgb, target, estimator)
+        _measure_expression(results, images_rgb, target, estimator, core_landmarks)
 
     consistency_mean, consistency_min = pairwise_consistency(embeddings)
     return SetMetrics(
@@ -162,16 +163,16 @@ def measure(
 
 
 def _measure_expression(results: list[ImageMetrics], images_rgb, target: ExpressionBatch,
-                        estimator: ExpressionEstimator | None) -> None:
-    if estimator is None:
+                        estimator: ExpressionEstimator | None, core_landmarks: dict | None = None) -> None:
+    if estimator is None and core_landmarks is None:
         raise GenAffectInputError(
             f"{NODE} needs an expression estimator to compare with the target expression: connect GenAffect "
-            "Expression Estimator Loader."
+            "Expression Estimator Loader, or face_landmarks from ComfyUI's MediaPipe Face Landmarker."
         )
     rows = _target_rows(target, len(images_rgb))
     wanted = target.require("blendshapes", NODE)
     try:
-        estimation = estimate_expressions(estimator, images_rgb, on_no_face="skip")
+        estimation = estimate_expressions(estimator, images_rgb, on_no_face="skip", core_landmarks=core_landmarks)
     except NoFaceFoundError:
         for result in results:
             result.note = result.note or "no face for the expression estimator"

@@ -47,14 +47,17 @@ class GenAffectFaceMetrics:
                 "target_expression": ("GA_EXPRESSION", {
                     "tooltip": "What each image should show: one per image, or one for all."}),
                 "estimator": ("GA_EXPRESSION_ESTIMATOR", {
-                    "tooltip": "Needed with a target: re-estimates each image's expression."}),
+                    "tooltip": "Needed with a target (or face_landmarks): re-estimates each image's expression."}),
+                "face_landmarks": ("FACE_LANDMARKS", {
+                    "tooltip": "ComfyUI's MediaPipe Face Landmarker on the same images, instead of the estimator."}),
                 "labels": ("STRING", {"default": "", "multiline": True,
                                       "tooltip": "One label per image (commas or new lines); empty: the target's "
                                                  "labels, or 'image 0', ..."}),
             },
         }
 
-    def measure(self, images, face_analyzer, identity, target_expression=None, estimator=None, labels=""):
+    def measure(self, images, face_analyzer, identity, target_expression=None, estimator=None, labels="",
+                face_landmarks=None):
         frames = image_batch_to_rgb_uint8(images, what="Face Metrics images")
         names = split_list(labels)
         if not names and target_expression is not None and len(target_expression) == len(frames):
@@ -62,7 +65,7 @@ class GenAffectFaceMetrics:
         on_progress = comfy_host.progress_callback(len(frames))
 
         metrics = face_metrics.measure(face_analyzer, identity, frames, names or None, target_expression, estimator,
-                                       on_progress)
+                                       on_progress, core_landmarks=face_landmarks)
         summary = metrics.summary()
         chart = draw_metrics_chart(
             summary.splitlines(),

@@ -15,7 +15,7 @@ from genaffect.models.expression import ExpressionBatch
 from genaffect.models.expression_estimator import ExpressionEstimator
 from genaffect.models.identity import extract_identity
 
-from mediapipe_results import MarkerLandmarker
+from mediapipe_results import MarkerLandmarker, core_landmarks
 from smirk_weights import published_layout_weights
 from tiny_insightface import blank_image, faces_image
 
@@ -72,6 +72,10 @@ def test_expression_error_compares_reestimated_blendshapes_with_each_target(anal
     assert [m.blendshape_l1 for m in metrics.images] == pytest.approx([0.0, 0.3], abs=1e-6)
     assert metrics.blendshape_l1_mean == pytest.approx(0.15, abs=1e-6)
     assert metrics.flame_l2_mean is None  # no SMIRK, no target FLAME: absent, not zero
+    # the same faces from ComfyUI core's MediaPipe Face Landmarker give the same error, with no estimator
+    payload = core_landmarks(MarkerLandmarker(scores=estimated), images)
+    from_core = face_metrics.measure(analyzer, identity, images, target=target, core_landmarks=payload)
+    assert [m.blendshape_l1 for m in from_core.images] == pytest.approx([0.0, 0.3], abs=1e-6)
 
 
 def test_flame_l2_when_smirk_and_the_target_both_have_it(analyzer, tmp_path):
