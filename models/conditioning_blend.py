@@ -27,8 +27,10 @@ SNAP = 1e-6  # alphas this close to 0 or 1 are taken as 0 or 1 (a preset at inte
 
 def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
     """(N, 52) expressions and (K, 52) full-intensity targets (neutral = no blendshape moves) ->
-    alphas (N, K) and each row's relative residual (0: exactly a blend of the targets)."""
-    expressions, targets = np.asarray(expressions, np.float64), np.asarray(targets, np.float64)
+    alphas (N, K) and each row's relative residual (0: exactly a blend of the targets). MediaPipe's
+    ``_neutral`` score (index 0) is not a movement and is left out, as in Face Metrics."""
+    expressions = np.asarray(expressions, np.float64)[:, 1:]
+    targets = np.asarray(targets, np.float64)[:, 1:]
     norms = np.linalg.norm(targets, axis=1)
     if np.any(norms == 0):
         raise GenAffectInputError("a target expression is neutral (no blendshape moves); the neutral conditioning "

@@ -111,3 +111,11 @@ def test_alpha_fit_snaps_rounding_at_zero_and_one_and_reports_the_residual():
                                                      targets)
     assert alphas[0].tolist() == [1.0, 0.0] and np.allclose(alphas[1], [0.3, 0.6], atol=1e-5)
     assert residual.max() < 1e-5
+
+
+def test_mediapipes_neutral_score_of_an_estimated_face_does_not_change_the_alphas():
+    targets = preset("happy, sad").blendshapes
+    estimated = targets[0] * 0.5
+    estimated[0] = 0.9  # MediaPipe's "_neutral" score, which presets leave at 0
+    alphas, residual = conditioning_blend.fit_alphas(estimated[None], targets)
+    assert np.allclose(alphas, [[0.5, 0.0]], atol=1e-6) and residual[0] < 1e-6
