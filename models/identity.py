@@ -47,13 +47,17 @@ class Identity:
     embedding: np.ndarray  # (512,) L2-normalised mean of the kept references
     skipped: list[SkippedImage] = field(default_factory=list)
     recognition_model: str = ""
+    note: str = ""  # what the set of references says as a whole (two that disagree)
 
     @property
     def outliers(self) -> list[int]:
         return [r.image_index for r in self.references if r.outlier]
 
     def report(self) -> str:
-        lines = [f"identity from {len(self.references)} reference(s), recognition model {self.recognition_model}"]
+        lines = [f"identity from {len(self.references)} reference(s), recognition model {self.recognition_model}",
+                 "  (cosine to identity: ArcFace cosine of the photo's face to the mean of the references, itself "
+                 "included, so it reads high; photos of one person differ far more from each other, and a reference "
+                 "is flagged only when it is unlike the others)"]
         for ref in self.references:
             flag = "  <- looks like a different person" if ref.outlier else ""
             lines.append(
@@ -62,6 +66,8 @@ class Identity:
             )
         for skip in self.skipped:
             lines.append(f"  image {skip.image_index}: skipped ({skip.reason})")
+        if self.note:
+            lines.append(f"  note: {self.note}")
         return "\n".join(lines)
 
 
@@ -147,7 +153,7 @@ def extract_identity(
         )
         for i, (index, det, crop, faces) in enumerate(kept)
     ]
-    _flag_outliers(references, embeddings, outlier_threshold)
+    note = _flag_outliers(references, embeddings, outlier_threshold)
     dropped = [r for r in references if drop_outliers and r.outlier]
     if len(dropped) == len(references):  # everyone disagrees (e.g. two people): keep them all
         dropped = []
@@ -161,24 +167,29 @@ def extract_identity(
         embedding=identity_embedding,
         skipped=skipped,
         recognition_model=analyzer.files.get("recognition", ""),
+        note=note,
     )
     return identity, all_detections
 
 
-def _flag_outliers(references: list[ReferenceFace], embeddings: np.ndarray, threshold: float) -> None:
+def _flag_outliers(references: list[ReferenceFace], embeddings: np.ndarray, threshold: float) -> str:
+    """Flag references unlike the others; returns a note for the report where the set as a whole disagrees."""
     if len(references) < 2:
-        return
+        return ""
     cosines = leave_one_out_cosines(embeddings)
-    if len(references) == 2 and cosines[0] < threshold:  # with two, neither can be singled out
-        log.warning(
-            "GenAffect: the two references look like different people (cosine %.3f < %.2f); check the photos.",
-            float(cosines[0]), threshold,
-        )
+    if len(references) == 2:  # with two, neither can be singled out: the pair is reported, no photo flagged
+        if cosines[0] < threshold:
+            log.warning(
+                "GenAffect: the two references look like different people (cosine %.3f < %.2f); check the photos.",
+                float(cosines[0]), threshold,
+            )
+            return (f"the two references look like different people (their cosine {float(cosines[0]):.3f} < "
+                    f"{threshold:.2f}); neither can be singled out: check the photos")
+        return ""
     for ref, cosine in zip(references, cosines):
         if cosine < threshold:
             ref.outlier = True
-            if len(references) > 2:
-                log.warning(
+            log.warning(
                     "GenAffect: reference image %d looks like a different person than the others (cosine %.3f < %.2f).",
                     ref.image_index, float(cosine), threshold,
                 )

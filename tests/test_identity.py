@@ -100,7 +100,8 @@ def test_two_references_of_different_people_warn_without_dropping_both(analyzer,
     with caplog.at_level(logging.WARNING):
         result = extract(analyzer, frames, drop_outliers=True)
     assert "two references look like different people" in caplog.text
-    assert len(result.references) == 2
+    assert len(result.references) == 2 and result.outliers == []  # neither photo is singled out ...
+    assert "note: the two references look like different people" in result.report()  # ... the pair is reported
 
 
 def test_leave_one_out_cosine_on_known_vectors():
