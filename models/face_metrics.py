@@ -36,6 +36,8 @@ class ImageMetrics:
     identity_cosine: float | None = None
     blendshape_l1: float | None = None
     flame_l2: float | None = None
+    # is the face nearer its own target than every other target of the set (blendshape L1)? None: not measured
+    expression_nearest: bool | None = None
     note: str = ""
 
 
@@ -49,6 +51,7 @@ class SetMetrics:
     consistency_min: float | None
     blendshape_l1_mean: float | None
     flame_l2_mean: float | None
+    expression_accuracy: float | None = None  # share of measured faces nearest their own target
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -66,6 +69,9 @@ class SetMetrics:
             lines.append(f"expression error (blendshape L1): mean {number(self.blendshape_l1_mean)}")
         if self.flame_l2_mean is not None:
             lines.append(f"expression error (FLAME-55 L2): mean {number(self.flame_l2_mean)}")
+        if self.expression_accuracy is not None:
+            lines.append(f"expression accuracy (nearest to its own target of the set's targets): "
+                         f"{self.expression_accuracy:.0%}")
         return "\n".join(lines)
 
 
@@ -81,6 +87,18 @@ def pairwise_consistency(embeddings: np.ndarray) -> tuple[float | None, float | 
 def blendshape_l1(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per row: mean |estimated - target| over the 51 movement blendshapes (index 0, "_neutral", left out)."""
     return np.abs(np.asarray(estimated)[:, 1:] - np.asarray(target)[:, 1:]).mean(axis=1)
+
+
+def nearest_to_own_target(estimated: np.ndarray, targets: np.ndarray, own: list[int]) -> list[bool]:
+    """Per estimated face: is it nearer (blendshape L1) to its own target row than to every other distinct
+    target? Ties count as not nearer, so a face between two targets is not credited."""
+    targets = np.asarray(targets)
+    verdicts = []
+    for face, row in zip(np.asarray(estimated), own):
+        distances = blendshape_l1(np.repeat(face[None], len(targets), axis=0), targets)
+        others = [d for j, d in enumerate(distances) if not np.array_equal(targets[j], targets[row])]
+        verdicts.append(all(distances[row] < d for d in others))
+    return verdicts
 
 
 def flame_l2(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -159,6 +177,7 @@ def measure(
         consistency_min=consistency_min,
         blendshape_l1_mean=_mean([r.blendshape_l1 for r in results]),
         flame_l2_mean=_mean([r.flame_l2 for r in results]),
+        expression_accuracy=_mean([float(r.expression_nearest) for r in results if r.expression_nearest is not None]),
     )
 
 
@@ -182,7 +201,10 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
     l2 = None
     if found.flame is not None and target.flame is not None:
         l2 = flame_l2(found.flame, target.flame[[rows[i] for i in estimation.image_indices]])
+    own = [rows[i] for i in estimation.image_indices]
+    nearest = nearest_to_own_target(found.blendshapes, wanted, own) if len(target) > 1 else [None] * len(own)
     for row, index in enumerate(estimation.image_indices):
+        results[index].expression_nearest = nearest[row]
         results[index].blendshape_l1 = float(l1[row])
         if l2 is not None:
             results[index].flame_l2 = float(l2[row])

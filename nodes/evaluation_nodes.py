@@ -145,6 +145,7 @@ def _metric_lines(metrics_json: str, count: int) -> list[str]:
                                       f"blendshape_l1 {error!r}; connect GenAffect Face Metrics' output unchanged.")
         parts = [f"ID {similarity:.2f}"]
         if error is not None:
-            parts.append(f"expr {error:.3f}")
+            nearest = image.get("expression_nearest")
+            parts.append(f"expr {error:.3f}" + ("" if nearest is None else " ok" if nearest else " off"))
         lines.append("  ".join(parts))
     return lines

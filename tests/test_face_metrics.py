@@ -119,3 +119,28 @@ def test_identity_from_another_recognizer_is_refused(analyzer):
     identity.recognition_model = "/models/arc2face/arcface.onnx"
     with pytest.raises(GenAffectInputError, match="cosines between different recognizers mean nothing"):
         face_metrics.measure(analyzer, identity, [faces_image(dict(cx=128, cy=128))])
+
+
+def test_expression_accuracy_counts_faces_nearest_their_own_target_of_the_set(analyzer):
+    identity = _identity(analyzer)
+    targets = np.stack([np.full(52, 0.1), np.full(52, 0.5), np.full(52, 0.9)]).astype(np.float32)
+    # faces estimated at 0.15 (nearest its own 0.1), 0.8 (nearer 0.9 than its own 0.5) and 0.85 (own 0.9)
+    estimated = [np.full(52, v, np.float32) for v in (0.15, 0.8, 0.85)]
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=estimated), "face_landmarker.task")
+    target = ExpressionBatch(["a", "b", "c"], blendshapes=targets)
+    images = [faces_image(dict(cx=128, cy=128))] * 3
+    metrics = face_metrics.measure(analyzer, identity, images, target=target, estimator=estimator)
+    assert [m.expression_nearest for m in metrics.images] == [True, False, True]
+    assert metrics.expression_accuracy == pytest.approx(2 / 3)
+    assert "expression accuracy (nearest to its own target of the set's targets): 67%" in metrics.summary()
+    halves = np.stack([np.zeros(52), np.full(52, 0.5)])
+    assert face_metrics.nearest_to_own_target(np.full((1, 52), 0.25), halves, [0]) == [False]  # a tie is no hit
+
+
+def test_one_target_for_all_images_has_no_accuracy_to_report(analyzer):
+    identity = _identity(analyzer)
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=[np.full(52, 0.2, np.float32)]), "face_landmarker.task")
+    target = ExpressionBatch(["a"], blendshapes=np.full((1, 52), 0.2, np.float32))
+    metrics = face_metrics.measure(analyzer, identity, [faces_image(dict(cx=128, cy=128))] * 2, target=target,
+                                   estimator=estimator)
+    assert metrics.expression_accuracy is None and "accuracy" not in metrics.summary()
