@@ -38,6 +38,8 @@ class ImageMetrics:
     flame_l2: float | None = None
     # is the face nearer its own target than every other target of the set (blendshape L1)? None: not measured
     expression_nearest: bool | None = None
+    held_out_cosine: float | None = None  # to the held-out photos of the person (not used for conditioning)
+    copy_suspected: bool | None = None  # nearer a reference than any two real photos of the person are
     note: str = ""
 
 
@@ -52,6 +54,9 @@ class SetMetrics:
     blendshape_l1_mean: float | None
     flame_l2_mean: float | None
     expression_accuracy: float | None = None  # share of measured faces nearest their own target
+    same_person_band: tuple[float, float] | None = None  # min, max cosine between the person's real photos
+    held_out_mean: float | None = None
+    copies: int | None = None  # faces suspected to be copied from a reference
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -69,19 +74,37 @@ class SetMetrics:
             lines.append(f"expression error (blendshape L1): mean {number(self.blendshape_l1_mean)}")
         if self.flame_l2_mean is not None:
             lines.append(f"expression error (FLAME-55 L2): mean {number(self.flame_l2_mean)}")
+        if self.same_person_band is not None:
+            low, high = self.same_person_band
+            lines.append(f"the person's real photos agree with each other at cosine {low:.3f}..{high:.3f}; a generated "
+                         f"face above {high:.3f} to a reference was likely copied from it (its pose and expression "
+                         f"too): {self.copies} suspected")
+        if self.held_out_mean is not None:
+            lines.append(f"identity cosine to held-out photos of the person (not used to condition): mean "
+                         f"{number(self.held_out_mean)}; far below the cosine to the reference also means copying")
         if self.expression_accuracy is not None:
             lines.append(f"expression accuracy (nearest to its own target of the set's targets): "
                          f"{self.expression_accuracy:.0%}")
         return "\n".join(lines)
 
 
+def _pair_cosines(embeddings: np.ndarray) -> np.ndarray | None:
+    """Cosines of all pairs of L2-normalised embeddings; None with fewer than two."""
+    if len(embeddings) < 2:
+        return None
+    return (embeddings @ embeddings.T)[np.triu_indices(len(embeddings), k=1)]
+
+
 def pairwise_consistency(embeddings: np.ndarray) -> tuple[float | None, float | None]:
     """Mean and minimum cosine over all pairs of L2-normalised embeddings (None with fewer than two)."""
-    if len(embeddings) < 2:
-        return None, None
-    cosines = embeddings @ embeddings.T
-    pairs = cosines[np.triu_indices(len(embeddings), k=1)]
-    return float(pairs.mean()), float(pairs.min())
+    pairs = _pair_cosines(embeddings)
+    return (None, None) if pairs is None else (float(pairs.mean()), float(pairs.min()))
+
+
+def same_person_band(reference_embeddings: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) cosine between the person's real reference photos; None with fewer than two."""
+    pairs = _pair_cosines(reference_embeddings)
+    return None if pairs is None else (float(pairs.min()), float(pairs.max()))
 
 
 def blendshape_l1(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -135,9 +158,18 @@ def measure(
     estimator: ExpressionEstimator | None = None,
     on_progress=None,
     core_landmarks: dict | None = None,
+    held_out: Identity | None = None,
 ) -> SetMetrics:
-    """Metrics for RGB uint8 images (the largest face of each). Faceless images are reported, not fatal."""
+    """Metrics for RGB uint8 images (the largest face of each). Faceless images are reported, not fatal.
+
+    Copying (WithAnyone, ICLR 2026): real photos of one person are far from identical, so a generated face
+    nearer to a reference photo than any two of the person's real photos are to each other was most likely
+    copied from it. With two or more references their own pairwise cosines give that band (it adapts to the
+    recognizer and the person); ``held_out`` photos of the person, not used for conditioning, give the
+    similarity a new photo of them would have."""
     _check_same_recognizer(analyzer, identity)
+    if held_out is not None:
+        _check_same_recognizer(analyzer, held_out)
     count = len(images_rgb)
     labels = labels or [f"image {i}" for i in range(count)]
     if len(labels) != count:
@@ -163,6 +195,16 @@ def measure(
     for index, cosine in zip(kept, cosines):
         results[index].face_found = True
         results[index].identity_cosine = float(cosine)
+    band = same_person_band(np.stack([r.embedding for r in identity.references]))
+    copies = None
+    if band is not None and crops:
+        nearest_reference = (embeddings @ np.stack([r.embedding for r in identity.references]).T).max(axis=1)
+        for index, similarity in zip(kept, nearest_reference):
+            results[index].copy_suspected = bool(similarity > band[1])
+        copies = sum(results[index].copy_suspected for index in kept)
+    if held_out is not None and crops:
+        for index, cosine in zip(kept, embeddings @ held_out.embedding):
+            results[index].held_out_cosine = float(cosine)
 
     if target is not None:
         _measure_expression(results, images_rgb, target, estimator, core_landmarks)
@@ -178,6 +220,9 @@ def measure(
         blendshape_l1_mean=_mean([r.blendshape_l1 for r in results]),
         flame_l2_mean=_mean([r.flame_l2 for r in results]),
         expression_accuracy=_mean([float(r.expression_nearest) for r in results if r.expression_nearest is not None]),
+        same_person_band=band,
+        held_out_mean=_mean([r.held_out_cosine for r in results]),
+        copies=copies,
     )
 
 

@@ -50,6 +50,9 @@ class GenAffectFaceMetrics:
                     "tooltip": "Needed with a target (or face_landmarks): re-estimates each image's expression."}),
                 "face_landmarks": ("FACE_LANDMARKS", {
                     "tooltip": "ComfyUI's MediaPipe Face Landmarker on the same images, instead of the estimator."}),
+                "held_out_identity": ("GA_IDENTITY", {
+                    "tooltip": "Other photos of the person, not used to condition (Extract Identity): how a new "
+                               "photo of them compares; a set far nearer the reference than these was copied."}),
                 "labels": ("STRING", {"default": "", "multiline": True,
                                       "tooltip": "One label per image (commas or new lines); empty: the target's "
                                                  "labels, or 'image 0', ..."}),
@@ -57,7 +60,7 @@ class GenAffectFaceMetrics:
         }
 
     def measure(self, images, face_analyzer, identity, target_expression=None, estimator=None, labels="",
-                face_landmarks=None):
+                face_landmarks=None, held_out_identity=None):
         frames = image_batch_to_rgb_uint8(images, what="Face Metrics images")
         names = split_list(labels)
         if not names and target_expression is not None and len(target_expression) == len(frames):
@@ -65,7 +68,7 @@ class GenAffectFaceMetrics:
         on_progress = comfy_host.progress_callback(len(frames))
 
         metrics = face_metrics.measure(face_analyzer, identity, frames, names or None, target_expression, estimator,
-                                       on_progress, core_landmarks=face_landmarks)
+                                       on_progress, core_landmarks=face_landmarks, held_out=held_out_identity)
         summary = metrics.summary()
         chart = draw_metrics_chart(
             summary.splitlines(),
@@ -143,7 +146,7 @@ def _metric_lines(metrics_json: str, count: int) -> list[str]:
         if not number(similarity) or not (error is None or number(error)):
             raise GenAffectInputError(f"metrics_json image {index + 1} has identity_cosine {similarity!r} and "
                                       f"blendshape_l1 {error!r}; connect GenAffect Face Metrics' output unchanged.")
-        parts = [f"ID {similarity:.2f}"]
+        parts = [f"ID {similarity:.2f}" + (" copied?" if image.get("copy_suspected") else "")]
         if error is not None:
             nearest = image.get("expression_nearest")
             parts.append(f"expr {error:.3f}" + ("" if nearest is None else " ok" if nearest else " off"))

@@ -144,3 +144,19 @@ def test_one_target_for_all_images_has_no_accuracy_to_report(analyzer):
     metrics = face_metrics.measure(analyzer, identity, [faces_image(dict(cx=128, cy=128))] * 2, target=target,
                                    estimator=estimator)
     assert metrics.expression_accuracy is None and "accuracy" not in metrics.summary()
+
+
+def test_a_face_nearer_a_reference_than_the_persons_own_photos_are_is_flagged_as_copied(analyzer):
+    references = [faces_image(dict(cx=128, cy=128, identity=0)), faces_image(dict(cx=120, cy=136, half=48, identity=0))]
+    identity = extract_identity(analyzer, references)[0]
+    held_out = extract_identity(analyzer, [faces_image(dict(cx=136, cy=120, half=36, identity=0))])[0]
+    generated = [references[0], faces_image(dict(cx=128, cy=128, identity=5))]  # a pixel copy, another person
+    metrics = face_metrics.measure(analyzer, identity, generated, held_out=held_out)
+    low, high = metrics.same_person_band
+    assert low == high < 0.999  # two real photos of the person: one pair, and they differ
+    assert [m.copy_suspected for m in metrics.images] == [True, False] and metrics.copies == 1
+    assert all(m.held_out_cosine is not None for m in metrics.images) and metrics.held_out_mean is not None
+    assert "1 suspected" in metrics.summary() and "held-out photos" in metrics.summary()
+    one_reference = extract_identity(analyzer, references[:1])[0]
+    alone = face_metrics.measure(analyzer, one_reference, generated)
+    assert alone.same_person_band is None and alone.copies is None  # one photo gives no band: not judged
