@@ -17,7 +17,7 @@ from .conditioning_nodes import GenAffectConditioningIntensity
 from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
 from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
-from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics
+from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics, GenAffectSelectBest
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
@@ -38,6 +38,7 @@ NODE_CLASSES = (
     GenAffectApplyExpressionMapping,
     GenAffectFaceMetrics,
     GenAffectExpressionSheet,
+    GenAffectSelectBest,
     GenAffectConditioningIntensity,
     GenAffectConsistentAttention,
     GenAffectConsistentBatchSampler,
@@ -67,6 +68,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
     "GenAffectFaceMetrics": "GenAffect Face Metrics",
     "GenAffectExpressionSheet": "GenAffect Expression Sheet",
+    "GenAffectSelectBest": "GenAffect Select Best",
     "GenAffectConditioningIntensity": "GenAffect Conditioning Intensity",
     "GenAffectConsistentAttention": "GenAffect Consistent Attention",
     "GenAffectConsistentBatchSampler": "GenAffect Consistent Batch Sampler",

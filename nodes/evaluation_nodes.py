@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 
-from ..models import face_metrics
+import numpy as np
+
+from ..models import face_metrics, select_best
 from ..models.drawing import draw_metrics_chart, draw_sheet
 from ..models.errors import GenAffectInputError
 from ..models.expression import split_list
@@ -146,9 +149,85 @@ def _metric_lines(metrics_json: str, count: int) -> list[str]:
         if not number(similarity) or not (error is None or number(error)):
             raise GenAffectInputError(f"metrics_json image {index + 1} has identity_cosine {similarity!r} and "
                                       f"blendshape_l1 {error!r}; connect GenAffect Face Metrics' output unchanged.")
-        parts = [f"ID {similarity:.2f}" + (" copied?" if image.get("copy_suspected") else "")]
-        if error is not None:
-            nearest = image.get("expression_nearest")
-            parts.append(f"expr {error:.3f}" + ("" if nearest is None else " ok" if nearest else " off"))
-        lines.append("  ".join(parts))
+        lines.append(_metric_caption(similarity, image.get("copy_suspected"), error, image.get("expression_nearest")))
     return lines
+
+
+CHOSEN = (90, 200, 120)  # the frame around a chosen candidate on the contact sheet
+
+
+class GenAffectSelectBest:
+    DESCRIPTION = (
+        "Keeps the best of K candidates per expression: the images come in rounds (all N expressions, then all "
+        "again, K times, e.g. K sampler runs with other seeds batched). Each is scored like Face Metrics (identity "
+        "to the reference, expression error and accuracy against its own target, the copy check); a candidate "
+        "must show a face, not be copied and be nearest its own target, then the highest identity cosine minus "
+        "expression error wins (the earlier round on a tie). Outputs the N chosen images in order, a JSON report "
+        "of every candidate and a contact sheet with the chosen ones framed."
+    )
+    CATEGORY = "GenAffect/evaluate"
+    FUNCTION = "select"
+    RETURN_TYPES = ("IMAGE", "STRING", "IMAGE")
+    RETURN_NAMES = ("best", "report", "contact_sheet")
+    OUTPUT_TOOLTIPS = ("The chosen candidate of each expression, in the targets' order.",
+                       "Every candidate's scores and whether it was chosen, as JSON.",
+                       "One row per expression, its candidates side by side, the chosen one framed.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "K rounds of the N expressions, as one batch."}),
+                "candidates": ("INT", {"default": 2, "min": 1, "max": 64,
+                                       "tooltip": "K: how many rounds (candidates per expression) the batch holds."}),
+                "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From Face Analyzer Loader."}),
+                "identity": ("GA_IDENTITY", {"tooltip": "The reference identity (Extract Identity)."}),
+                "target_expression": ("GA_EXPRESSION", {"tooltip": "The N expressions, one per image of a round."}),
+            },
+            "optional": {
+                "estimator": ("GA_EXPRESSION_ESTIMATOR", {"tooltip": "Re-estimates each candidate's expression."}),
+                "face_landmarks": ("FACE_LANDMARKS", {
+                    "tooltip": "ComfyUI's MediaPipe Face Landmarker on the same images, instead of the estimator."}),
+                "held_out_identity": ("GA_IDENTITY", {"tooltip": "Other photos of the person (see Face Metrics)."}),
+            },
+        }
+
+    def select(self, images, candidates, face_analyzer, identity, target_expression, estimator=None,
+               face_landmarks=None, held_out_identity=None):
+        frames = image_batch_to_rgb_uint8(images, what="Select Best images")
+        targets = select_best.candidate_targets(target_expression, len(frames), candidates)
+        metrics = face_metrics.measure(face_analyzer, identity, frames, list(targets.labels), targets, estimator,
+                                       comfy_host.progress_callback(len(frames)), core_landmarks=face_landmarks,
+                                       held_out=held_out_identity)
+        choices = select_best.choose(metrics, len(target_expression), candidates)
+        best = [frames[c.index] for c in sorted((c for c in choices if c.chosen), key=lambda c: c.expression)]
+        report = json.dumps([{"expression": target_expression.labels[c.expression], "candidate": c.candidate + 1,
+                              "index": c.index, "chosen": c.chosen, **dataclasses.asdict(c.metrics)}
+                             for c in choices], indent=2)
+        by_row = sorted(choices, key=lambda c: (c.expression, c.candidate))
+        cells = [_framed(frames[c.index]) if c.chosen else frames[c.index] for c in by_row]
+        captions = [[f"{target_expression.labels[c.expression]} #{c.candidate + 1}" + (" chosen" if c.chosen else ""),
+                     _candidate_line(c.metrics)] for c in by_row]
+        sheet = draw_sheet(cells, captions, candidates, "Select Best: one row per expression")
+        return (rgb_uint8_to_image_batch(best), report, rgb_uint8_to_image_batch([sheet]))
+
+
+def _framed(image: np.ndarray, width: int = 6) -> np.ndarray:
+    framed = image.copy()
+    framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = CHOSEN, CHOSEN, CHOSEN, CHOSEN
+    return framed
+
+
+def _metric_caption(similarity: float, copied, error, nearest) -> str:
+    """One sheet caption line: identity cosine (and the copy flag), expression error (and whether it is nearest
+    its own target)."""
+    parts = [f"ID {similarity:.2f}" + (" copied?" if copied else "")]
+    if error is not None:
+        parts.append(f"expr {error:.3f}" + ("" if nearest is None else " ok" if nearest else " off"))
+    return "  ".join(parts)
+
+
+def _candidate_line(m) -> str:
+    if not m.face_found:
+        return "no face"
+    return _metric_caption(m.identity_cosine, m.copy_suspected, m.blendshape_l1, m.expression_nearest)

@@ -108,6 +108,8 @@ def _run_every_node():
         "GenAffectFaceMetrics": metrics,
         "GenAffectDiTAdapterLoader": NODE_CLASS_MAPPINGS["GenAffectDiTAdapterLoader"]().load(
             "tiny_dit_adapter.safetensors"),
+        "GenAffectSelectBest": NODE_CLASS_MAPPINGS["GenAffectSelectBest"]().select(
+            images, 1, analyzer_outputs[0], identity[0], preset[0], estimator[0]),
         "GenAffectExpressionSheet": NODE_CLASS_MAPPINGS["GenAffectExpressionSheet"]().build(
             images, 0, "sheet", "", preset[0], metrics["result"][0]),
     }

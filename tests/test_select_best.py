@@ -1,0 +1,70 @@
+"""Select Best keeps, per expression, the candidate that is the person and shows the asked-for expression."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from genaffect.models.errors import GenAffectInputError
+from genaffect.models.expression import ExpressionBatch
+from genaffect.models.expression_estimator import ExpressionEstimator
+from genaffect.models.face_metrics import ImageMetrics, SetMetrics
+from genaffect.models.identity import extract_identity
+from genaffect.models.select_best import choose
+from genaffect.nodes.evaluation_nodes import GenAffectSelectBest
+
+from mediapipe_results import MarkerLandmarker
+from tiny_insightface import faces_image, to_image_tensor
+
+CALM, WILD = np.full(52, 0.1, np.float32), np.full(52, 0.8, np.float32)
+TARGETS = ExpressionBatch(["calm", "wild"], blendshapes=np.stack([CALM, WILD]))
+
+
+def _identity(analyzer):
+    # one reference photo: no same-person band, so no copy check (the tiny recognizer scores any two paintings
+    # of a person ~0.99, which the band would call copies); copy gating is tested on its own below
+    return extract_identity(analyzer, [faces_image(dict(cx=128, cy=128, identity=0))])[0]
+
+
+def test_the_person_with_the_right_expression_is_chosen_per_expression(analyzer):
+    person = faces_image(dict(cx=136, cy=120, half=36, identity=0))
+    stranger = faces_image(dict(cx=136, cy=120, half=36, identity=5))
+    # round 1: calm <- a stranger, wild <- the person looking calm; round 2: both the person, right expressions
+    images = [stranger, person, person, person]
+    estimated = [CALM, CALM, CALM, WILD]  # what the landmarker reads, image by image
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=estimated), "face_landmarker.task")
+    best, report, sheet = GenAffectSelectBest().select(to_image_tensor(*images), 2, analyzer, _identity(analyzer),
+                                                       TARGETS, estimator=estimator)
+    rows = json.loads(report)
+    assert [(r["expression"], r["candidate"], r["chosen"]) for r in rows] == [
+        ("calm", 1, False), ("wild", 1, False), ("calm", 2, True), ("wild", 2, True)]
+    assert rows[1]["expression_nearest"] is False and rows[3]["expression_nearest"] is True
+    assert best.shape[0] == 2 and sheet.shape[0] == 1 and sheet.shape[2] > 2 * 256  # 2 candidates side by side
+
+
+def test_ties_go_to_the_earlier_round_and_wrong_batch_sizes_are_explained(analyzer):
+    person = faces_image(dict(cx=136, cy=120, half=36, identity=0))
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=[CALM, WILD]), "face_landmarker.task")
+    _, report, _ = GenAffectSelectBest().select(to_image_tensor(*[person] * 4), 2, analyzer, _identity(analyzer),
+                                                TARGETS, estimator=estimator)
+    assert [r["candidate"] for r in json.loads(report) if r["chosen"]] == [1, 1]
+    with pytest.raises(GenAffectInputError, match="3 images for 2 expressions x 2 candidates"):
+        GenAffectSelectBest().select(to_image_tensor(*[person] * 3), 2, analyzer, _identity(analyzer), TARGETS,
+                                     estimator=estimator)
+
+
+def _metrics(*images: ImageMetrics) -> SetMetrics:
+    return SetMetrics(list(images), sum(m.face_found for m in images), None, None, None, None, None, None)
+
+
+def test_a_suspected_copy_or_a_face_showing_another_expression_loses_to_a_worse_scoring_honest_face():
+    copied = ImageMetrics(0, "a", True, identity_cosine=0.99, blendshape_l1=0.01, copy_suspected=True)
+    honest = ImageMetrics(1, "a", True, identity_cosine=0.70, blendshape_l1=0.10, copy_suspected=False)
+    assert [c.chosen for c in choose(_metrics(copied, honest), 1, 2)] == [False, True]
+    wrong = ImageMetrics(0, "a", True, identity_cosine=0.95, blendshape_l1=0.05, expression_nearest=False)
+    right = ImageMetrics(1, "a", True, identity_cosine=0.60, blendshape_l1=0.20, expression_nearest=True)
+    assert [c.chosen for c in choose(_metrics(wrong, right), 1, 2)] == [False, True]
+    no_face = ImageMetrics(0, "a", False)
+    assert [c.chosen for c in choose(_metrics(no_face, right), 1, 2)] == [False, True]
