@@ -6,8 +6,10 @@ happens here: models load when a node runs.
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from .nodes.comfy_host import register_model_folders
+from .nodes.web_routes import register_routes
 
 register_model_folders()
+register_routes()
 
 WEB_DIRECTORY = "./js"
 

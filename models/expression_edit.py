@@ -184,3 +184,15 @@ def mix(batch: ExpressionBatch, weights: list[float], label: str = "") -> Expres
     if not label:
         label = " + ".join(f"{w:.2f} {n}" for w, n in zip(weights_array, batch.labels) if w > 0)
     return ExpressionBatch(labels=[label], **mixed)
+
+
+def sliders_from_blendshapes(blendshapes: np.ndarray) -> dict[str, float]:
+    """The slider values that come nearest one vector of blendshapes on a neutral face (the editor's gallery:
+    start from a preset, then sculpt). Each slider takes the mean of the shapes it drives; a two-way slider the
+    difference of its two sides. Shapes no slider drives (e.g. mouthRollLower) are lost."""
+    values = {}
+    for slider in SLIDERS:
+        raised = float(np.mean([blendshapes[BLENDSHAPE_INDEX[s]] for s in slider.adds]))
+        lowered = float(np.mean([blendshapes[BLENDSHAPE_INDEX[s]] for s in slider.subtracts])) if slider.subtracts else 0.0
+        values[slider.name] = round(raised - lowered, 3)  # within -1..1: blendshapes are 0..1
+    return values

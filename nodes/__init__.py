@@ -18,6 +18,7 @@ from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentB
 from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
 from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics, GenAffectSelectBest
+from .face_drawing_nodes import GenAffectDrawExpressions
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
@@ -36,6 +37,7 @@ NODE_CLASSES = (
     GenAffectEstimateExpression,
     GenAffectFitExpressionMapping,
     GenAffectApplyExpressionMapping,
+    GenAffectDrawExpressions,
     GenAffectFaceMetrics,
     GenAffectExpressionSheet,
     GenAffectSelectBest,
@@ -66,6 +68,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectEstimateExpression": "GenAffect Estimate Expression",
     "GenAffectFitExpressionMapping": "GenAffect Fit Expression Mapping",
     "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
+    "GenAffectDrawExpressions": "GenAffect Draw Expressions",
     "GenAffectFaceMetrics": "GenAffect Face Metrics",
     "GenAffectExpressionSheet": "GenAffect Expression Sheet",
     "GenAffectSelectBest": "GenAffect Select Best",

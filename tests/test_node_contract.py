@@ -97,6 +97,7 @@ def _run_every_node():
             preset[0], preset[0], 3, "linear"),
         "GenAffectExpressionMix": NODE_CLASS_MAPPINGS["GenAffectExpressionMix"]().mix(preset[0], "1, 3"),
         "GenAffectExpressionToPrompt": NODE_CLASS_MAPPINGS["GenAffectExpressionToPrompt"]().describe(preset[0], "a", ""),
+        "GenAffectDrawExpressions": NODE_CLASS_MAPPINGS["GenAffectDrawExpressions"]().draw(preset[0], 64, 0, True, "t"),
         "GenAffectConditioningIntensity": NODE_CLASS_MAPPINGS["GenAffectConditioningIntensity"]().blend(
             [[[torch.zeros(1, 4, 8), {}]]], [[[torch.ones(1, 4, 8), {}]], [[torch.ones(1, 6, 8), {}]]], [preset[0]],
             [NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 0.5)[0]], [1.5]),

@@ -1,0 +1,140 @@
+"""GenAffect's face model drawn from 52 blendshapes (the same data the browser's live editor draws).
+
+The model (``data/face_model.json``) is a schematic frontal face: named points at their neutral positions
+and, per blendshape, how far it moves which points at weight 1. A face is the neutral points plus the
+weighted sum of the moves - linear, so the browser (``js/face_model.js``) and this module compute the same
+geometry from the same data, and a test holds them to it. Run ``python -m models.face_drawing`` from the
+pack's folder to draw the preset library (or ``--expressions "happy, sad"``) with no model downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import GenAffectInputError
+from .expression import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch
+
+MODEL_PATH = os.path.join(os.path.dirname(__file__), "data", "face_model.json")
+SHAPE_KINDS = ("polygon", "line", "ellipse")
+SUPERSAMPLE = 3  # drawn 3x larger, then reduced: PIL draws without anti-aliasing
+
+
+@dataclass(frozen=True)
+class FaceModel:
+    point_names: tuple[str, ...]
+    neutral: np.ndarray  # (P, 2)
+    moves: np.ndarray  # (52, P, 2): how far each blendshape at weight 1 moves each point
+    shapes: tuple[dict, ...]
+    view: tuple[tuple[float, float], tuple[float, float]]  # x range, y range drawn
+
+    def geometry(self, blendshapes) -> np.ndarray:
+        """Every point's position, (P, 2), for one vector of 52 blendshapes."""
+        weights = np.asarray(blendshapes, dtype=np.float64)
+        if weights.shape != (NUM_BLENDSHAPES,):
+            raise GenAffectInputError(f"the face model draws one vector of {NUM_BLENDSHAPES} blendshapes, got shape "
+                                      f"{weights.shape}.")
+        return self.neutral + np.tensordot(weights, self.moves, axes=1)
+
+
+@lru_cache(maxsize=1)
+def face_model() -> FaceModel:
+    with open(MODEL_PATH, encoding="utf-8") as handle:
+        return parse_face_model(json.load(handle))
+
+
+def parse_face_model(data: dict) -> FaceModel:
+    """Check the model's data (every name it uses exists, every blendshape has an entry) and build it."""
+    points = data["points"]
+    names = tuple(points)
+    index = {name: i for i, name in enumerate(names)}
+    if set(data["moves"]) != set(BLENDSHAPE_NAMES):
+        raise ValueError(f"face model moves must name exactly the {NUM_BLENDSHAPES} blendshapes; differs on "
+                         f"{sorted(set(data['moves']) ^ set(BLENDSHAPE_NAMES))}")
+    moves = np.zeros((NUM_BLENDSHAPES, len(names), 2))
+    for b, blendshape in enumerate(BLENDSHAPE_NAMES):
+        for point, delta in data["moves"][blendshape].items():
+            if point not in index:
+                raise ValueError(f"face model: {blendshape} moves unknown point {point!r}")
+            moves[b, index[point]] = delta
+    for shape in data["shapes"]:
+        unknown = [p for p in shape["points"] if p not in index]
+        if shape["kind"] not in SHAPE_KINDS or unknown or (shape["kind"] == "ellipse" and len(shape["points"]) != 4):
+            raise ValueError(f"face model shape {shape['name']!r}: kind {shape['kind']!r}, unknown points {unknown}")
+    view = data["view"]
+    return FaceModel(names, np.array([points[n] for n in names], np.float64), moves, tuple(data["shapes"]),
+                     (tuple(view["x"]), tuple(view["y"])))
+
+
+def _hex(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def draw_face(blendshapes, size: int = 256, background=(245, 245, 245)) -> np.ndarray:
+    """The face for one vector of 52 blendshapes, as an RGB uint8 array of ``size`` x ``size``."""
+    model = face_model()
+    geometry = model.geometry(blendshapes)
+    index = {name: i for i, name in enumerate(model.point_names)}
+    (x0, x1), (y0, y1) = model.view
+    big = size * SUPERSAMPLE
+    scale = big / max(x1 - x0, y1 - y0)
+    offset = np.array([(big - (x1 - x0) * scale) / 2 - x0 * scale, (big - (y1 - y0) * scale) / 2 - y0 * scale])
+    canvas = Image.new("RGB", (big, big), background)
+    draw = ImageDraw.Draw(canvas)
+    for shape in model.shapes:
+        xy = [tuple(geometry[index[p]] * scale + offset) for p in shape["points"]]
+        fill = _hex(shape["fill"]) if "fill" in shape else None
+        stroke = _hex(shape["stroke"]) if "stroke" in shape else None
+        width = max(1, round(shape.get("width", 0) * scale))
+        if shape["kind"] == "polygon":
+            draw.polygon(xy, fill=fill)
+            if stroke:
+                draw.line(xy + xy[:1], fill=stroke, width=width, joint="curve")
+        elif shape["kind"] == "line":
+            draw.line(xy, fill=stroke, width=width, joint="curve")
+        else:  # the ellipse in the box around its four points
+            (left, top), (right, bottom) = np.min(xy, axis=0), np.max(xy, axis=0)
+            if right - left >= 1 and bottom - top >= 1:
+                draw.ellipse((left, top, right, bottom), fill=fill, outline=stroke)
+    return np.asarray(canvas.resize((size, size), Image.LANCZOS))
+
+
+def draw_expressions(batch: ExpressionBatch, size: int = 192, columns: int = 0, title: str = "",
+                     prompts: list[str] | None = None) -> np.ndarray:
+    """A labelled sheet of the face model for every expression of a batch (with its prompt text, if given)."""
+    from .drawing import draw_sheet
+
+    blendshapes = batch.require("blendshapes", "the face drawing")
+    faces = [draw_face(row, size) for row in blendshapes]
+    captions = [[label] + ([prompts[i]] if prompts else []) for i, label in enumerate(batch.labels)]
+    columns = columns or max(1, int(np.ceil(np.sqrt(len(faces)))))
+    return draw_sheet(faces, captions, columns, title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .expression_library import preset_names, presets
+    from .expression_text import describe_batch
+
+    parser = argparse.ArgumentParser(description="Draw expressions with GenAffect's face model (no model files needed).")
+    parser.add_argument("--expressions", default="", help="library names, comma-separated (default: the whole library)")
+    parser.add_argument("--out", default="genaffect_expressions.png", help="where to write the sheet (PNG or JPEG)")
+    parser.add_argument("--size", type=int, default=160, help="pixels per face")
+    parser.add_argument("--no-prompts", action="store_true", help="leave out each expression's prompt text")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.expressions.split(",") if n.strip()] or list(preset_names())
+    batch = presets(names, 1.0)
+    prompts = None if args.no_prompts else describe_batch(batch.blendshapes)
+    sheet = draw_expressions(batch, args.size, title="GenAffect expression library", prompts=prompts)
+    Image.fromarray(sheet).save(args.out)
+    print(f"{len(names)} expressions drawn to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The pack in a real browser on the real ComfyUI frontend: every example workflow opens whole, and the live
+expression editor draws the face the node will output, redraws it when a slider moves and agrees with Python's
+geometry - on the classic canvas and on the Vue node renderer.
+
+Needs Playwright (pip) and a Chromium (Debian: apt-get install chromium; or set CHROMIUM to its path).
+Screenshots go to GENAFFECT_BROWSER_ARTIFACTS (default: the session's temporary folder)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfy_server import REPO
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (browser tests)")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install chromium, or set CHROMIUM")
+WORKFLOWS = sorted(f for f in os.listdir(os.path.join(REPO, "workflows")) if f.endswith(".json"))
+PACK_FILES = ("/extensions/genaffect/", "genaffect")
+
+
+def _set_setting(comfy, key: str, value) -> None:
+    request = urllib.request.Request(f"{comfy.url}/settings/{key}", data=json.dumps(value).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = os.environ.get("GENAFFECT_BROWSER_ARTIFACTS") or str(tmp_path_factory.mktemp("browser"))
+    os.makedirs(folder, exist_ok=True)
+    print(f"browser screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--no-sandbox", "--disable-gpu"])
+        yield instance
+        instance.close()
+
+
+class Page:
+    """One ComfyUI tab, with the console errors and uncaught exceptions that came from the pack."""
+
+    def __init__(self, browser, comfy, vue_nodes: bool):
+        _set_setting(comfy, "Comfy.TutorialCompleted", True)
+        _set_setting(comfy, "Comfy.VueNodes.Enabled", vue_nodes)
+        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.errors: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error} {error.stack or ''}"))
+        self.page.goto(comfy.url)
+        self.page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=90_000)
+        self.page.wait_for_function("() => window.LiteGraph.registered_node_types['GenAffectExpressionEditor']",
+                                    timeout=60_000)
+
+    def _console(self, message):
+        where = message.location.get("url", "") if message.location else ""
+        if message.type == "error":
+            self.errors.append(f"{message.text} ({where})")
+        elif message.type == "warning" and "GenAffect" in message.text:
+            self.errors.append(f"warning: {message.text}")
+
+    def pack_errors(self) -> list[str]:
+        return [e for e in self.errors if any(p in e for p in PACK_FILES) or "GenAffect" in e]
+
+    def js(self, script: str, arg=None):
+        return self.page.evaluate(script, arg)
+
+
+def _canvas_pixels(page: Page, node_id: int) -> np.ndarray:
+    url = page.js("""(id) => [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id).canvas.toDataURL()""",
+                  node_id)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")).astype(int)
+
+
+def _add_editor(page: Page, node_type: str, x: int) -> tuple[int, int]:
+    node_id = page.js("""([type, x]) => {
+        const node = window.LiteGraph.createNode(type);
+        node.pos = [x, 80];
+        window.app.graph.add(node);
+        window.app.canvas.ds.offset = [40, 70];
+        window.app.canvas.ds.scale = 0.62;  // the whole Editor (36 sliders and the face) in view
+        window.app.canvas.setDirty(true, true);
+        return node.id;
+    }""", [node_type, x])
+    page.page.wait_for_function("""(id) => window.GenAffectFaceModel &&
+        [...window.GenAffectFaceModel.editors].some((e) => e.node.id === id && e.redraws > 0 && e.canvas.clientWidth > 0)""",
+                                arg=node_id, timeout=30_000)
+    return node_id, page.js("(id) => [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id).redraws", node_id)
+
+
+def _move_slider(page: Page, node_id: int, name: str, value: float, redraws: int) -> None:
+    page.js("""([id, name, value]) => {
+        const node = window.app.graph.getNodeById(id);
+        const widget = node.widgets.find((w) => w.name === name);
+        widget.value = value;
+        widget.callback?.(value);
+    }""", [node_id, name, value])
+    page.page.wait_for_function("""([id, redraws]) =>
+        [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id).redraws > redraws""",
+                                arg=[node_id, redraws], timeout=30_000)
+
+
+def test_every_example_workflow_opens_with_no_missing_node_link_or_widget(comfy, browser, artifacts):
+    page = Page(browser, comfy, vue_nodes=False)
+    try:
+        for name in WORKFLOWS:
+            with open(os.path.join(REPO, "workflows", name), encoding="utf-8") as handle:
+                workflow = json.load(handle)
+            problems = page.js("""async (workflow) => {
+                await window.app.loadGraphData(workflow, true, true, "check");
+                const graph = window.app.graph, problems = [];
+                for (const node of graph.nodes) {
+                    if (!window.LiteGraph.registered_node_types[node.type]) problems.push(`missing node ${node.type}`);
+                    for (const widget of node.widgets || []) {
+                        if (widget.value === undefined) problems.push(`${node.type}.${widget.name} has no value`);
+                    }
+                    for (const input of node.inputs || []) {
+                        if (input.link != null && !graph.links[input.link] && !graph.links.get?.(input.link)) {
+                            problems.push(`${node.type}.${input.name} links to nothing`);
+                        }
+                    }
+                }
+                const saved = workflow.nodes.length, loaded = graph.nodes.length;
+                if (saved !== loaded) problems.push(`${saved} nodes saved, ${loaded} loaded`);
+                return problems;
+            }""", workflow)
+            assert problems == [], f"{name}: {problems}"
+            page.page.screenshot(path=os.path.join(artifacts, name.replace(".json", ".png")))
+        assert page.pack_errors() == []
+    finally:
+        page.page.close()
+
+
+@pytest.mark.parametrize("vue_nodes", [False, True], ids=["classic canvas", "Vue nodes"])
+def test_the_live_editor_redraws_when_a_slider_moves_and_matches_pythons_geometry(comfy, browser, artifacts, vue_nodes):
+    from genaffect.models.expression import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
+    from genaffect.models.face_drawing import face_model
+
+    page = Page(browser, comfy, vue_nodes=vue_nodes)
+    try:
+        page.js("() => window.app.graph.clear()")
+        node_id, redraws = _add_editor(page, "GenAffectExpressionEditor", 80)
+        before = _canvas_pixels(page, node_id)
+        _move_slider(page, node_id, "smile_left", 0.9, redraws)
+        after = _canvas_pixels(page, node_id)
+        changed = (np.abs(before - after).max(axis=2) > 40).sum()
+        assert before.shape == after.shape and changed > 100, changed  # the drawn face changed where the mouth is
+
+        vector = np.zeros(NUM_BLENDSHAPES)
+        vector[[BLENDSHAPE_INDEX["mouthSmileLeft"], BLENDSHAPE_INDEX["eyeBlinkRight"], BLENDSHAPE_INDEX["jawOpen"]]] = (
+            0.9, 0.5, 0.3)
+        drawn = page.js("(v) => window.GenAffectFaceModel.geometry(v)", vector.tolist())
+        model = face_model()
+        np.testing.assert_allclose([drawn[name] for name in model.point_names], model.geometry(vector), atol=1e-12)
+        shown = page.js("""(id) => [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id).preview""",
+                        node_id)
+        assert shown["blendshapes"][0][BLENDSHAPE_INDEX["mouthSmileLeft"]] == pytest.approx(0.9)
+
+        preset_id, redraws = _add_editor(page, "GenAffectExpressionPreset", 520)
+        page.js("""(id) => {  // the gallery: open it, a click on 'pout' adds it to the list
+            const editor = [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id);
+            const root = editor.canvas.parentElement;
+            [...root.querySelectorAll('button')].find((b) => b.textContent === 'Presets').click();
+            root.querySelector('canvas[data-preset="pout"]').click();
+        }""", preset_id)
+        page.page.wait_for_function("""([id, redraws]) =>
+            [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id).redraws > redraws""",
+                                    arg=[preset_id, redraws], timeout=30_000)
+        labels = page.js("(id) => [...window.GenAffectFaceModel.editors].find((e) => e.node.id === id).preview.labels",
+                         preset_id)
+        assert labels[-1] == "pout"
+        page.page.wait_for_timeout(500)  # let the canvas settle before the picture
+        page.page.screenshot(path=os.path.join(artifacts, f"live_editor_{'vue' if vue_nodes else 'classic'}.png"),
+                             clip={"x": 60, "y": 80, "width": 560, "height": 800})
+        assert page.pack_errors() == []
+    finally:
+        page.page.close()
