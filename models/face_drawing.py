@@ -105,6 +105,19 @@ def draw_face(blendshapes, size: int = 256, background=(245, 245, 245)) -> np.nd
     return np.asarray(canvas.resize((size, size), Image.LANCZOS))
 
 
+def with_target_glyph(image: np.ndarray, blendshapes, share: float = 0.25) -> np.ndarray:
+    """A copy of ``image`` with the face model of ``blendshapes`` (the asked-for expression) inset in its
+    top-right corner, ``share`` of its width: a sheet then shows what each face was asked to show."""
+    height, width = image.shape[:2]
+    size = max(24, int(min(height, width) * share))
+    glyph = draw_face(blendshapes, size)
+    framed = image.copy()
+    framed[2:size + 2, width - size - 2:width - 2] = glyph
+    framed[1:size + 3, [width - size - 3, width - 2]] = 255  # a thin white frame
+    framed[[1, size + 2], width - size - 3:width - 1] = 255
+    return framed
+
+
 def draw_expressions(batch: ExpressionBatch, size: int = 192, columns: int = 0, title: str = "",
                      prompts: list[str] | None = None) -> np.ndarray:
     """A labelled sheet of the face model for every expression of a batch (with its prompt text, if given)."""

@@ -13,6 +13,7 @@ from ..models import face_metrics, select_best
 from ..models.drawing import draw_metrics_chart, draw_sheet
 from ..models.errors import GenAffectInputError
 from ..models.expression import split_list
+from ..models.face_drawing import with_target_glyph
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host
 
@@ -110,10 +111,13 @@ class GenAffectExpressionSheet:
                 "expression": ("GA_EXPRESSION", {"tooltip": "Use these expressions' labels when labels is empty."}),
                 "metrics_json": ("STRING", {"forceInput": True,
                                             "tooltip": "From Face Metrics: adds each face's scores to its caption."}),
+                "target_faces": ("BOOLEAN", {"default": True, "tooltip": (
+                    "With an expression connected: draw each image's asked-for expression (GenAffect's face model) "
+                    "in its top-right corner.")}),
             },
         }
 
-    def build(self, images, columns, title, labels="", expression=None, metrics_json=None):
+    def build(self, images, columns, title, labels="", expression=None, metrics_json=None, target_faces=True):
         frames = image_batch_to_rgb_uint8(images, what="Expression Sheet images")
         names = split_list(labels) or (list(expression.labels) if expression is not None else [])
         if names and len(names) != len(frames):
@@ -124,6 +128,12 @@ class GenAffectExpressionSheet:
         if metrics_json:
             for caption, line in zip(captions, _metric_lines(metrics_json, len(frames))):
                 caption.append(line)
+        if target_faces and expression is not None and expression.blendshapes is not None:
+            targets = expression.blendshapes
+            if len(targets) not in (1, len(frames)):
+                raise GenAffectInputError(f"{len(targets)} expressions for {len(frames)} images; give one per image "
+                                          "or one for all, or turn target_faces off.")
+            frames = [with_target_glyph(frame, targets[i % len(targets)]) for i, frame in enumerate(frames)]
         columns = columns or math.ceil(math.sqrt(len(frames)))
         return (rgb_uint8_to_image_batch([draw_sheet(frames, captions, columns, title)]),)
 

@@ -63,6 +63,22 @@ def test_sheet_labels_come_from_the_expression_when_the_box_is_empty():
     assert sheet.shape[2] > 2 * 64
 
 
+def test_sheet_insets_each_images_asked_for_expression_drawn_with_the_face_model():
+    from genaffect.models.face_drawing import draw_face
+
+    expression = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, wink left", 1.0)[0]
+    images = to_image_tensor(blank_image(128, 128), blank_image(128, 128))
+    (with_faces,) = SHEET().build(images, 2, "", expression=expression)
+    (plain,) = SHEET().build(images, 2, "", expression=expression, target_faces=False)
+    with_faces, plain = ((x[0] * 255).round().to(torch.uint8).numpy() for x in (with_faces, plain))
+    changed = np.argwhere(np.any(with_faces != plain, axis=2))
+    assert len(changed) > 0
+    glyph = draw_face(expression.blendshapes[1], 32)  # 128 px images: a quarter of the width
+    found = any(np.array_equal(with_faces[y:y + 32, x:x + 32], glyph)
+                for y in range(0, 40) for x in range(128, with_faces.shape[1] - 31))
+    assert found  # the second cell shows the wink
+
+
 def test_sheet_refuses_mismatched_labels_and_foreign_json():
     images = to_image_tensor(blank_image(64, 64), blank_image(64, 64))
     with pytest.raises(GenAffectInputError, match="3 labels for 2 images"):
