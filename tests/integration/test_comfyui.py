@@ -8,8 +8,10 @@ extra_model_paths file, and tiny insightface models written by the test.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -95,6 +97,31 @@ def test_expression_transition_workflow_runs_and_describes_each_step(comfy):
     assert len(lines) == 5
     assert lines[0] == "close-up portrait photo of a person, neutral expression, relaxed face"
     assert "left mouth corner" in lines[-1] and "right mouth corner" in lines[-1]
+
+
+def test_the_no_download_workflow_draws_the_library_sheet_and_the_sculpted_face(comfy):
+    result = comfy.run(comfy.workflow_prompt("expression_library_faces"))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-3000:]
+    images = [image for output in result["outputs"].values() for image in output.get("images", [])]
+    assert len(images) == 2
+    sizes = []
+    for image in images:
+        query = urllib.parse.urlencode({k: image.get(k, "") for k in ("filename", "subfolder", "type")})
+        with urllib.request.urlopen(f"{comfy.url}/view?{query}", timeout=30) as response:
+            sizes.append(Image.open(io.BytesIO(response.read())).size)
+    sizes.sort()
+    assert sizes[1][0] > 4 * 192  # 8 basic emotions in 4 columns of 192-px faces
+
+
+def test_the_live_editors_routes_answer_with_the_face_model_and_the_nodes_output(comfy):
+    data = comfy.get("/genaffect/expression_editor/data")
+    assert len(data["blendshape_names"]) == 52 and "jawOpen" in data["model"]["moves"] and data["presets"]
+    status, answer = comfy.post("/genaffect/expression_editor/preview",
+                                {"node": "GenAffectExpressionPreset", "inputs": {"expressions": "happy, pout", "intensity": 1}})
+    assert status == 200 and answer["labels"] == ["happy", "pout"] and len(answer["blendshapes"][0]) == 52
+    status, answer = comfy.post("/genaffect/expression_editor/preview",
+                                {"node": "GenAffectExpressionPreset", "inputs": {"expressions": "hapy", "intensity": 1}})
+    assert status == 400 and "hapy" in answer["error"]
 
 
 def _expression_sheet_prompt(comfy):
