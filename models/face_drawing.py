@@ -130,16 +130,80 @@ def draw_expressions(batch: ExpressionBatch, size: int = 192, columns: int = 0, 
     return draw_sheet(faces, captions, columns, title)
 
 
+def workflow_expressions(workflow: dict) -> tuple[str, ExpressionBatch]:
+    """The title (its Read me note's first line) and the expressions a saved ComfyUI workflow names: its
+    Expression Presets' names (each once, in order) and its Expression Editors' sliders on a neutral face;
+    a workflow whose expressions come from photos gives a neutral face."""
+    from .expression_edit import SLIDER_NAMES, apply_edits
+    from .expression_library import presets
+
+    nodes = sorted(workflow.get("nodes", []), key=lambda node: node.get("order", 0))
+    notes = [node["widgets_values"][0] for node in nodes if node.get("type") == "Note" and node.get("widgets_values")]
+    title = notes[0].splitlines()[0].removeprefix("GenAffect - ") if notes else ""
+    names, rows, labels = [], [], []
+    for node in nodes:
+        values = node.get("widgets_values") or []
+        if node.get("type") == "GenAffectExpressionPreset" and values:
+            names += [n.strip() for n in str(values[0]).replace("\n", ",").split(",") if n.strip() and n.strip() not in names]
+        elif node.get("type") == "GenAffectExpressionEditor" and len(values) == 1 + len(SLIDER_NAMES):
+            neutral = ExpressionBatch([node.get("title", "edited")], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32))
+            edited = apply_edits(neutral, dict(zip(SLIDER_NAMES, values[1:])), values[0])
+            rows.append(edited.blendshapes[0])
+            labels.append(edited.labels[0])
+    if names:
+        library = presets(names, 1.0)
+        rows, labels = list(library.blendshapes) + rows, list(library.labels) + labels
+    if not rows:
+        rows, labels = [np.zeros(NUM_BLENDSHAPES, np.float32)], ["expressions from your photos"]
+    return title, ExpressionBatch(labels, blendshapes=np.stack(rows))
+
+
+def draw_thumbnail(title: str, batch: ExpressionBatch, width: int = 512, height: int = 384) -> np.ndarray:
+    """A workflow's template picture: its title over the faces of (up to 8 of) its expressions."""
+    from .drawing import _font_of_size, _fit
+
+    faces = batch.blendshapes[:8]
+    columns = min(4, len(faces))
+    rows = -(-len(faces) // columns)
+    title_height = 56
+    cell = min(width // columns, (height - title_height) // rows, 200)
+    canvas = Image.new("RGB", (width, height), (245, 245, 245))
+    draw = ImageDraw.Draw(canvas)
+    font = _font_of_size(18)
+    words, lines = title.split(), [""]
+    for word in words:  # two lines at most
+        if draw.textlength(lines[-1] + " " + word, font=font) > width - 16 and len(lines) < 2:
+            lines.append("")
+        lines[-1] = (lines[-1] + " " + word).strip()
+    for n, line in enumerate(lines):
+        draw.text((8, 6 + n * 22), _fit(draw, line, font, width - 16), fill=(40, 40, 40), font=font)
+    small = _font_of_size(12)
+    left0, top0 = (width - columns * cell) // 2, title_height + (height - title_height - rows * cell) // 2
+    for i, row in enumerate(faces):
+        left, top = left0 + (i % columns) * cell, top0 + (i // columns) * cell
+        canvas.paste(Image.fromarray(draw_face(row, cell - 14)), (left + 7, top))
+        draw.text((left + 7, top + cell - 14), _fit(draw, batch.labels[i], small, cell - 10), fill=(60, 60, 60), font=small)
+    return np.asarray(canvas)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .expression_library import preset_names, presets
     from .expression_text import describe_batch
 
     parser = argparse.ArgumentParser(description="Draw expressions with GenAffect's face model (no model files needed).")
     parser.add_argument("--expressions", default="", help="library names, comma-separated (default: the whole library)")
+    parser.add_argument("--workflow", default="", help="draw the expressions a saved workflow (.json) names, as its "
+                                                       "template picture (512x384)")
     parser.add_argument("--out", default="genaffect_expressions.png", help="where to write the sheet (PNG or JPEG)")
     parser.add_argument("--size", type=int, default=160, help="pixels per face")
     parser.add_argument("--no-prompts", action="store_true", help="leave out each expression's prompt text")
     args = parser.parse_args(argv)
+    if args.workflow:
+        with open(args.workflow, encoding="utf-8") as handle:
+            title, batch = workflow_expressions(json.load(handle))
+        Image.fromarray(draw_thumbnail(title, batch)).save(args.out, quality=88)
+        print(f"{len(batch)} expressions of {args.workflow} drawn to {args.out}")
+        return 0
     names = [n.strip() for n in args.expressions.split(",") if n.strip()] or list(preset_names())
     batch = presets(names, 1.0)
     prompts = None if args.no_prompts else describe_batch(batch.blendshapes)

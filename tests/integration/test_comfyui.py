@@ -113,6 +113,14 @@ def test_the_no_download_workflow_draws_the_library_sheet_and_the_sculpted_face(
     assert sizes[1][0] > 4 * 192  # 8 basic emotions in 4 columns of 192-px faces
 
 
+def test_comfyui_lists_every_workflow_as_a_template_and_serves_its_thumbnail(comfy):
+    listed = comfy.get("/workflow_templates")["genaffect"]
+    assert sorted(listed) == sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "workflows")) if f.endswith(".json"))
+    for name in listed:
+        with urllib.request.urlopen(f"{comfy.url}/api/workflow_templates/genaffect/{name}.jpg", timeout=30) as response:
+            assert response.status == 200 and Image.open(io.BytesIO(response.read())).size == (512, 384)
+
+
 def test_the_live_editors_routes_answer_with_the_face_model_and_the_nodes_output(comfy):
     data = comfy.get("/genaffect/expression_editor/data")
     assert len(data["blendshape_names"]) == 52 and "jawOpen" in data["model"]["moves"] and data["presets"]
