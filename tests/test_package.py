@@ -111,3 +111,26 @@ def test_readme_lists_every_model_file_and_every_node():
     for name, display in genaffect.NODE_DISPLAY_NAME_MAPPINGS.items():
         assert f"### {display} — `{name}`" in readme
     assert "python -m pytest" in readme
+
+
+LOCALE_PAGE = re.compile(r"[a-z]{2}(-[A-Za-z]{2,4})?\.md")
+
+
+def test_every_node_has_a_help_page_where_the_frontend_asks_first_and_one_for_every_other_locale():
+    """The frontend (ComfyUI_frontend's NodeHelpService) asks /extensions/<pack>/docs/<Node>/<locale>.md first,
+    then /extensions/<pack>/docs/<Node>.md. js/docs/<Node>/en.md answers the English request at once; the same
+    page as js/docs/<Node>.md answers every locale without a translation of its own (zh: <Node>/zh.md is not
+    there, so <Node>.md). The two must stay byte-identical: a static folder has no redirect, and a link file
+    would not survive a Windows checkout."""
+    docs = os.path.join(REPO, genaffect.WEB_DIRECTORY, "docs")
+    for name in genaffect.NODE_CLASS_MAPPINGS:
+        page, english = os.path.join(docs, f"{name}.md"), os.path.join(docs, name, "en.md")
+        assert os.path.isfile(page) and os.path.isfile(english), f"{name} needs js/docs/{name}.md and {name}/en.md"
+        with open(page, "rb") as handle, open(english, "rb") as other:
+            assert handle.read() == other.read(), f"{name}/en.md differs: cp js/docs/{name}.md js/docs/{name}/en.md"
+    for entry in os.listdir(docs):
+        name = entry[:-3] if entry.endswith(".md") else entry
+        assert name in genaffect.NODE_CLASS_MAPPINGS, f"js/docs/{entry} belongs to no node"
+        if os.path.isdir(os.path.join(docs, entry)):
+            for page in os.listdir(os.path.join(docs, entry)):
+                assert LOCALE_PAGE.fullmatch(page), f"js/docs/{entry}/{page} is not <locale>.md (en, zh, zh-TW, ...)"
