@@ -113,8 +113,10 @@ def _move_slider(page: Page, node_id: int, name: str, value: float, redraws: int
                                 arg=[node_id, redraws], timeout=30_000)
 
 
-def test_every_example_workflow_opens_with_no_missing_node_link_or_widget(comfy, browser, artifacts):
+def test_every_example_workflow_opens_whole_in_view_with_no_missing_node_link_widget_or_overlap(comfy, browser,
+                                                                                                 artifacts):
     page = Page(browser, comfy, vue_nodes=False)
+    failures = {}
     try:
         for name in WORKFLOWS:
             with open(os.path.join(REPO, "workflows", name), encoding="utf-8") as handle:
@@ -137,8 +139,33 @@ def test_every_example_workflow_opens_with_no_missing_node_link_or_widget(comfy,
                 if (saved !== loaded) problems.push(`${saved} nodes saved, ${loaded} loaded`);
                 return problems;
             }""", workflow)
-            assert problems == [], f"{name}: {problems}"
+            if problems:
+                failures[name] = problems
+                continue
+            page.page.wait_for_timeout(1500)  # live editors attach and grow their nodes
+            layout = page.js("""() => {
+                const canvas = window.app.canvas, ds = canvas.ds, element = canvas.canvas;
+                const boxes = window.app.graph.nodes.map((node) => {
+                    const [x, y, w, h] = node.getBounding();  // title bar included
+                    return { title: node.title, x, y, w, h };
+                });
+                const overlaps = [];
+                boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b) => {
+                    if (a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h) {
+                        overlaps.push(`${a.title} / ${b.title}`);
+                    }
+                }));
+                // the canvas element spans the window; the side bar (left) and the top bar cover part of it
+                const outside = boxes.filter((b) => (b.x + ds.offset[0]) * ds.scale < 50
+                    || (b.y + ds.offset[1]) * ds.scale < 40
+                    || (b.x + b.w + ds.offset[0]) * ds.scale > element.clientWidth
+                    || (b.y + b.h + ds.offset[1]) * ds.scale > element.clientHeight).map((b) => b.title);
+                return { overlaps, outside };
+            }""")
+            if layout != {"overlaps": [], "outside": []}:
+                failures[name] = layout
             page.page.screenshot(path=os.path.join(artifacts, name.replace(".json", ".png")))
+        assert failures == {}
         assert page.pack_errors() == []
     finally:
         page.page.close()
@@ -188,3 +215,24 @@ def test_the_live_editor_redraws_when_a_slider_moves_and_matches_pythons_geometr
         assert page.pack_errors() == []
     finally:
         page.page.close()
+
+
+def test_without_the_editors_route_the_nodes_keep_their_plain_sliders(comfy, browser):
+    page = browser.new_page()
+    page.route("**/genaffect/expression_editor/**", lambda route: route.abort())
+    warnings = []
+    page.on("console", lambda message: warnings.append(message.text) if "GenAffect" in message.text else None)
+    try:
+        page.goto(comfy.url)
+        page.wait_for_function("() => window.app && window.app.graph && "
+                               "window.LiteGraph.registered_node_types['GenAffectExpressionEditor']", timeout=90_000)
+        widgets = page.evaluate("""async () => {
+            const node = window.LiteGraph.createNode("GenAffectExpressionEditor");
+            window.app.graph.add(node);
+            await new Promise((resolve) => setTimeout(resolve, 1000));
+            return node.widgets.map((w) => w.name);
+        }""")
+        assert "smile_left" in widgets and "face" not in widgets
+        assert any("live expression editor is off" in w for w in warnings), warnings
+    finally:
+        page.close()
