@@ -52,6 +52,8 @@ PROVIDERS = {
     "head_pose": "GenAffect Estimate Expression",
     "landmarks": "GenAffect Estimate Expression",
 }
+# Representations carried row by row (in this order) besides the labels.
+ARRAYS = ("blendshapes", "estimator_blendshapes", "flame", "head_pose", "landmarks")
 
 
 @dataclass(eq=False)
@@ -63,13 +65,21 @@ class ExpressionBatch:
     flame: np.ndarray | None = None  # (N, 55)
     head_pose: np.ndarray | None = None  # (N, 3) yaw, pitch, roll in degrees
     landmarks: np.ndarray | None = None  # (N, 478, 3) normalised image coordinates
+    # (N, 52): what the blendshape estimator (MediaPipe) reads on a face showing each expression, where that differs
+    # from ``blendshapes``: presets carry their calibrated estimator-space targets here beside their FACS recipes.
+    # None: ``blendshapes`` is already what the estimator reads (estimated expressions) or nothing better is known.
+    estimator_blendshapes: np.ndarray | None = None
 
     def __post_init__(self):
         count = len(self.labels)
         if count == 0:  # every node downstream would silently do nothing
             raise GenAffectInputError("an expression batch needs at least one expression; the node that made it "
                                       "found none (e.g. a Mix or mapping of an empty selection).")
-        for name, width in (("blendshapes", (NUM_BLENDSHAPES,)), ("flame", (FLAME_SIZE,)), ("head_pose", (3,)), ("landmarks", None)):
+        if self.estimator_blendshapes is not None and self.blendshapes is None:
+            raise GenAffectInputError("estimator-space blendshapes come beside blendshapes, never alone.")
+        widths = {"blendshapes": (NUM_BLENDSHAPES,), "estimator_blendshapes": (NUM_BLENDSHAPES,),
+                  "flame": (FLAME_SIZE,), "head_pose": (3,), "landmarks": None}
+        for name, width in widths.items():
             value = getattr(self, name)
             if value is None:
                 continue
@@ -88,12 +98,15 @@ class ExpressionBatch:
         """The stated rule: blendshapes outside 0..1 are refused (they have no meaning there); FLAME-55 outside
         SMIRK's own limits (eyelids 0..1, jaw opening >= 0, jaw sideways within +-0.2) is brought inside them,
         as SMIRK's output is, with a warning saying by how much."""
-        if self.blendshapes is not None:
-            low, high = float(self.blendshapes.min()), float(self.blendshapes.max())
+        for name in ("blendshapes", "estimator_blendshapes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            low, high = float(value.min()), float(value.max())
             if low < -BLENDSHAPE_SLACK or high > 1.0 + BLENDSHAPE_SLACK:
-                raise GenAffectInputError(f"blendshapes run from {low:.3g} to {high:.3g}; each is a movement strength "
-                                          "in 0..1. Scale or clip them in the node that made them.")
-            self.blendshapes = np.clip(self.blendshapes, 0.0, 1.0)
+                raise GenAffectInputError(f"{name.replace('_', ' ')} run from {low:.3g} to {high:.3g}; each is a "
+                                          "movement strength in 0..1. Scale or clip them in the node that made them.")
+            setattr(self, name, np.clip(value, 0.0, 1.0))
         if self.flame is not None:
             limited = self.flame.copy()
             limited[:, FLAME_EYELIDS] = np.clip(limited[:, FLAME_EYELIDS], 0.0, 1.0)
@@ -118,37 +131,43 @@ class ExpressionBatch:
             )
         return value
 
+    def estimator_space(self, node: str) -> np.ndarray:
+        """(N, 52) blendshapes as the estimator reads them, to compare with a re-estimated face or to feed a model
+        trained on estimated blendshapes (the DiT adapter): the estimator-space targets where the batch carries
+        them (presets), else its blendshapes (estimated expressions are the estimator's own reading)."""
+        if self.estimator_blendshapes is not None:
+            return self.estimator_blendshapes
+        return self.require("blendshapes", node)
+
+    def estimator_or_blendshapes(self) -> np.ndarray | None:
+        """Like :meth:`estimator_space` but None, not an error, without blendshapes."""
+        return self.blendshapes if self.estimator_blendshapes is None else self.estimator_blendshapes
+
     def rows(self, indices) -> "ExpressionBatch":
         """A new batch with the given rows, in that order."""
         indices = list(indices)
         pick = lambda a: None if a is None else a[indices]  # noqa: E731
-        return ExpressionBatch(
-            labels=[self.labels[i] for i in indices],
-            blendshapes=pick(self.blendshapes),
-            flame=pick(self.flame),
-            head_pose=pick(self.head_pose),
-            landmarks=pick(self.landmarks),
-        )
+        return ExpressionBatch(labels=[self.labels[i] for i in indices],
+                               **{name: pick(getattr(self, name)) for name in ARRAYS})
 
 
 def concatenate(batches: list[ExpressionBatch]) -> ExpressionBatch:
-    """One batch from several; a representation survives only if every batch has it."""
+    """One batch from several; a representation survives only if every batch has it. Estimator-space
+    blendshapes survive when any batch has them: the others' blendshapes stand in (see ``estimator_space``)."""
     if not batches:
         raise GenAffectInputError("no expressions to combine.")
 
     def joined(name):
         parts = [getattr(b, name) for b in batches]
+        if name == "estimator_blendshapes":
+            if all(p is None for p in parts):
+                return None
+            parts = [b.estimator_or_blendshapes() for b in batches]
         if any(p is None for p in parts):
             return None
         return np.concatenate(parts, axis=0)
 
-    return ExpressionBatch(
-        labels=[label for b in batches for label in b.labels],
-        blendshapes=joined("blendshapes"),
-        flame=joined("flame"),
-        head_pose=joined("head_pose"),
-        landmarks=joined("landmarks"),
-    )
+    return ExpressionBatch(labels=[label for b in batches for label in b.labels], **{name: joined(name) for name in ARRAYS})
 
 
 def split_list(text: str) -> list[str]:

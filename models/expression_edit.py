@@ -3,6 +3,9 @@
 Blendshapes stay in 0..1. On FLAME-55 only the fields with a clear meaning are edited: overall
 intensity scales the 50 expression coefficients, the blink sliders move the two eyelid values, and the
 jaw sliders move the jaw rotation (opening >= 0, sideways within +-0.2 rad, SMIRK's own limits).
+Estimator-space blendshapes (a preset's calibrated target) follow every edit: a slider moves them by its
+movement as the estimator reads it (the calibrated gains), intensity is measured from the neutral face's
+reading, and transitions and mixes blend them like the blendshapes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from .errors import GenAffectInputError
 from .expression import (
+    ARRAYS,
     BLENDSHAPE_INDEX,
     FLAME_EXPRESSION,
     FLAME_EYELIDS,
@@ -23,6 +27,7 @@ from .expression import (
     ExpressionBatch,
     split_list,
 )
+from .expression_library import estimator_at_intensity, estimator_space
 
 EASINGS = ("linear", "ease in-out", "ease in", "ease out")
 REGIONS = ("brows", "eyes", "cheeks", "nose", "mouth", "jaw")
@@ -93,7 +98,10 @@ def apply_edits(batch: ExpressionBatch, edits: dict[str, float], intensity: floa
             delta[BLENDSHAPE_INDEX[shape]] += amount
     blendshapes = np.clip((blendshapes + delta) * float(intensity), 0.0, 1.0)
     flame = None if batch.flame is None else _edit_flame(batch.flame, edits, intensity)
-    return replace(batch, blendshapes=blendshapes.astype(np.float32), flame=flame)
+    estimator = batch.estimator_blendshapes
+    if estimator is not None:  # the same edit as the estimator reads it: unreadable shapes do not move
+        estimator = estimator_at_intensity(np.clip(estimator + estimator_space().gains * delta, 0.0, 1.0), intensity)
+    return replace(batch, blendshapes=blendshapes.astype(np.float32), flame=flame, estimator_blendshapes=estimator)
 
 
 def _edit_flame(flame: np.ndarray, edits: dict[str, float], intensity: float) -> np.ndarray:
@@ -121,7 +129,12 @@ def ease(t: np.ndarray, easing: str) -> np.ndarray:
     raise GenAffectInputError(f"easing must be one of {EASINGS}, got {easing!r}.")
 
 
-_ARRAYS = ("blendshapes", "flame", "head_pose", "landmarks")
+def _pair(a: ExpressionBatch, b: ExpressionBatch, name: str):
+    """A's and B's arrays of one representation; estimator-space blendshapes on one side only are blended with
+    the other side's blendshapes (an estimated expression's blendshapes are the estimator's reading)."""
+    if name == "estimator_blendshapes" and (a.estimator_blendshapes is not None or b.estimator_blendshapes is not None):
+        return a.estimator_or_blendshapes(), b.estimator_or_blendshapes()
+    return getattr(a, name), getattr(b, name)
 
 
 def _blend(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -149,13 +162,13 @@ def interpolate(a: ExpressionBatch, b: ExpressionBatch, steps: int, easing: str 
     count = max(len(a), len(b))
     times = ease(np.linspace(0.0, 1.0, steps), easing)
     times[0], times[-1] = 0.0, 1.0
-    labels, rows = [], {name: [] for name in _ARRAYS}
+    labels, rows = [], {name: [] for name in ARRAYS}
     for pair in range(count):
         i, j = (pair if len(a) > 1 else 0), (pair if len(b) > 1 else 0)
         for step, t in enumerate(times):
             labels.append(f"{a.labels[i]} -> {b.labels[j]} {step}/{steps - 1}")
-            for name in _ARRAYS:
-                first, second = getattr(a, name), getattr(b, name)
+            for name in ARRAYS:
+                first, second = _pair(a, b, name)
                 if first is not None and second is not None:
                     rows[name].append(_blend(first[i], second[j], float(t)))
     return ExpressionBatch(labels=labels, **{name: np.stack(r) if r else None for name, r in rows.items()})
@@ -179,7 +192,7 @@ def mix(batch: ExpressionBatch, weights: list[float], label: str = "") -> Expres
     mixed = {
         name: None if getattr(batch, name) is None
         else np.tensordot(weights_array, getattr(batch, name), axes=1)[None].astype(np.float32)
-        for name in _ARRAYS
+        for name in ARRAYS
     }
     if not label:
         label = " + ".join(f"{w:.2f} {n}" for w, n in zip(weights_array, batch.labels) if w > 0)

@@ -4,6 +4,12 @@ The recipes and the AU -> blendshape table are data (``models/data/*.json``), re
 AU code may carry an ``L``/``R`` prefix: the AU then drives only that side's blendshapes (and the
 side-less ones at half strength). Several AUs driving one blendshape combine by maximum, so a
 recipe never pushes a blendshape past its strongest AU.
+
+Beside its recipe every preset has an **estimator-space target** (``models/data/estimator_targets.json``,
+written by ``training/calibrate_expressions.py``): the 52 blendshapes MediaPipe's face landmarker actually
+reads on photos of that expression. The recipe says what the face does (prompts, sliders); the target says
+what the estimator sees when it does it (expression error, the DiT adapter, which learnt from MediaPipe's
+readings). The same file lists the blendshapes the estimator can read at all.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import GenAffectInputError
-from .expression import BLENDSHAPE_INDEX, NUM_BLENDSHAPES, ExpressionBatch
+from .expression import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, MOVEMENT_NAMES, NUM_BLENDSHAPES, ExpressionBatch
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 _AU_CODE = re.compile(r"^([LR]?)(\d+)$")
 _SIDE_SUFFIX = {"L": "Left", "R": "Right"}
+ESTIMATOR_TARGETS = "estimator_targets.json"
+ESTIMATOR_FORMAT = "genaffect.estimator_targets"
+RECALIBRATE = ("run training/calibrate_expressions.py (--rederive needs no photos: it refreshes the targets of "
+               "the presets without photos from the recipes and the stored gains)")
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ def preset_names() -> list[str]:
 
 
 def presets(names: list[str], intensity: float = 1.0) -> ExpressionBatch:
-    """A batch with one row per named library expression, blendshapes scaled by ``intensity``."""
+    """A batch with one row per named library expression: the recipes' blendshapes scaled by ``intensity``, and
+    beside them the presets' estimator-space targets at that intensity (:func:`estimator_at_intensity`)."""
     entries = library()
     for name in names:
         if name not in entries:
@@ -136,4 +147,98 @@ def presets(names: list[str], intensity: float = 1.0) -> ExpressionBatch:
     if not names:
         raise GenAffectInputError("choose at least one expression.")
     rows = [blendshapes_from_aus(entries[n].aus, n) * float(intensity) for n in names]
-    return ExpressionBatch(labels=list(names), blendshapes=np.clip(np.stack(rows), 0.0, 1.0))
+    targets = estimator_at_intensity(np.stack([estimator_target(n) for n in names]), intensity)
+    return ExpressionBatch(labels=list(names), blendshapes=np.clip(np.stack(rows), 0.0, 1.0),
+                           estimator_blendshapes=targets)
+
+
+@dataclass(frozen=True)
+class EstimatorSpace:
+    """``estimator_targets.json``, read and checked: every preset's target, which are photo-calibrated, the
+    blendshapes the estimator can read, and the per-blendshape gains of the rule for presets without photos."""
+
+    targets: dict[str, np.ndarray]  # preset name -> (52,) in 0..1, BLENDSHAPE_NAMES order
+    photo_calibrated: dict[str, bool]
+    readable: tuple[str, ...]  # movement blendshapes the estimator reads (the error is measured over these)
+    readable_indices: np.ndarray  # their positions in the 52
+    gains: np.ndarray  # (52,) estimator reading per unit of recipe, per blendshape (0 where unreadable)
+    data: dict  # the whole file (provenance, rules, evaluation)
+
+    @property
+    def neutral(self) -> np.ndarray:
+        """What the estimator reads on a relaxed face (zeros when no neutral photos were measured)."""
+        if self.photo_calibrated.get("neutral"):
+            return self.targets["neutral"]
+        return np.zeros(NUM_BLENDSHAPES, np.float32)
+
+
+def check_estimator_targets(data: dict, preset_names) -> EstimatorSpace:
+    """Validate the estimator-targets data (a dict as stored) against the library's presets."""
+    def bad(message):
+        raise ValueError(f"{ESTIMATOR_TARGETS}: {message}; {RECALIBRATE}.")
+
+    if data.get("format") != ESTIMATOR_FORMAT:
+        bad(f"format is {data.get('format')!r}, expected {ESTIMATOR_FORMAT!r}")
+    if tuple(data.get("blendshape_names", ())) != BLENDSHAPE_NAMES:
+        bad("blendshape_names is not MediaPipe's 52 names in their order")
+    readable = tuple(data.get("readable", {}).get("names", ()))
+    if not readable or not set(readable) <= set(MOVEMENT_NAMES) or len(set(readable)) != len(readable):
+        bad(f"readable.names must be a non-empty list of distinct movement blendshapes, got {list(readable)}")
+    gains = np.zeros(NUM_BLENDSHAPES, np.float32)
+    for name, gain in data.get("gains", {}).items():
+        if name not in readable or not (np.isfinite(gain) and gain >= 0):
+            bad(f"gain {name}={gain} (gains are >= 0, for readable blendshapes only)")
+        gains[BLENDSHAPE_INDEX[name]] = gain
+    stored = data.get("targets", {})
+    missing, extra = [n for n in preset_names if n not in stored], [n for n in stored if n not in preset_names]
+    if missing or extra:
+        bad(f"targets missing for {missing}, targets for presets the library does not have: {extra}")
+    targets, calibrated = {}, {}
+    for name in preset_names:
+        entry = stored[name]
+        vector = np.asarray(entry.get("blendshapes", ()), dtype=np.float32)
+        if vector.shape != (NUM_BLENDSHAPES,) or not np.all(np.isfinite(vector)) or vector.min() < 0 or vector.max() > 1:
+            bad(f"the target of {name!r} must be {NUM_BLENDSHAPES} values in 0..1")
+        if not isinstance(entry.get("photo_calibrated"), bool):
+            bad(f"{name!r} must say whether it is photo_calibrated (true/false)")
+        if entry["photo_calibrated"] and not (entry.get("photos", 0) >= 1 and entry.get("people", 0) >= 1):
+            bad(f"{name!r} is photo-calibrated but names no photos/people")
+        targets[name], calibrated[name] = vector, entry["photo_calibrated"]
+    indices = np.array([BLENDSHAPE_INDEX[n] for n in readable], dtype=np.int64)
+    return EstimatorSpace(targets, calibrated, readable, indices, gains, data)
+
+
+@lru_cache(maxsize=1)
+def estimator_space() -> EstimatorSpace:
+    return check_estimator_targets(_read(ESTIMATOR_TARGETS), list(library()))
+
+
+def readable_blendshapes() -> tuple[str, ...]:
+    """The movement blendshapes the estimator reads (measured: ``estimator_targets.json`` says by which rule)."""
+    return estimator_space().readable
+
+
+def estimator_target(name: str) -> np.ndarray:
+    """A preset's (52,) estimator-space target: photo-calibrated, or derived by :func:`derive_estimator_target`."""
+    space = estimator_space()
+    if name not in space.targets:
+        presets([name])  # the library's own "not in the library, did you mean" error
+    return space.targets[name].copy()
+
+
+def derive_estimator_target(recipe: np.ndarray, neutral: np.ndarray, gains: np.ndarray,
+                            readable_indices: np.ndarray) -> np.ndarray:
+    """The estimator-space target of a preset without photos: the neutral face's reading plus, on the readable
+    blendshapes, the recipe's blendshapes times each blendshape's gain (what the estimator read per unit of recipe
+    on the photo-calibrated presets); unreadable blendshapes keep the neutral reading."""
+    target = np.asarray(neutral, np.float32).copy()
+    target[readable_indices] += gains[readable_indices] * np.asarray(recipe, np.float32)[readable_indices]
+    return np.clip(target, 0.0, 1.0).astype(np.float32)
+
+
+def estimator_at_intensity(targets: np.ndarray, intensity: float) -> np.ndarray:
+    """Estimator-space targets at an intensity: 0 is the neutral face as the estimator reads it (never all
+    zeros: a relaxed face still reads some blink or squint), 1 the target, in between on the straight line."""
+    neutral, k = estimator_space().neutral, float(intensity)
+    # (1 - k) * neutral + k * target is the target itself at 1 and the neutral reading at 0, bit for bit
+    return np.clip((1.0 - k) * neutral + k * np.asarray(targets, np.float32), 0.0, 1.0).astype(np.float32)

@@ -4,9 +4,11 @@ and the expression that was asked for.
 - identity: ArcFace cosine of each image's face to the reference identity (Arc2Face reports 0.796 on
   AgeDB for its own generations);
 - consistency: mean and minimum cosine over all pairs of generated faces;
-- expression error: mean absolute difference over the 51 movement blendshapes re-estimated on the
-  image vs the target (EmojiDiff's metric; MediaPipe's "_neutral" score is left out because it is not a
-  movement and presets leave it at 0), and the Euclidean distance of FLAME-55 when both sides have it.
+- expression error: mean absolute difference between the blendshapes re-estimated on the image and the
+  target in the estimator's own space (a preset's calibrated estimator-space target, an estimated
+  expression's own blendshapes), over the blendshapes the estimator can read (EmojiDiff's metric, restricted
+  to what MediaPipe measures: the list is data, ``estimator_targets.json``; blendshapes it never moves would
+  only add a floor no image can beat), and the Euclidean distance of FLAME-55 when both sides have it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from .errors import GenAffectInputError, NoFaceFoundError
 from .expression import ExpressionBatch
 from .expression_estimator import ExpressionEstimator, estimate_expressions
+from .expression_library import estimator_space
 from .face_analyzer import FaceAnalyzer
 from .face_choice import no_face_reason, too_small_reason
 from .identity import Identity, order_faces
@@ -71,7 +74,9 @@ class SetMetrics:
             f"set consistency (pairwise cosine): mean {number(self.consistency_mean)}, min {number(self.consistency_min)}",
         ]
         if self.blendshape_l1_mean is not None:
-            lines.append(f"expression error (blendshape L1): mean {number(self.blendshape_l1_mean)}")
+            lines.append(f"expression error (blendshape L1): mean {number(self.blendshape_l1_mean)}, over the "
+                         f"{len(estimator_space().readable)} blendshapes the estimator reads, to the targets as it "
+                         "reads them")
         if self.flame_l2_mean is not None:
             lines.append(f"expression error (FLAME-55 L2): mean {number(self.flame_l2_mean)}")
         if self.same_person_band is not None:
@@ -108,8 +113,10 @@ def same_person_band(reference_embeddings: np.ndarray) -> tuple[float, float] | 
 
 
 def blendshape_l1(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per row: mean |estimated - target| over the 51 movement blendshapes (index 0, "_neutral", left out)."""
-    return np.abs(np.asarray(estimated)[:, 1:] - np.asarray(target)[:, 1:]).mean(axis=1)
+    """Per row: mean |estimated - target| over the blendshapes the estimator reads (``readable_blendshapes``;
+    never "_neutral", which is not a movement)."""
+    readable = estimator_space().readable_indices
+    return np.abs(np.asarray(estimated)[:, readable] - np.asarray(target)[:, readable]).mean(axis=1)
 
 
 def nearest_to_own_target(estimated: np.ndarray, targets: np.ndarray, own: list[int]) -> list[bool]:
@@ -234,7 +241,7 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
             "Expression Estimator Loader, or face_landmarks from ComfyUI's MediaPipe Face Landmarker."
         )
     rows = _target_rows(target, len(images_rgb))
-    wanted = target.require("blendshapes", NODE)
+    wanted = target.estimator_space(NODE)
     try:
         estimation = estimate_expressions(estimator, images_rgb, on_no_face="skip", core_landmarks=core_landmarks)
     except NoFaceFoundError:

@@ -23,10 +23,13 @@ class GenAffectExpressionPreset(_ExpressionNode):
     DESCRIPTION = (
         "Expressions from GenAffect's library by name (basic emotions, the 15 compound expressions of "
         "Du et al. 2014, winks, smirks, pouts, gaze, visemes, ...), each defined as FACS Action Units and "
-        "turned into 52 blendshapes. Several names make a batch, in the order given."
+        "turned into 52 blendshapes. Each also carries its target as MediaPipe reads it (calibrated on labelled "
+        "photos for the basic emotions), which Face Metrics and Select Best compare faces with. Several names make "
+        "a batch, in the order given."
     )
     FUNCTION = "build"
-    OUTPUT_TOOLTIPS = ("One expression per name, labelled with its name.",)
+    OUTPUT_TOOLTIPS = ("One expression per name, labelled with its name: the FACS recipe's blendshapes (prompts, "
+                       "sliders) and the estimator-space target beside them.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -74,8 +77,9 @@ class GenAffectExpressionEditor(_ExpressionNode):
         }
 
     def edit(self, intensity, expression=None, **sliders):
-        if expression is None:
-            expression = ExpressionBatch(labels=["edited"], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32))
+        if expression is None:  # a relaxed face: no movement, and what the estimator reads on one
+            expression = ExpressionBatch(labels=["edited"], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32),
+                                         estimator_blendshapes=expression_library.estimator_target("neutral")[None])
         return (expression_edit.apply_edits(expression, sliders, intensity),)
 
 

@@ -11,7 +11,8 @@ import torch
 
 from genaffect.models import face_metrics, smirk_encoder
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import ExpressionBatch
+from genaffect.models.expression import BLENDSHAPE_INDEX, ExpressionBatch
+from genaffect.models.expression_library import readable_blendshapes
 from genaffect.models.expression_estimator import ExpressionEstimator
 from genaffect.models.identity import extract_identity
 
@@ -32,12 +33,15 @@ def test_pairwise_consistency_is_mean_and_min_over_pairs():
     assert face_metrics.pairwise_consistency(embeddings[:1]) == (None, None)
 
 
-def test_blendshape_l1_leaves_out_the_neutral_score():
+def test_blendshape_l1_is_over_the_blendshapes_the_estimator_reads():
+    readable = readable_blendshapes()
+    assert "_neutral" not in readable and "noseSneerLeft" not in readable  # measured: MediaPipe never moves it
     estimated = np.zeros((1, 52))
     target = np.zeros((1, 52))
     target[0, 0] = 1.0  # "_neutral": not a movement
-    target[0, 1:4] = [0.51, 0.0, 0.0]
-    assert face_metrics.blendshape_l1(estimated, target)[0] == pytest.approx(0.51 / 51)
+    target[0, BLENDSHAPE_INDEX["noseSneerLeft"]] = 0.9  # unreadable: no image could match it, so not counted
+    target[0, BLENDSHAPE_INDEX["browDownLeft"]] = 0.51
+    assert face_metrics.blendshape_l1(estimated, target)[0] == pytest.approx(0.51 / len(readable))
 
 
 def test_same_person_scores_high_and_an_intruder_lowers_the_set(analyzer):

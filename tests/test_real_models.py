@@ -66,3 +66,16 @@ def test_smirk_gives_a_constrained_flame_vector(estimator, astronaut):
     assert np.isfinite(flame).all() and np.array_equal(flame[0], flame[1])
     assert (flame[:, 50:52] >= 0).all() and (flame[:, 50:52] <= 1).all()
     assert 0 <= flame[0, 52] < 0.3  # jaw opening in radians: the astronaut's smile is nearly closed
+
+
+def test_the_smiling_astronaut_is_nearest_the_happy_presets_estimator_target(estimator, astronaut):
+    from genaffect.models.expression_library import presets
+    from genaffect.models.face_metrics import blendshape_l1
+
+    basic = ["neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted"]
+    reading = expression_estimator.estimate_expressions(estimator, [astronaut]).expression.blendshapes
+    targets = presets(basic)
+    errors = blendshape_l1(np.repeat(reading, len(basic), axis=0), targets.estimator_blendshapes)
+    assert basic[int(np.argmin(errors))] == "happy"
+    recipe_error = blendshape_l1(reading, targets.blendshapes[1:2])[0]
+    assert errors[1] < recipe_error  # the calibrated target is nearer a real smile than the FACS recipe
