@@ -43,6 +43,8 @@ class ImageMetrics:
     expression_nearest: bool | None = None
     held_out_cosine: float | None = None  # to the held-out photos of the person (not used for conditioning)
     copy_suspected: bool | None = None  # nearer a reference than any two real photos of the person are
+    # shows the reference photo's own expression rather than its target (None: not judged)
+    expression_copied: bool | None = None
     note: str = ""
 
 
@@ -60,6 +62,7 @@ class SetMetrics:
     same_person_band: tuple[float, float] | None = None  # min, max cosine between the person's real photos
     held_out_mean: float | None = None
     copies: int | None = None  # faces suspected to be copied from a reference
+    expression_copies: int | None = None  # faces that show the reference photo's expression, not their target
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -90,6 +93,9 @@ class SetMetrics:
         if self.expression_accuracy is not None:
             lines.append(f"expression accuracy (nearest to its own target of the set's targets): "
                          f"{self.expression_accuracy:.0%}")
+        if self.expression_copies is not None:
+            lines.append(f"expression copied from the reference photo (nearer its expression than the target): "
+                         f"{self.expression_copies}")
         return "\n".join(lines)
 
 
@@ -135,6 +141,24 @@ def flame_l2(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(estimated) - np.asarray(target), axis=1)
 
 
+# Below this blendshape L1 a target is the reference photo's own expression (or nearly): no copy to tell apart.
+# Real photos of one labelled expression scatter about 0.07-0.10 around its target (the calibration).
+SAME_EXPRESSION_L1 = 0.03
+
+
+def expression_copied(estimated: np.ndarray, targets: np.ndarray, reference: np.ndarray) -> list[bool | None]:
+    """Per face: does it show the reference photo's expression rather than its own target - nearer (blendshape
+    L1) the photo's expression (the mean of the reference rows) than its target? Not judged (None) where the
+    target is itself within ``SAME_EXPRESSION_L1`` of the photo's expression."""
+    photo = np.asarray(reference, dtype=np.float64).mean(axis=0, keepdims=True)
+    estimated, targets = np.asarray(estimated), np.asarray(targets)
+    to_photo = blendshape_l1(estimated, np.repeat(photo, len(estimated), axis=0))
+    to_target = blendshape_l1(estimated, targets)
+    apart = blendshape_l1(targets, np.repeat(photo, len(targets), axis=0))
+    return [None if gap < SAME_EXPRESSION_L1 else bool(near_photo < near_target)
+            for near_photo, near_target, gap in zip(to_photo, to_target, apart)]
+
+
 def _target_rows(target: ExpressionBatch, count: int) -> list[int]:
     """One target per image: N targets for N images, or one for all."""
     if len(target) == count:
@@ -166,6 +190,7 @@ def measure(
     on_progress=None,
     core_landmarks: dict | None = None,
     held_out: Identity | None = None,
+    reference_expression: ExpressionBatch | None = None,
 ) -> SetMetrics:
     """Metrics for RGB uint8 images (the largest face of each). Faceless images are reported, not fatal.
 
@@ -173,7 +198,8 @@ def measure(
     nearer to a reference photo than any two of the person's real photos are to each other was most likely
     copied from it. With two or more references their own pairwise cosines give that band (it adapts to the
     recognizer and the person); ``held_out`` photos of the person, not used for conditioning, give the
-    similarity a new photo of them would have."""
+    similarity a new photo of them would have. ``reference_expression`` (estimated on the reference photo)
+    lets each face be checked for the other copy: its target's expression replaced by the photo's own."""
     _check_same_recognizer(analyzer, identity)
     if held_out is not None:
         _check_same_recognizer(analyzer, held_out)
@@ -214,7 +240,11 @@ def measure(
             results[index].held_out_cosine = float(cosine)
 
     if target is not None:
-        _measure_expression(results, images_rgb, target, estimator, core_landmarks)
+        _measure_expression(results, images_rgb, target, estimator, core_landmarks, reference_expression)
+    elif reference_expression is not None:
+        raise GenAffectInputError(f"{NODE}: a reference_expression is compared with each face's target; connect "
+                                  "target_expression too.")
+    judged = [r.expression_copied for r in results if r.expression_copied is not None]
 
     consistency_mean, consistency_min = pairwise_consistency(embeddings)
     return SetMetrics(
@@ -230,11 +260,13 @@ def measure(
         same_person_band=band,
         held_out_mean=_mean([r.held_out_cosine for r in results]),
         copies=copies,
+        expression_copies=sum(judged) if judged else None,
     )
 
 
 def _measure_expression(results: list[ImageMetrics], images_rgb, target: ExpressionBatch,
-                        estimator: ExpressionEstimator | None, core_landmarks: dict | None = None) -> None:
+                        estimator: ExpressionEstimator | None, core_landmarks: dict | None = None,
+                        reference: ExpressionBatch | None = None) -> None:
     if estimator is None and core_landmarks is None:
         raise GenAffectInputError(
             f"{NODE} needs an expression estimator to compare with the target expression: connect GenAffect "
@@ -255,7 +287,10 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
         l2 = flame_l2(found.flame, target.flame[[rows[i] for i in estimation.image_indices]])
     own = [rows[i] for i in estimation.image_indices]
     nearest = nearest_to_own_target(found.blendshapes, wanted, own) if len(target) > 1 else [None] * len(own)
+    copied = ([None] * len(own) if reference is None
+              else expression_copied(found.blendshapes, wanted[own], reference.estimator_space(NODE)))
     for row, index in enumerate(estimation.image_indices):
+        results[index].expression_copied = copied[row]
         results[index].expression_nearest = nearest[row]
         results[index].blendshape_l1 = float(l1[row])
         if l2 is not None:

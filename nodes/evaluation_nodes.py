@@ -57,6 +57,9 @@ class GenAffectFaceMetrics:
                 "held_out_identity": ("GA_IDENTITY", {
                     "tooltip": "Other photos of the person, not used to condition (Extract Identity): how a new "
                                "photo of them compares; a set far nearer the reference than these was copied."}),
+                "reference_expression": ("GA_EXPRESSION", {
+                    "tooltip": "The reference photo's own expression (Estimate Expression on it): flags faces "
+                               "that show it instead of their target ('expression copied')."}),
                 "labels": ("STRING", {"default": "", "multiline": True,
                                       "tooltip": "One label per image (commas or new lines); empty: the target's "
                                                  "labels, or 'image 0', ..."}),
@@ -64,7 +67,7 @@ class GenAffectFaceMetrics:
         }
 
     def measure(self, images, face_analyzer, identity, target_expression=None, estimator=None, labels="",
-                face_landmarks=None, held_out_identity=None):
+                face_landmarks=None, held_out_identity=None, reference_expression=None):
         frames = image_batch_to_rgb_uint8(images, what="Face Metrics images")
         names = split_list(labels)
         if not names and target_expression is not None and len(target_expression) == len(frames):
@@ -72,7 +75,8 @@ class GenAffectFaceMetrics:
         on_progress = comfy_host.progress_callback(len(frames))
 
         metrics = face_metrics.measure(face_analyzer, identity, frames, names or None, target_expression, estimator,
-                                       on_progress, core_landmarks=face_landmarks, held_out=held_out_identity)
+                                       on_progress, core_landmarks=face_landmarks, held_out=held_out_identity,
+                                       reference_expression=reference_expression)
         summary = metrics.summary()
         chart = draw_metrics_chart(
             summary.splitlines(),
@@ -159,7 +163,8 @@ def _metric_lines(metrics_json: str, count: int) -> list[str]:
         if not number(similarity) or not (error is None or number(error)):
             raise GenAffectInputError(f"metrics_json image {index + 1} has identity_cosine {similarity!r} and "
                                       f"blendshape_l1 {error!r}; connect GenAffect Face Metrics' output unchanged.")
-        lines.append(_metric_caption(similarity, image.get("copy_suspected"), error, image.get("expression_nearest")))
+        lines.append(_metric_caption(similarity, image.get("copy_suspected"), error, image.get("expression_nearest"),
+                                     image.get("expression_copied")))
     return lines
 
 
@@ -228,12 +233,13 @@ def _framed(image: np.ndarray, width: int = 6) -> np.ndarray:
     return framed
 
 
-def _metric_caption(similarity: float, copied, error, nearest) -> str:
-    """One sheet caption line: identity cosine (and the copy flag), expression error (and whether it is nearest
-    its own target)."""
+def _metric_caption(similarity: float, copied, error, nearest, expression_copied=None) -> str:
+    """One sheet caption line: identity cosine (and the copy flag), expression error (whether it is nearest its
+    own target, and whether it shows the reference photo's expression instead)."""
     parts = [f"ID {similarity:.2f}" + (" copied?" if copied else "")]
     if error is not None:
-        parts.append(f"expr {error:.3f}" + ("" if nearest is None else " ok" if nearest else " off"))
+        parts.append(f"expr {error:.3f}" + ("" if nearest is None else " ok" if nearest else " off")
+                     + (" as photo?" if expression_copied else ""))
     return "  ".join(parts)
 
 

@@ -141,6 +141,27 @@ def test_expression_accuracy_counts_faces_nearest_their_own_target_of_the_set(an
     assert face_metrics.nearest_to_own_target(np.full((1, 52), 0.25), halves, [0]) == [False]  # a tie is no hit
 
 
+def test_a_face_showing_the_reference_photos_expression_instead_of_its_target_is_flagged(analyzer):
+    identity = _identity(analyzer)
+    photo = ExpressionBatch(["reference photo"], blendshapes=np.full((1, 52), 0.1, np.float32))  # its own look
+    targets = np.stack([np.full(52, 0.8), np.full(52, 0.6), np.full(52, 0.11)]).astype(np.float32)
+    # face 1 kept the photo's look (0.15: nearer 0.1 than 0.8), face 2 moved towards its target (0.5), and
+    # target 3 is the photo's own expression: nothing to tell apart, not judged
+    estimated = [np.full(52, v, np.float32) for v in (0.15, 0.5, 0.1)]
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=estimated), "face_landmarker.task")
+    target = ExpressionBatch(["wide", "wider", "as photo"], blendshapes=targets)
+    images = [faces_image(dict(cx=128, cy=128))] * 3
+    metrics = face_metrics.measure(analyzer, identity, images, target=target, estimator=estimator,
+                                   reference_expression=photo)
+    assert [m.expression_copied for m in metrics.images] == [True, False, None]
+    assert metrics.expression_copies == 1 and "expression copied from the reference photo" in metrics.summary()
+    unjudged = face_metrics.measure(analyzer, identity, images, target=target, estimator=ExpressionEstimator(
+        MarkerLandmarker(scores=estimated), "face_landmarker.task"))
+    assert unjudged.expression_copies is None and "expression copied" not in unjudged.summary()
+    with pytest.raises(GenAffectInputError, match="connect target_expression too"):
+        face_metrics.measure(analyzer, identity, images, reference_expression=photo)
+
+
 def test_one_target_for_all_images_has_no_accuracy_to_report(analyzer):
     identity = _identity(analyzer)
     estimator = ExpressionEstimator(MarkerLandmarker(scores=[np.full(52, 0.2, np.float32)]), "face_landmarker.task")
