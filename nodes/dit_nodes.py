@@ -88,11 +88,14 @@ def adapter_inputs() -> dict:
 
 
 def condition_tensors(adapter: DiTAdapter, identity, expression) -> tuple[torch.Tensor, torch.Tensor]:
-    """The identity (1, 512) and the expressions as the adapter's encoder reads them (N, input)."""
+    """The identity (1, 512) and the expressions as the adapter's encoder reads them (N, input). The adapter learnt
+    from blendshapes MediaPipe estimated on its photos, so it gets expressions in that space: a preset's
+    estimator-space target, an estimated expression's own blendshapes (ExpressionBatch.estimator_space)."""
     if getattr(identity, "embedding", None) is None:
         raise GenAffectInputError("identity is not a GA_IDENTITY; take the identity output of GenAffect Extract "
                                   "Identity.")
-    blendshapes = None if expression.blendshapes is None else torch.from_numpy(expression.blendshapes).float()
+    estimated = expression.estimator_or_blendshapes()
+    blendshapes = None if estimated is None else torch.from_numpy(estimated).float()
     flame = None if expression.flame is None else torch.from_numpy(expression.flame).float()
     identity_vector = torch.from_numpy(identity.embedding).float()[None]
     return identity_vector, adapter_expression_input(adapter.config, blendshapes, flame, len(expression),

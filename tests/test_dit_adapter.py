@@ -5,13 +5,18 @@ bf16, placed after PuLID-FLUX's blocks, saved with metadata that is checked agai
 from __future__ import annotations
 
 import json
+import types
 
+import numpy as np
 import pytest
 import torch
 
 from genaffect.models.dit_adapter import (
-    DiTAdapter, DiTAdapterConfig, check_backbone, expression_input, load_dit_adapter,
+    DiTAdapter, DiTAdapterConfig, adapter_expression_input, check_backbone, expression_input, load_dit_adapter,
 )
+from genaffect.models.expression import ExpressionBatch
+from genaffect.models.expression_library import presets
+from genaffect.nodes import dit_nodes
 from genaffect.models.errors import GenAffectInputError, ModelFileError
 
 from genaffect.models.backbones import diffusers_sizes
@@ -240,3 +245,17 @@ def test_a_damaged_adapter_file_is_refused_naming_the_file_and_field_before_allo
     assert path in str(refused.value)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200  # the 10**9 sizes would need gigabytes: nothing was allocated from them
+
+
+def test_the_dit_nodes_feed_presets_in_the_estimators_space_and_estimated_expressions_as_they_are():
+    adapter = DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=32, double_blocks=2, single_blocks=4,
+                                          token_width=32, heads=2, head_dim=8, resampler_depth=1))
+    identity = types.SimpleNamespace(embedding=np.full(512, 512 ** -0.5, np.float32))
+    sheet = presets(["happy", "sad"])  # recipes in .blendshapes, what MediaPipe reads in .estimator_blendshapes
+    assert not np.allclose(sheet.blendshapes, sheet.estimator_blendshapes)
+    _, rows = dit_nodes.condition_tensors(adapter, identity, sheet)
+    assert torch.equal(rows, adapter_expression_input(adapter.config, torch.from_numpy(sheet.estimator_blendshapes),
+                                                      None, 2))
+    photo = ExpressionBatch(["photo"], blendshapes=np.full((1, 52), 0.2, np.float32))  # estimated: as it is
+    _, rows = dit_nodes.condition_tensors(adapter, identity, photo)
+    assert torch.equal(rows, adapter_expression_input(adapter.config, torch.from_numpy(photo.blendshapes), None, 1))
