@@ -20,6 +20,7 @@ from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEs
 from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics, GenAffectSelectBest
 from .face_drawing_nodes import GenAffectDrawExpressions
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
+from .guard_nodes import GenAffectSamplingGuard
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
 
@@ -44,6 +45,7 @@ NODE_CLASSES = (
     GenAffectConditioningIntensity,
     GenAffectConsistentAttention,
     GenAffectConsistentBatchSampler,
+    GenAffectSamplingGuard,
     GenAffectArc2FaceLoader,
     GenAffectArc2FaceConditioning,
     GenAffectApplyExpressionAdapter,
@@ -75,6 +77,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GenAffectConditioningIntensity": "GenAffect Conditioning Intensity",
     "GenAffectConsistentAttention": "GenAffect Consistent Attention",
     "GenAffectConsistentBatchSampler": "GenAffect Consistent Batch Sampler",
+    "GenAffectSamplingGuard": "GenAffect Sampling Guard",
     "GenAffectArc2FaceLoader": "GenAffect Arc2Face Loader",
     "GenAffectArc2FaceConditioning": "GenAffect Arc2Face Conditioning",
     "GenAffectApplyExpressionAdapter": "GenAffect Apply Expression Adapter",

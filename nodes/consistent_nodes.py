@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ..models.consistent_attention import ConsistencySettings
+from .guard_nodes import NO_GUARD_REPORT, guard_input, guard_of, run_guarded
 from .hosting import consistent_attention, patching
-from .sampling import MAX_SEED, first_value, latent_set, region_input, sample_set, sampler_inputs, sharing_inputs
+from .sampling import (MAX_SEED, first_value, latent_rows, latent_set, region_input, rows_of,
+                       sample_set, sampler_inputs, set_size, sharing_inputs)
 
 
 class GenAffectConsistentAttention:
@@ -46,14 +48,16 @@ class GenAffectConsistentBatchSampler:
         "Samples a whole set of images together with consistent attention, in one block: one prompt for all, or one "
         "prompt per image (e.g. Expression To Prompt -> CLIP Text Encode). Uses ComfyUI's own samplers, shows "
         "progress with previews, stops on Cancel and leaves the input MODEL untouched. A latent batch of 1 is "
-        "repeated to the number of prompts."
+        "repeated to the number of prompts. With a Sampling Guard it decodes and scores each round and re-samples "
+        "only the images whose face fails."
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "sample"
     INPUT_IS_LIST = True  # the positive may arrive as one CONDITIONING per image
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The set's latents, image i from prompt i.",)
+    RETURN_TYPES = ("LATENT", "STRING")
+    RETURN_NAMES = ("latent", "guard_report")
+    OUTPUT_TOOLTIPS = ("The set's latents, image i from prompt i (with a guard: the chosen candidate of each).",
+                       "With a guard: the rounds, every candidate's scores and which images failed, as JSON.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -68,16 +72,39 @@ class GenAffectConsistentBatchSampler:
                 **sampler_inputs(cfg=7.0),
                 **sharing_inputs(),
             },
-            "optional": region_input(),
+            "optional": {**region_input(), **guard_input()},
         }
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
-               rate, anchors, start_percent, end_percent, blocks, region=None):
+               rate, anchors, start_percent, end_percent, blocks, region=None, guard=None):
         model, latent, seed = first_value(model), first_value(latent_image), first_value(seed)
-        samples, positive, negative = latent_set(latent, positive, negative,
-                                                 text_mask=patching.backbone_of(model).text_mask)
-        settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed, region=first_value(region))
-        patched = consistent_attention.install(model, settings, start_percent=first_value(start_percent),
-                                           end_percent=first_value(end_percent), blocks=first_value(blocks))
-        return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps), first_value(cfg),
-                           first_value(sampler_name), first_value(scheduler), first_value(denoise)),)
+        guard = guard_of(first_value(guard))
+        text_mask = patching.backbone_of(model).text_mask
+        if guard is None:
+            samples, positive, negative = latent_set(latent, positive, negative, text_mask=text_mask)
+            settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed,
+                                           region=first_value(region))
+            patched = consistent_attention.install(model, settings, start_percent=first_value(start_percent),
+                                                   end_percent=first_value(end_percent), blocks=first_value(blocks))
+            return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps),
+                               first_value(cfg), first_value(sampler_name), first_value(scheduler),
+                               first_value(denoise)), NO_GUARD_REPORT)
+
+        images = set_size(latent, positive)
+        latent_set(latent, positive, negative, text_mask=text_mask)  # the whole set's inputs are refused up front
+
+        def sample_rows(rows, round_seed):
+            # a round's images are sampled as their own batch: they share tokens with each other only
+            part = latent_rows(latent, rows, images)
+            samples, pos, neg = latent_set(part, rows_of(positive, rows, images),
+                                           rows_of(negative, rows, images), len(rows), text_mask)
+            anchor_count = first_value(anchors)  # a re-sampled round smaller than the anchors: all of it anchors
+            anchor_count = anchor_count if len(rows) >= images else min(anchor_count, len(rows))
+            settings = ConsistencySettings(rate=first_value(rate), anchors=anchor_count, seed=round_seed,
+                                           region=rows_of(first_value(region), rows, images))
+            patched = consistent_attention.install(model, settings, start_percent=first_value(start_percent),
+                                                   end_percent=first_value(end_percent), blocks=first_value(blocks))
+            return sample_set(patched, part, samples, pos, neg, round_seed, first_value(steps), first_value(cfg),
+                              first_value(sampler_name), first_value(scheduler), first_value(denoise))["samples"]
+
+        return run_guarded(guard, sample_rows, latent, images, seed)

@@ -8,8 +8,9 @@ from ..models.consistent_attention import ConsistencySettings
 from ..models.dit_adapter import DiTAdapter, adapter_expression_input, load_dit_adapter
 from ..models.errors import GenAffectInputError, ModelFileError
 from . import comfy_host
+from .guard_nodes import NO_GUARD_REPORT, guard_input, guard_of, run_guarded
 from .hosting import consistent_attention, dit_adapter, patching
-from .sampling import first_value, latent_set, sample_set, sampler_inputs, sharing_inputs
+from .sampling import first_value, latent_rows, latent_set, rows_of, sample_set, sampler_inputs, sharing_inputs
 
 FOLDER = "genaffect"
 EXTENSIONS = (".safetensors",)
@@ -142,14 +143,16 @@ class GenAffectDiTSampler:
         "The whole expression set in one block on a diffusion transformer: the Gen-AFFECT adapter (identity + image i's "
         "expression) and consistent attention across the set, sampled with ComfyUI's samplers, with previews and "
         "Cancel. FLUX's distilled guidance is set here (use cfg 1). A latent batch of 1 is repeated to the number "
-        "of expressions. " + TRAINING_HINT
+        "of expressions. With a Sampling Guard it decodes and scores each round and re-samples only the "
+        "expressions whose face fails. " + TRAINING_HINT
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "sample"
     INPUT_IS_LIST = True  # the positive may arrive as one CONDITIONING per image
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The set's latents, image i with expression i.",)
+    RETURN_TYPES = ("LATENT", "STRING")
+    RETURN_NAMES = ("latent", "guard_report")
+    OUTPUT_TOOLTIPS = ("The set's latents, image i with expression i (with a guard: the chosen candidate of each).",
+                       "With a guard: the rounds, every candidate's scores and which expressions failed, as JSON.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -169,25 +172,38 @@ class GenAffectDiTSampler:
                 **adapter_inputs(),
                 **sharing,
             },
+            "optional": guard_input(),
         }
 
     def sample(self, model, adapter, identity, expression, positive, negative, latent_image, seed, steps, cfg,
                sampler_name, scheduler, denoise, guidance, identity_strength, expression_strength, rate, anchors,
-               start_percent, end_percent):
+               start_percent, end_percent, guard=None):
         model, adapter, expression = first_value(model), dit_adapter_of(first_value(adapter)), first_value(expression)
+        guard = guard_of(first_value(guard))
         identity_vector, expression_rows = condition_tensors(adapter, first_value(identity), expression)
         latent, seed = first_value(latent_image), first_value(seed)
         images = len(expression) if latent["samples"].shape[0] == 1 else latent["samples"].shape[0]
         backbone = patching.backbone_of(model)
-        samples, positive, negative = latent_set(latent, positive, negative, images, backbone.text_mask)
-        if backbone.distilled_guidance:
-            import node_helpers
 
-            positive = node_helpers.conditioning_set_values(positive, {"guidance": first_value(guidance)})
-        patched = dit_adapter.install(model, adapter, identity_vector, expression_rows, first_value(identity_strength),
-                                    first_value(expression_strength))
-        settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed)
-        patched = consistent_attention.install(patched, settings, start_percent=first_value(start_percent),
-                                           end_percent=first_value(end_percent))
-        return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps), first_value(cfg),
-                           first_value(sampler_name), first_value(scheduler), first_value(denoise)),)
+        def sample_rows(rows, round_seed, part):
+            samples, pos, neg = latent_set(part, rows_of(positive, rows, images), rows_of(negative, rows, images),
+                                           len(rows), backbone.text_mask)
+            if backbone.distilled_guidance:
+                import node_helpers
+
+                pos = node_helpers.conditioning_set_values(pos, {"guidance": first_value(guidance)})
+            patched = dit_adapter.install(model, adapter, identity_vector, rows_of(expression_rows, rows, images),
+                                          first_value(identity_strength), first_value(expression_strength))
+            anchor_count = first_value(anchors)  # a re-sampled round smaller than the anchors: all of it anchors
+            anchor_count = anchor_count if len(rows) >= images else min(anchor_count, len(rows))
+            settings = ConsistencySettings(rate=first_value(rate), anchors=anchor_count, seed=round_seed)
+            patched = consistent_attention.install(patched, settings, start_percent=first_value(start_percent),
+                                                   end_percent=first_value(end_percent))
+            return sample_set(patched, part, samples, pos, neg, round_seed, first_value(steps), first_value(cfg),
+                              first_value(sampler_name), first_value(scheduler), first_value(denoise))
+
+        if guard is None:
+            return (sample_rows(list(range(images)), seed, latent), NO_GUARD_REPORT)
+        latent_set(latent, positive, negative, images, backbone.text_mask)  # the whole set's inputs are refused up front
+        return run_guarded(guard, lambda rows, round_seed: sample_rows(
+            rows, round_seed, latent_rows(latent, rows, images))["samples"], latent, images, seed, target=expression)

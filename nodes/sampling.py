@@ -3,6 +3,8 @@ of the whole set with previews and Cancel."""
 
 from __future__ import annotations
 
+import torch
+
 from ..models.errors import GenAffectInputError
 from . import comfy_host
 from .conditioning_batch import stack_per_image
@@ -68,13 +70,38 @@ def first_value(value):
     return value[0] if isinstance(value, list) else value
 
 
+def set_size(latent: dict, positive: list) -> int:
+    """The number of images of the set: the latent batch, or the number of prompts when the latent batch is 1."""
+    samples = latent["samples"]
+    return len(positive) if samples.shape[0] == 1 and len(positive) > 1 else samples.shape[0]
+
+
+def rows_of(value, rows: list[int], images: int):
+    """A per-image tensor or list cut to ``rows`` of the set; one shared by every image is kept as it is."""
+    if value is None or len(value) == 1 or len(value) != images:
+        return value
+    return value[rows] if isinstance(value, torch.Tensor) else [value[r] for r in rows]
+
+
+def latent_rows(latent: dict, rows: list[int], images: int) -> dict:
+    """The LATENT for some of the set's images (a guarded round): per-image latents and noise masks cut to
+    ``rows``; batch_index is kept only when ``rows`` is the whole set in order (new rounds draw new noise)."""
+    part = {key: value for key, value in latent.items() if key not in ("samples", "noise_mask", "batch_index")}
+    part["samples"] = rows_of(latent["samples"], rows, images)
+    if latent.get("noise_mask") is not None:
+        part["noise_mask"] = rows_of(latent["noise_mask"], rows, images)
+    if latent.get("batch_index") is not None and rows == list(range(images)):
+        part["batch_index"] = latent["batch_index"]
+    return part
+
+
 def latent_set(latent: dict, positive: list, negative: list, images: int | None = None, text_mask: bool = False):
     """(latents, positive, negative) for a set of ``images`` (default: the latent batch, or the number of
     prompts when the latent batch is 1): a batch of 1 is repeated, per-image prompts are stacked
     (``text_mask``: zero-padded with a padding mask, for a model that reads one)."""
     samples = latent["samples"]
     if images is None:
-        images = len(positive) if samples.shape[0] == 1 and len(positive) > 1 else samples.shape[0]
+        images = set_size(latent, positive)
     if samples.shape[0] == 1 and images > 1:
         samples = samples.repeat(images, *([1] * (samples.ndim - 1)))
     elif samples.shape[0] != images:

@@ -14,6 +14,7 @@ from genaffect.models.expression_mapping import ExpressionMapping
 from genaffect.models.face_analyzer import FaceAnalyzer
 from genaffect.models.identity import Identity
 from genaffect.nodes import comfy_host
+from genaffect.nodes.guard_nodes import SamplingGuard
 
 from tiny_insightface import faces_image, to_image_tensor
 
@@ -30,6 +31,7 @@ TYPE_CHECKS = {
     "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
     "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
     "GA_DIT_ADAPTER": lambda v: isinstance(v, DiTAdapter),
+    "GA_SAMPLING_GUARD": lambda v: isinstance(v, SamplingGuard),
     "CONDITIONING": lambda v: isinstance(v, list) and all(isinstance(part[0], torch.Tensor) and isinstance(part[1], dict)
                                                           for part in v),
 }
@@ -111,6 +113,8 @@ def _run_every_node():
             "tiny_dit_adapter.safetensors"),
         "GenAffectSelectBest": NODE_CLASS_MAPPINGS["GenAffectSelectBest"]().select(
             images, 1, analyzer_outputs[0], identity[0], preset[0], estimator[0]),
+        "GenAffectSamplingGuard": NODE_CLASS_MAPPINGS["GenAffectSamplingGuard"]().build(
+            object(), analyzer_outputs[0], identity[0], 2, 1, 0.4, 1.0, preset[0], estimator[0]),  # object(): a VAE
         "GenAffectExpressionSheet": NODE_CLASS_MAPPINGS["GenAffectExpressionSheet"]().build(
             images, 0, "sheet", "", preset[0], metrics["result"][0]),
     }
