@@ -204,16 +204,19 @@ class GenAffectSelectBest:
                 "face_landmarks": ("FACE_LANDMARKS", {
                     "tooltip": "ComfyUI's MediaPipe Face Landmarker on the same images, instead of the estimator."}),
                 "held_out_identity": ("GA_IDENTITY", {"tooltip": "Other photos of the person (see Face Metrics)."}),
+                "reference_expression": ("GA_EXPRESSION", {
+                    "tooltip": "The reference photo's own expression: a candidate showing it instead of its target "
+                               "loses (see Face Metrics)."}),
             },
         }
 
     def select(self, images, candidates, face_analyzer, identity, target_expression, estimator=None,
-               face_landmarks=None, held_out_identity=None):
+               face_landmarks=None, held_out_identity=None, reference_expression=None):
         frames = image_batch_to_rgb_uint8(images, what="Select Best images")
         targets = select_best.candidate_targets(target_expression, len(frames), candidates)
         metrics = face_metrics.measure(face_analyzer, identity, frames, list(targets.labels), targets, estimator,
                                        comfy_host.progress_callback(len(frames)), core_landmarks=face_landmarks,
-                                       held_out=held_out_identity)
+                                       held_out=held_out_identity, reference_expression=reference_expression)
         choices = select_best.choose(metrics, len(target_expression), candidates)
         best = [frames[c.index] for c in sorted((c for c in choices if c.chosen), key=lambda c: c.expression)]
         report = json.dumps([{"expression": target_expression.labels[c.expression], "candidate": c.candidate + 1,
@@ -246,4 +249,5 @@ def _metric_caption(similarity: float, copied, error, nearest, expression_copied
 def _candidate_line(m) -> str:
     if not m.face_found:
         return "no face"
-    return _metric_caption(m.identity_cosine, m.copy_suspected, m.blendshape_l1, m.expression_nearest)
+    return _metric_caption(m.identity_cosine, m.copy_suspected, m.blendshape_l1, m.expression_nearest,
+                           m.expression_copied)

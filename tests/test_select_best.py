@@ -59,12 +59,15 @@ def _metrics(*images: ImageMetrics) -> SetMetrics:
     return SetMetrics(list(images), sum(m.face_found for m in images), None, None, None, None, None, None)
 
 
-def test_a_suspected_copy_or_a_face_showing_another_expression_loses_to_a_worse_scoring_honest_face():
+def test_a_copy_of_the_photo_or_its_expression_or_another_expression_loses_to_a_worse_scoring_honest_face():
     copied = ImageMetrics(0, "a", True, identity_cosine=0.99, blendshape_l1=0.01, copy_suspected=True)
     honest = ImageMetrics(1, "a", True, identity_cosine=0.70, blendshape_l1=0.10, copy_suspected=False)
     assert [c.chosen for c in choose(_metrics(copied, honest), 1, 2)] == [False, True]
     wrong = ImageMetrics(0, "a", True, identity_cosine=0.95, blendshape_l1=0.05, expression_nearest=False)
     right = ImageMetrics(1, "a", True, identity_cosine=0.60, blendshape_l1=0.20, expression_nearest=True)
     assert [c.chosen for c in choose(_metrics(wrong, right), 1, 2)] == [False, True]
+    as_photo = ImageMetrics(0, "a", True, identity_cosine=0.95, blendshape_l1=0.05, expression_copied=True)
+    moved = ImageMetrics(1, "a", True, identity_cosine=0.60, blendshape_l1=0.20, expression_copied=False)
+    assert [c.chosen for c in choose(_metrics(as_photo, moved), 1, 2)] == [False, True]
     no_face = ImageMetrics(0, "a", False)
     assert [c.chosen for c in choose(_metrics(no_face, right), 1, 2)] == [False, True]
