@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import GenAffectInputError
-from .expression import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch
+from .expression import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch, split_list
 
 MODEL_PATH = os.path.join(os.path.dirname(__file__), "data", "face_model.json")
 SHAPE_KINDS = ("polygon", "line", "ellipse")
@@ -144,7 +144,7 @@ def workflow_expressions(workflow: dict) -> tuple[str, ExpressionBatch]:
     for node in nodes:
         values = node.get("widgets_values") or []
         if node.get("type") == "GenAffectExpressionPreset" and values:
-            names += [n.strip() for n in str(values[0]).replace("\n", ",").split(",") if n.strip() and n.strip() not in names]
+            names = list(dict.fromkeys(names + split_list(str(values[0]))))  # each once, in order
         elif node.get("type") == "GenAffectExpressionEditor" and len(values) == 1 + len(SLIDER_NAMES):
             neutral = ExpressionBatch([node.get("title", "edited")], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32))
             edited = apply_edits(neutral, dict(zip(SLIDER_NAMES, values[1:])), values[0])
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         Image.fromarray(draw_thumbnail(title, batch)).save(args.out, quality=88)
         print(f"{len(batch)} expressions of {args.workflow} drawn to {args.out}")
         return 0
-    names = [n.strip() for n in args.expressions.split(",") if n.strip()] or list(preset_names())
+    names = split_list(args.expressions) or list(preset_names())
     batch = presets(names, 1.0)
     prompts = None if args.no_prompts else describe_batch(batch.blendshapes)
     sheet = draw_expressions(batch, args.size, title="GenAffect expression library", prompts=prompts)
