@@ -44,9 +44,15 @@ class FaceModel:
 
 
 @lru_cache(maxsize=1)
-def face_model() -> FaceModel:
+def face_model_data() -> dict:
+    """The face model as stored (what the browser draws from); read once. Do not modify it."""
     with open(MODEL_PATH, encoding="utf-8") as handle:
-        return parse_face_model(json.load(handle))
+        return json.load(handle)
+
+
+@lru_cache(maxsize=1)
+def face_model() -> FaceModel:
+    return parse_face_model(face_model_data())
 
 
 def parse_face_model(data: dict) -> FaceModel:

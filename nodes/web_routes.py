@@ -4,11 +4,9 @@ the node will output; the face model itself is data (models/data/face_model.json
 
 from __future__ import annotations
 
-import json
-
 from ..models import expression_edit, expression_library
 from ..models.expression import BLENDSHAPE_NAMES
-from ..models.face_drawing import MODEL_PATH
+from ..models.face_drawing import face_model_data
 from .expression_nodes import GenAffectExpressionEditor, GenAffectExpressionPreset
 
 PREFIX = "/genaffect/expression_editor"
@@ -17,14 +15,12 @@ MAX_PREVIEW = 64  # expressions drawn at most: a preset list is typed by hand
 
 def editor_data() -> dict:
     """Everything the editor draws with: the face model, the blendshape order, every preset and its sliders."""
-    with open(MODEL_PATH, encoding="utf-8") as handle:
-        model = json.load(handle)
     names = expression_library.preset_names()
     batch = expression_library.presets(names, 1.0)
     presets = [{"name": name, "tags": list(expression_library.library()[name].tags), "blendshapes": row.tolist(),
                 "sliders": expression_edit.sliders_from_blendshapes(row)}
                for name, row in zip(names, batch.blendshapes)]
-    return {"model": model, "blendshape_names": list(BLENDSHAPE_NAMES), "presets": presets,
+    return {"model": face_model_data(), "blendshape_names": list(BLENDSHAPE_NAMES), "presets": presets,
             "sliders": list(expression_edit.SLIDER_NAMES)}
 
 
