@@ -84,6 +84,13 @@ class GuardOutcome:
     def all_passed(self) -> bool:
         return not self.failed
 
+    def _entry(self, candidate: Candidate) -> dict:
+        """One candidate in the report: where it came from, whether it passed and why not, its scores."""
+        c = candidate
+        return {"expression": self.labels[c.expression], "round": c.round, "seed": c.seed, "position": c.position,
+                "passed": c.passed, "chosen": c.chosen, "failures": c.failures,
+                **{k: v for k, v in asdict(c.metrics).items() if k not in ("index", "label")}}
+
     def report(self) -> dict:
         label = self.labels.__getitem__
         return {
@@ -96,15 +103,8 @@ class GuardOutcome:
                         "passed": [label(e) for e in r.passed],
                         "failed": [label(e) for e in r.sampled if e not in r.passed],
                         "seconds": round(r.seconds, 3)} for r in self.rounds],
-            "expressions": [{"expression": label(c.expression), "passed": c.passed, "round": c.round, "seed": c.seed,
-                             "position": c.position, "failures": c.failures,
-                             "identity_cosine": c.metrics.identity_cosine, "blendshape_l1": c.metrics.blendshape_l1,
-                             "expression_nearest": c.metrics.expression_nearest,
-                             "copy_suspected": c.metrics.copy_suspected} for c in self.chosen],
-            "candidates": [{"expression": label(c.expression), "round": c.round, "seed": c.seed,
-                            "position": c.position, "passed": c.passed, "chosen": c.chosen, "failures": c.failures,
-                            **{k: v for k, v in asdict(c.metrics).items() if k not in ("index", "label")}}
-                           for c in self.candidates],
+            "expressions": [self._entry(c) for c in self.chosen],  # the kept candidate of each, in order
+            "candidates": [self._entry(c) for c in self.candidates],
         }
 
     def summary(self) -> str:
