@@ -17,11 +17,11 @@ KEYPOINT_COLOURS = [(80, 160, 255), (80, 160, 255), (255, 255, 255), (255, 110, 
 
 
 def _font(image_height: int):
-    return _font_of_size(max(12, image_height // 32))
+    return font_of_size(max(12, image_height // 32))
 
 
 @lru_cache(maxsize=8)
-def _font_of_size(size: int):
+def font_of_size(size: int):
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
@@ -114,7 +114,7 @@ def draw_expression_preview(
 @lru_cache(maxsize=4096)
 def _text_alpha(text: str, size: int) -> np.ndarray:
     """The text's coverage (H, W, 1) in 0..1, rendered once per text and size."""
-    font = _font_of_size(size)
+    font = font_of_size(size)
     _, _, right, bottom = font.getbbox(text)
     mask = Image.new("L", (max(int(right), 1), max(int(bottom), 1)), 0)
     ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=font)
@@ -154,7 +154,7 @@ def draw_metrics_chart(
     height = 420
     picture = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(picture)
-    font = _font_of_size(14)
+    font = font_of_size(14)
     y = 8
     for line in summary_lines:
         draw.text((10, y), line, fill=TEXT, font=font)
@@ -203,7 +203,7 @@ def draw_sheet(
     height, width = images_rgb[0].shape[:2]
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    font = _font_of_size(max(12, height // 22))
+    font = font_of_size(max(12, height // 22))
     line_height = font.size + 4
     caption_height = max(len(lines) for lines in captions) * line_height + padding if captions else 0
     title_height = font.size + 2 * padding if title else 0
@@ -217,11 +217,11 @@ def draw_sheet(
         top = title_height + padding + (i // columns) * cell_height
         sheet.paste(Image.fromarray(image), (left, top))
         for n, line in enumerate(captions[i] if captions else []):
-            draw.text((left, top + height + padding // 2 + n * line_height), _fit(draw, line, font, width), fill=TEXT, font=font)
+            draw.text((left, top + height + padding // 2 + n * line_height), fit_text(draw, line, font, width), fill=TEXT, font=font)
     return np.asarray(sheet)
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     """``text`` cut with an ellipsis so that it is no wider than ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

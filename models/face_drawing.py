@@ -18,8 +18,12 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .drawing import draw_sheet, fit_text, font_of_size
 from .errors import GenAffectInputError
 from .expression import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch, split_list
+from .expression_edit import SLIDER_NAMES, apply_edits
+from .expression_library import preset_names, presets
+from .expression_text import describe_batch
 
 MODEL_PATH = os.path.join(os.path.dirname(__file__), "data", "face_model.json")
 SHAPE_KINDS = ("polygon", "line", "ellipse")
@@ -127,8 +131,6 @@ def with_target_glyph(image: np.ndarray, blendshapes, share: float = 0.25) -> np
 def draw_expressions(batch: ExpressionBatch, size: int = 192, columns: int = 0, title: str = "",
                      prompts: list[str] | None = None) -> np.ndarray:
     """A labelled sheet of the face model for every expression of a batch (with its prompt text, if given)."""
-    from .drawing import draw_sheet
-
     blendshapes = batch.require("blendshapes", "the face drawing")
     faces = [draw_face(row, size) for row in blendshapes]
     captions = [[label] + ([prompts[i]] if prompts else []) for i, label in enumerate(batch.labels)]
@@ -140,9 +142,6 @@ def workflow_expressions(workflow: dict) -> tuple[str, ExpressionBatch]:
     """The title (its Read me note's first line) and the expressions a saved ComfyUI workflow names: its
     Expression Presets' names (each once, in order) and its Expression Editors' sliders on a neutral face;
     a workflow whose expressions come from photos gives a neutral face."""
-    from .expression_edit import SLIDER_NAMES, apply_edits
-    from .expression_library import presets
-
     nodes = sorted(workflow.get("nodes", []), key=lambda node: node.get("order", 0))
     notes = [node["widgets_values"][0] for node in nodes if node.get("type") == "Note" and node.get("widgets_values")]
     title = notes[0].splitlines()[0].removeprefix("GenAffect - ") if notes else ""
@@ -166,8 +165,6 @@ def workflow_expressions(workflow: dict) -> tuple[str, ExpressionBatch]:
 
 def draw_thumbnail(title: str, batch: ExpressionBatch, width: int = 512, height: int = 384) -> np.ndarray:
     """A workflow's template picture: its title over the faces of (up to 8 of) its expressions."""
-    from .drawing import _font_of_size, _fit
-
     faces = batch.blendshapes[:8]
     columns = min(4, len(faces))
     rows = -(-len(faces) // columns)
@@ -175,27 +172,24 @@ def draw_thumbnail(title: str, batch: ExpressionBatch, width: int = 512, height:
     cell = min(width // columns, (height - title_height) // rows, 200)
     canvas = Image.new("RGB", (width, height), (245, 245, 245))
     draw = ImageDraw.Draw(canvas)
-    font = _font_of_size(18)
+    font = font_of_size(18)
     words, lines = title.split(), [""]
     for word in words:  # two lines at most
         if draw.textlength(lines[-1] + " " + word, font=font) > width - 16 and len(lines) < 2:
             lines.append("")
         lines[-1] = (lines[-1] + " " + word).strip()
     for n, line in enumerate(lines):
-        draw.text((8, 6 + n * 22), _fit(draw, line, font, width - 16), fill=(40, 40, 40), font=font)
-    small = _font_of_size(12)
+        draw.text((8, 6 + n * 22), fit_text(draw, line, font, width - 16), fill=(40, 40, 40), font=font)
+    small = font_of_size(12)
     left0, top0 = (width - columns * cell) // 2, title_height + (height - title_height - rows * cell) // 2
     for i, row in enumerate(faces):
         left, top = left0 + (i % columns) * cell, top0 + (i // columns) * cell
         canvas.paste(Image.fromarray(draw_face(row, cell - 14)), (left + 7, top))
-        draw.text((left + 7, top + cell - 14), _fit(draw, batch.labels[i], small, cell - 10), fill=(60, 60, 60), font=small)
+        draw.text((left + 7, top + cell - 14), fit_text(draw, batch.labels[i], small, cell - 10), fill=(60, 60, 60), font=small)
     return np.asarray(canvas)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .expression_library import preset_names, presets
-    from .expression_text import describe_batch
-
     parser = argparse.ArgumentParser(description="Draw expressions with GenAffect's face model (no model files needed).")
     parser.add_argument("--expressions", default="", help="library names, comma-separated (default: the whole library)")
     parser.add_argument("--workflow", default="", help="draw the expressions a saved workflow (.json) names, as its "
