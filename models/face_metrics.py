@@ -118,10 +118,11 @@ def same_person_band(reference_embeddings: np.ndarray) -> tuple[float, float] | 
     return None if pairs is None else (float(pairs.min()), float(pairs.max()))
 
 
-def blendshape_l1(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
+def blendshape_l1(estimated: np.ndarray, target: np.ndarray, readable: np.ndarray | None = None) -> np.ndarray:
     """Per row: mean |estimated - target| over the blendshapes the estimator reads (``readable_blendshapes``;
-    never "_neutral", which is not a movement)."""
-    readable = estimator_space().readable_indices
+    never "_neutral", which is not a movement). ``readable`` (their indices) replaces the stored list, for the
+    calibration that measures it; a target of one row applies to every row."""
+    readable = estimator_space().readable_indices if readable is None else readable
     return np.abs(np.asarray(estimated)[:, readable] - np.asarray(target)[:, readable]).mean(axis=1)
 
 

@@ -173,7 +173,10 @@ def fit_gains(targets: dict[str, np.ndarray], recipes: dict[str, np.ndarray], ne
 
 
 def _l1(readings: np.ndarray, target: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    return np.abs(readings[:, indices] - target[None, indices]).mean(axis=1)
+    """Face Metrics' expression error of each reading to one target, over the readable blendshapes measured."""
+    from genaffect.models.face_metrics import blendshape_l1
+
+    return blendshape_l1(readings, np.asarray(target)[None], indices)
 
 
 def evaluate(readings: np.ndarray, kept: list[Photo], old: dict[str, np.ndarray], indices: np.ndarray) -> dict:
