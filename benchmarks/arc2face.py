@@ -22,7 +22,6 @@ import statistics
 import time
 
 import torch
-
 from face_analysis import import_pack, save_result
 
 SD15_UNET = dict(
@@ -78,10 +77,14 @@ def main() -> None:
     import_pack()
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
-
-    from genaffect.models.expression_adapter import (AdapterLayer, ExpressionAdapter, MLPProjection,
-                                                     decoupled_cross_attention, expression_rows)
-    from genaffect.models.reference_adapter import bank_rows, reference_self_attention
+    from genaffect.models.generation.expression_adapter import (
+        AdapterLayer,
+        ExpressionAdapter,
+        MLPProjection,
+        decoupled_cross_attention,
+        expression_rows,
+    )
+    from genaffect.models.generation.reference_adapter import bank_rows, reference_self_attention
 
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32

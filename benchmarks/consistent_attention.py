@@ -32,7 +32,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from face_analysis import import_pack, save_result
 
 HEAD_DIM = 128
@@ -114,8 +113,13 @@ def measure_own_memory(kind: str, runs: dict) -> None:
 
 def setup(images, heads, rate, anchors, device, dtype, geometry, dense=True):
     """Inputs, the shared plan and the three ways to run them."""
-    from genaffect.models.backbones import TokenLayout
-    from genaffect.models.consistent_attention import Sharing, choose_borrowed, consistent_attention, make_generator
+    from genaffect.models.generation.backbones import TokenLayout
+    from genaffect.models.generation.consistent_attention import (
+        Sharing,
+        choose_borrowed,
+        consistent_attention,
+        make_generator,
+    )
 
     tokens = TokenLayout(*GEOMETRIES[geometry])
     image_tokens = tokens.generated_slice

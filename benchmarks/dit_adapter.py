@@ -32,7 +32,6 @@ import statistics
 import time
 
 import torch
-
 from face_analysis import import_pack, save_result
 
 FLUX_DEV = dict(patch_size=1, in_channels=64, attention_head_dim=128, num_attention_heads=24,
@@ -85,10 +84,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="alternating timed runs (default: 5 on CPU, 10 on GPU)")
     args = parser.parse_args()
     import_pack()
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from genaffect.models.dit_adapter import DiTAdapter, expression_input
+    from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input
     from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
+    from torch.utils.flop_counter import FlopCounterMode
 
     device = torch.device(args.device)
     gpu = device.type == "cuda"

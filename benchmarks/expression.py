@@ -22,7 +22,6 @@ import sys
 import time
 
 import numpy as np
-
 from face_analysis import import_pack, save_result
 
 
@@ -56,7 +55,7 @@ def main() -> int:
 
     logging.getLogger("genaffect").setLevel(logging.ERROR)
     import_pack()
-    from genaffect.models import expression_estimator
+    from genaffect.models.expression import expression_estimator
     from genaffect.nodes.estimation_nodes import GenAffectEstimateExpression
 
     estimator = expression_estimator.load_estimator(task)

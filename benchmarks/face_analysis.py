@@ -66,7 +66,8 @@ def main() -> int:
     logging.getLogger("genaffect").setLevel(logging.ERROR)  # per-run skip/outlier notes are not timed output
 
     import_pack()
-    from genaffect.models import face_analyzer, onnx_providers
+    from genaffect.models.face import face_analyzer
+    from genaffect.models.files import onnx_providers
     from genaffect.nodes.face_nodes import GenAffectExtractIdentity
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from face_analysis import import_pack, save_result
 
 # diffusers transformer class, its published configuration, VAE pixels per latent side, text tokens
@@ -52,9 +51,8 @@ UTILISATION = 0.35
 
 def step_flops(transformer, family: str, batch: dict, adapter) -> tuple[int, int]:
     """(forward FLOPs, training-step FLOPs) of one batch through the trainer's loss."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from genaffect.training.trainer import FlowMatchingLoss
+    from torch.utils.flop_counter import FlopCounterMode
 
     module = FlowMatchingLoss(adapter, transformer)
     noise, t = torch.randn_like(batch["latents"]), torch.full((batch["latents"].shape[0],), 0.5, device="meta")
@@ -75,8 +73,7 @@ def main() -> None:
 
     import_pack()
     import diffusers
-
-    from genaffect.models.dit_adapter import DiTAdapter, expression_input
+    from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input
     from genaffect.training import diffusers_call
     from genaffect.training.diffusers_host import adapter_config_for
 

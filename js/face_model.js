@@ -1,4 +1,4 @@
-// GenAffect's face model drawn from 52 blendshapes: the browser's half of models/face_drawing.py.
+// GenAffect's face model drawn from 52 blendshapes: the browser's half of models/drawing/face_drawing.py.
 // Both read models/data/face_model.json and compute the same geometry (neutral points plus the weighted sum of
 // each blendshape's moves); a test holds them to it. No ComfyUI import: Node.js runs this file in CI.
 

@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 
-from .model_catalog import CATALOG
-from .model_check import ROUTES, check_models, check_routes, format_report, format_routes, onnxruntime_report
+from .files.model_catalog import CATALOG
+from .files.model_check import ROUTES, check_models, check_routes, format_report, format_routes, onnxruntime_report
 
 
 def roots_for_models_dir(models_dir: str) -> dict[str, list[str]]:

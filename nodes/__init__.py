@@ -6,6 +6,11 @@ from .arc2face_nodes import (
     GenAffectArc2FaceConditioning,
     GenAffectArc2FaceLoader,
 )
+from .conditioning_nodes import GenAffectConditioningIntensity
+from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
+from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
+from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
+from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics, GenAffectSelectBest
 from .expression_nodes import (
     GenAffectExpressionEditor,
     GenAffectExpressionInterpolate,
@@ -13,76 +18,43 @@ from .expression_nodes import (
     GenAffectExpressionPreset,
     GenAffectExpressionToPrompt,
 )
-from .conditioning_nodes import GenAffectConditioningIntensity
-from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
-from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
-from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
-from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics, GenAffectSelectBest
 from .face_drawing_nodes import GenAffectDrawExpressions
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .guard_nodes import GenAffectSamplingGuard
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
 
-NODE_CLASSES = (
-    GenAffectFaceAnalyzerLoader,
-    GenAffectExtractIdentity,
-    GenAffectAlignFace,
-    GenAffectCheckModels,
-    GenAffectExpressionPreset,
-    GenAffectExpressionEditor,
-    GenAffectExpressionInterpolate,
-    GenAffectExpressionMix,
-    GenAffectExpressionToPrompt,
-    GenAffectExpressionEstimatorLoader,
-    GenAffectEstimateExpression,
-    GenAffectFitExpressionMapping,
-    GenAffectApplyExpressionMapping,
-    GenAffectDrawExpressions,
-    GenAffectFaceMetrics,
-    GenAffectExpressionSheet,
-    GenAffectSelectBest,
-    GenAffectConditioningIntensity,
-    GenAffectConsistentAttention,
-    GenAffectConsistentBatchSampler,
-    GenAffectSamplingGuard,
-    GenAffectArc2FaceLoader,
-    GenAffectArc2FaceConditioning,
-    GenAffectApplyExpressionAdapter,
-    GenAffectApplyReferenceAdapter,
-    GenAffectDiTAdapterLoader,
-    GenAffectApplyDiTAdapter,
-    GenAffectDiTSampler,
+# Every node once, in menu order, with the name ComfyUI shows.
+NODES = (
+    (GenAffectFaceAnalyzerLoader, "GenAffect Face Analyzer Loader"),
+    (GenAffectExtractIdentity, "GenAffect Extract Identity"),
+    (GenAffectAlignFace, "GenAffect Align Face"),
+    (GenAffectCheckModels, "GenAffect Check Models"),
+    (GenAffectExpressionPreset, "GenAffect Expression Preset"),
+    (GenAffectExpressionEditor, "GenAffect Expression Editor"),
+    (GenAffectExpressionInterpolate, "GenAffect Expression Interpolate"),
+    (GenAffectExpressionMix, "GenAffect Expression Mix"),
+    (GenAffectExpressionToPrompt, "GenAffect Expression To Prompt"),
+    (GenAffectExpressionEstimatorLoader, "GenAffect Expression Estimator Loader"),
+    (GenAffectEstimateExpression, "GenAffect Estimate Expression"),
+    (GenAffectFitExpressionMapping, "GenAffect Fit Expression Mapping"),
+    (GenAffectApplyExpressionMapping, "GenAffect Apply Expression Mapping"),
+    (GenAffectDrawExpressions, "GenAffect Draw Expressions"),
+    (GenAffectFaceMetrics, "GenAffect Face Metrics"),
+    (GenAffectExpressionSheet, "GenAffect Expression Sheet"),
+    (GenAffectSelectBest, "GenAffect Select Best"),
+    (GenAffectConditioningIntensity, "GenAffect Conditioning Intensity"),
+    (GenAffectConsistentAttention, "GenAffect Consistent Attention"),
+    (GenAffectConsistentBatchSampler, "GenAffect Consistent Batch Sampler"),
+    (GenAffectSamplingGuard, "GenAffect Sampling Guard"),
+    (GenAffectArc2FaceLoader, "GenAffect Arc2Face Loader"),
+    (GenAffectArc2FaceConditioning, "GenAffect Arc2Face Conditioning"),
+    (GenAffectApplyExpressionAdapter, "GenAffect Apply Expression Adapter"),
+    (GenAffectApplyReferenceAdapter, "GenAffect Apply Reference Adapter"),
+    (GenAffectDiTAdapterLoader, "GenAffect DiT Adapter Loader"),
+    (GenAffectApplyDiTAdapter, "GenAffect Apply DiT Adapter"),
+    (GenAffectDiTSampler, "GenAffect DiT Sampler"),
 )
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in NODE_CLASSES}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "GenAffectFaceAnalyzerLoader": "GenAffect Face Analyzer Loader",
-    "GenAffectExtractIdentity": "GenAffect Extract Identity",
-    "GenAffectAlignFace": "GenAffect Align Face",
-    "GenAffectCheckModels": "GenAffect Check Models",
-    "GenAffectExpressionPreset": "GenAffect Expression Preset",
-    "GenAffectExpressionEditor": "GenAffect Expression Editor",
-    "GenAffectExpressionInterpolate": "GenAffect Expression Interpolate",
-    "GenAffectExpressionMix": "GenAffect Expression Mix",
-    "GenAffectExpressionToPrompt": "GenAffect Expression To Prompt",
-    "GenAffectExpressionEstimatorLoader": "GenAffect Expression Estimator Loader",
-    "GenAffectEstimateExpression": "GenAffect Estimate Expression",
-    "GenAffectFitExpressionMapping": "GenAffect Fit Expression Mapping",
-    "GenAffectApplyExpressionMapping": "GenAffect Apply Expression Mapping",
-    "GenAffectDrawExpressions": "GenAffect Draw Expressions",
-    "GenAffectFaceMetrics": "GenAffect Face Metrics",
-    "GenAffectExpressionSheet": "GenAffect Expression Sheet",
-    "GenAffectSelectBest": "GenAffect Select Best",
-    "GenAffectConditioningIntensity": "GenAffect Conditioning Intensity",
-    "GenAffectConsistentAttention": "GenAffect Consistent Attention",
-    "GenAffectConsistentBatchSampler": "GenAffect Consistent Batch Sampler",
-    "GenAffectSamplingGuard": "GenAffect Sampling Guard",
-    "GenAffectArc2FaceLoader": "GenAffect Arc2Face Loader",
-    "GenAffectArc2FaceConditioning": "GenAffect Arc2Face Conditioning",
-    "GenAffectApplyExpressionAdapter": "GenAffect Apply Expression Adapter",
-    "GenAffectApplyReferenceAdapter": "GenAffect Apply Reference Adapter",
-    "GenAffectDiTAdapterLoader": "GenAffect DiT Adapter Loader",
-    "GenAffectApplyDiTAdapter": "GenAffect Apply DiT Adapter",
-    "GenAffectDiTSampler": "GenAffect DiT Sampler",
-}
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODES}

@@ -7,16 +7,18 @@ import os
 
 import torch
 
-from ..models import arc2face
 from ..models.errors import GenAffectInputError, ModelFileError
-from ..models.expression_adapter import FORMAT as ADAPTER_FORMAT, ExpressionAdapter, load_expression_adapter
+from ..models.files.weight_files import read_weights, write_safetensors
+from ..models.generation import arc2face
+from ..models.generation.expression_adapter import FORMAT as ADAPTER_FORMAT
+from ..models.generation.expression_adapter import ExpressionAdapter, load_expression_adapter
+from ..models.generation.reference_adapter import ReferenceLora, load_reference_lora
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
-from ..models.reference_adapter import ReferenceLora, load_reference_lora
-from ..models.weight_files import read_weights, write_safetensors
-from . import comfy_host
+from . import comfy_host, sockets
 from .hosting import patching
 from .hosting.expression_adapter import install as install_expression_adapter
 from .hosting.reference_adapter import install as install_reference_adapter
+from .patch_node import ModelPatchNode
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class GenAffectArc2FaceLoader:
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP", "GA_EXPRESSION_ADAPTER", "GA_REFERENCE_ADAPTER", "STRING")
+    RETURN_TYPES = ("MODEL", "CLIP", sockets.EXPRESSION_ADAPTER, sockets.REFERENCE_ADAPTER, "STRING")
     RETURN_NAMES = ("model", "clip", "expression_adapter", "reference_adapter", "info")
     OUTPUT_TOOLTIPS = (
         "Arc2Face's UNet, a normal ComfyUI MODEL (KSampler, LoRAs, consistent attention all apply).",
@@ -174,7 +176,7 @@ class GenAffectArc2FaceConditioning:
         return {
             "required": {
                 "clip": ("CLIP", {"tooltip": "Arc2Face's text encoder, from GenAffect Arc2Face Loader."}),
-                "identity": ("GA_IDENTITY", {
+                "identity": (sockets.IDENTITY, {
                     "tooltip": "From GenAffect Extract Identity, with recognition 'arcface.onnx (Arc2Face)'."}),
             },
             "optional": {
@@ -205,26 +207,21 @@ class GenAffectArc2FaceConditioning:
         return (positive, negative)
 
 
-class GenAffectApplyExpressionAdapter:
+class GenAffectApplyExpressionAdapter(ModelPatchNode):
     DESCRIPTION = (
         "Adds Arc2Face's Expression Adapter to a MODEL: every cross-attention layer also attends to tokens made from "
         "a FLAME-55 expression. With N expressions sample a latent batch of N (image i gets expression i); one "
         "expression applies to every image. The negative side gets the neutral (zero) vector, as published. The "
         "input model is not changed."
     )
-    CATEGORY = "GenAffect/sampling"
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("A patched copy of the model.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "Arc2Face's UNet (GenAffect Arc2Face Loader)."}),
-                "expression_adapter": ("GA_EXPRESSION_ADAPTER", {"tooltip": "From GenAffect Arc2Face Loader."}),
-                "expression": ("GA_EXPRESSION", {
+                "expression_adapter": (sockets.EXPRESSION_ADAPTER, {"tooltip": "From GenAffect Arc2Face Loader."}),
+                "expression": (sockets.EXPRESSION, {
                     "tooltip": "Expressions with FLAME-55: GenAffect Estimate Expression with SMIRK loaded, or a "
                                "blendshape expression through GenAffect Apply Expression Mapping."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
@@ -240,7 +237,7 @@ class GenAffectApplyExpressionAdapter:
                                           start_percent, end_percent),)
 
 
-class GenAffectApplyReferenceAdapter:
+class GenAffectApplyReferenceAdapter(ModelPatchNode):
     DESCRIPTION = (
         "Arc2Face's Reference Adapter: edits a real photo instead of inventing a new one. The photo (aligned with "
         "GenAffect Align Face) runs once through the incoming model; while sampling, the positive side's "
@@ -248,11 +245,6 @@ class GenAffectApplyReferenceAdapter:
         "hair and background; it tends to copy the photo's expression too, so lower lora_strength for stronger "
         "expressions. Apply the Expression Adapter before or after it."
     )
-    CATEGORY = "GenAffect/sampling"
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("A patched copy of the model.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -260,7 +252,7 @@ class GenAffectApplyReferenceAdapter:
             "required": {
                 "model": ("MODEL", {"tooltip": "Arc2Face's UNet (GenAffect Arc2Face Loader), with or without the "
                                                "Expression Adapter."}),
-                "reference_adapter": ("GA_REFERENCE_ADAPTER", {"tooltip": "From GenAffect Arc2Face Loader."}),
+                "reference_adapter": (sockets.REFERENCE_ADAPTER, {"tooltip": "From GenAffect Arc2Face Loader."}),
                 "vae": ("VAE", {"tooltip": "The SD1.5 VAE you decode with; it encodes the photo."}),
                 "positive": ("CONDITIONING", {
                     "tooltip": "The positive output of GenAffect Arc2Face Conditioning (the photo is read with it)."}),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
-from ..models.model_catalog import MODEL_FOLDERS
+from ..models.files.model_catalog import MODEL_FOLDERS
 
 MODELS_DIR_ENV = "GENAFFECT_MODELS_DIR"
 

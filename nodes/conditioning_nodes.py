@@ -7,10 +7,11 @@ import logging
 
 import torch
 
-from ..models import conditioning_blend
 from ..models.errors import GenAffectInputError
+from ..models.generation import conditioning_blend
+from . import sockets
 from .conditioning_batch import same_reference_photo
-from .sampling import first_value
+from .sampling.set_sampler import first_value
 
 log = logging.getLogger(__name__)
 NOT_A_BLEND = 0.25  # an expression losing more than this share of its blendshapes to the fit is reported
@@ -47,9 +48,9 @@ class GenAffectConditioningIntensity:
                 "neutral": ("CONDITIONING", {"tooltip": "The neutral instruction or prompt, encoded like the targets."}),
                 "targets": ("CONDITIONING", {"tooltip": "One encoded instruction per target expression, in the order "
                                                         "of target_expressions (e.g. Expression To Prompt -> encode)."}),
-                "target_expressions": ("GA_EXPRESSION", {"tooltip": "The targets at full intensity (alpha 1), one per "
+                "target_expressions": (sockets.EXPRESSION, {"tooltip": "The targets at full intensity (alpha 1), one per "
                                                                     "target conditioning."}),
-                "expression": ("GA_EXPRESSION", {"tooltip": "What each image should show; its intensities become "
+                "expression": (sockets.EXPRESSION, {"tooltip": "What each image should show; its intensities become "
                                                             "the alphas (one conditioning per expression)."}),
                 "max_alpha": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 3.0, "step": 0.05,
                                         "tooltip": "Largest intensity allowed; above 1 exaggerates (PixelSmile shows "

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from ..models.consistent_attention import ConsistencySettings
-from .guard_nodes import NO_GUARD_REPORT, guard_input, guard_of, run_guarded
+from ..models.generation.consistent_attention import ConsistencySettings
 from .hosting import consistent_attention, patching
-from .sampling import (MAX_SEED, first_value, latent_rows, latent_set, region_input, rows_of,
-                       sample_set, sampler_inputs, set_size, sharing_inputs)
+from .patch_node import ModelPatchNode
+from .sampling.guard import guard_of
+from .sampling.inputs import MAX_SEED, guard_input, region_input, sampler_inputs, sharing_inputs
+from .sampling.set_sampler import SetSampling, first_value, rows_of, set_size
 
 
-class GenAffectConsistentAttention:
+class GenAffectConsistentAttention(ModelPatchNode):
     DESCRIPTION = (
         "Patches a MODEL so the images of one batch attend to each other's tokens (consistent self-attention, "
         "training-free): generate a whole expression set at once with one latent batch and the set keeps one "
@@ -17,10 +18,7 @@ class GenAffectConsistentAttention:
         "Qwen-Image (and Qwen-Image-Edit), Chroma and SD3; with an editor's reference photo only the generated "
         "images share. The input model is not changed."
     )
-    CATEGORY = "GenAffect/sampling"
     FUNCTION = "patch"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("A patched copy of the model; sample it with a latent batch of the set's size.",)
 
     @classmethod
@@ -77,34 +75,16 @@ class GenAffectConsistentBatchSampler:
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
                rate, anchors, start_percent, end_percent, blocks, region=None, guard=None):
-        model, latent, seed = first_value(model), first_value(latent_image), first_value(seed)
-        guard = guard_of(first_value(guard))
-        text_mask = patching.backbone_of(model).text_mask
-        if guard is None:
-            samples, positive, negative = latent_set(latent, positive, negative, text_mask=text_mask)
-            settings = ConsistencySettings(rate=first_value(rate), anchors=first_value(anchors), seed=seed,
-                                           region=first_value(region))
-            patched = consistent_attention.install(model, settings, start_percent=first_value(start_percent),
-                                                   end_percent=first_value(end_percent), blocks=first_value(blocks))
-            return (sample_set(patched, latent, samples, positive, negative, seed, first_value(steps),
-                               first_value(cfg), first_value(sampler_name), first_value(scheduler),
-                               first_value(denoise)), NO_GUARD_REPORT)
-
+        model, latent, seed, region = first_value(model), first_value(latent_image), first_value(seed), first_value(region)
         images = set_size(latent, positive)
-        latent_set(latent, positive, negative, text_mask=text_mask)  # the whole set's inputs are refused up front
+        sampling = SetSampling(latent, positive, negative, images, patching.backbone_of(model).text_mask,
+                               first_value(steps), first_value(cfg), first_value(sampler_name), first_value(scheduler),
+                               first_value(denoise), anchors=first_value(anchors))
 
-        def sample_rows(rows, round_seed):
-            # a round's images are sampled as their own batch: they share tokens with each other only
-            part = latent_rows(latent, rows, images)
-            samples, pos, neg = latent_set(part, rows_of(positive, rows, images),
-                                           rows_of(negative, rows, images), len(rows), text_mask)
-            anchor_count = first_value(anchors)  # a re-sampled round smaller than the anchors: all of it anchors
-            anchor_count = anchor_count if len(rows) >= images else min(anchor_count, len(rows))
+        def patch(rows, round_seed, anchor_count):
             settings = ConsistencySettings(rate=first_value(rate), anchors=anchor_count, seed=round_seed,
-                                           region=rows_of(first_value(region), rows, images))
-            patched = consistent_attention.install(model, settings, start_percent=first_value(start_percent),
-                                                   end_percent=first_value(end_percent), blocks=first_value(blocks))
-            return sample_set(patched, part, samples, pos, neg, round_seed, first_value(steps), first_value(cfg),
-                              first_value(sampler_name), first_value(scheduler), first_value(denoise))["samples"]
+                                           region=rows_of(region, rows, images))
+            return consistent_attention.install(model, settings, start_percent=first_value(start_percent),
+                                                end_percent=first_value(end_percent), blocks=first_value(blocks))
 
-        return run_guarded(guard, sample_rows, latent, images, seed)
+        return sampling.sample(patch, seed, guard_of(first_value(guard)))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ..models.consistent_attention import ConsistencySettings
-from ..models.dit_adapter import DiTAdapter, adapter_expression_input, load_dit_adapter
 from ..models.errors import GenAffectInputError, ModelFileError
-from . import comfy_host
-from .guard_nodes import NO_GUARD_REPORT, guard_input, guard_of, run_guarded
+from ..models.generation.consistent_attention import ConsistencySettings
+from ..models.generation.dit_adapter import DiTAdapter, adapter_expression_input, load_dit_adapter
+from . import comfy_host, sockets
 from .hosting import consistent_attention, dit_adapter, patching
-from .sampling import first_value, latent_rows, latent_set, rows_of, sample_set, sampler_inputs, sharing_inputs
+from .patch_node import ModelPatchNode
+from .sampling.guard import guard_of
+from .sampling.inputs import guard_input, sampler_inputs, sharing_inputs
+from .sampling.set_sampler import SetSampling, first_value, rows_of
 
 FOLDER = "genaffect"
 EXTENSIONS = (".safetensors",)
@@ -31,22 +33,6 @@ def dit_adapter_of(adapter) -> DiTAdapter:
                               "adapter output of GenAffect DiT Adapter Loader.")
 
 
-def describe(adapter: DiTAdapter) -> str:
-    config = adapter.config
-    blocks = f"{config.double_blocks} double" + (f" / {config.single_blocks} single" if config.single_blocks else "")
-    patched = len(adapter.after_double) + len(adapter.after_single)
-    parameters = sum(p.numel() for p in adapter.parameters())
-    return "\n".join([
-        f"file: {adapter.source}",
-        f"backbone: {config.family}, width {config.hidden_size}, {blocks} blocks",
-        f"patches {patched} blocks (every {config.double_every}th double"
-        + (f", every {config.single_every}th single)" if config.single_blocks else ")"),
-        f"tokens: {config.identity_tokens} identity + {config.expression_tokens} expression of width "
-        f"{config.token_width}; expression read as {config.expression}",
-        f"{parameters / 1e6:.1f} M parameters, {next(adapter.parameters()).dtype}",
-    ])
-
-
 class GenAffectDiTAdapterLoader:
     DESCRIPTION = (
         "Loads a Gen-AFFECT identity-expression adapter for a diffusion transformer (FLUX.1/Kontext, FLUX.2, "
@@ -55,7 +41,7 @@ class GenAffectDiTAdapterLoader:
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "load"
-    RETURN_TYPES = ("GA_DIT_ADAPTER", "STRING")
+    RETURN_TYPES = (sockets.DIT_ADAPTER, "STRING")
     RETURN_NAMES = ("adapter", "info")
     OUTPUT_TOOLTIPS = ("The adapter, for GenAffect Apply DiT Adapter or GenAffect DiT Sampler.",
                        "The backbone it was trained for, its token counts and size.")
@@ -76,7 +62,7 @@ class GenAffectDiTAdapterLoader:
             raise ModelFileError(f"{adapter_name} is not in models/genaffect/ "
                                  f"({', '.join(comfy_host.model_roots(FOLDER))}). {TRAINING_HINT}")
         adapter = load_dit_adapter(path)
-        return (adapter, describe(adapter))
+        return (adapter, adapter.describe())
 
 
 def adapter_inputs() -> dict:
@@ -88,22 +74,15 @@ def adapter_inputs() -> dict:
     }
 
 
-def condition_tensors(adapter: DiTAdapter, identity, expression) -> tuple[torch.Tensor, torch.Tensor]:
-    """The identity (1, 512) and the expressions as the adapter's encoder reads them (N, input). The adapter learnt
-    from blendshapes MediaPipe estimated on its photos, so it gets expressions in that space: a preset's
-    estimator-space target, an estimated expression's own blendshapes (ExpressionBatch.estimator_space)."""
+def adapter_conditions(adapter: DiTAdapter, identity, expression) -> tuple[torch.Tensor, torch.Tensor]:
+    """The identity and expression rows the adapter's encoder reads (``DiTAdapter.conditions``)."""
     if getattr(identity, "embedding", None) is None:
         raise GenAffectInputError("identity is not a GA_IDENTITY; take the identity output of GenAffect Extract "
                                   "Identity.")
-    estimated = expression.estimator_or_blendshapes()
-    blendshapes = None if estimated is None else torch.from_numpy(estimated).float()
-    flame = None if expression.flame is None else torch.from_numpy(expression.flame).float()
-    identity_vector = torch.from_numpy(identity.embedding).float()[None]
-    return identity_vector, adapter_expression_input(adapter.config, blendshapes, flame, len(expression),
-                                                     source=f"the adapter {adapter.source}")
+    return adapter.conditions(identity.embedding, expression)
 
 
-class GenAffectApplyDiTAdapter:
+class GenAffectApplyDiTAdapter(ModelPatchNode):
     DESCRIPTION = (
         "Adds a Gen-AFFECT adapter to a diffusion-transformer MODEL (FLUX.1/Kontext, FLUX.2, Qwen-Image, Chroma, "
         "SD3): after the blocks it was trained for, the generated image tokens (never an edit's reference photo) "
@@ -111,20 +90,15 @@ class GenAffectApplyDiTAdapter:
         "sample a latent batch of N (image i gets expression i); one expression applies to all. "
         "Negative prompts get no adapter. The input model is not changed. " + TRAINING_HINT
     )
-    CATEGORY = "GenAffect/sampling"
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("A patched copy of the model.",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The diffusion transformer the adapter was trained on."}),
-                "adapter": ("GA_DIT_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
-                "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
-                "expression": ("GA_EXPRESSION", {"tooltip": "One expression per image (presets, editor, estimated)."}),
+                "adapter": (sockets.DIT_ADAPTER, {"tooltip": "From GenAffect DiT Adapter Loader."}),
+                "identity": (sockets.IDENTITY, {"tooltip": "From GenAffect Extract Identity."}),
+                "expression": (sockets.EXPRESSION, {"tooltip": "One expression per image (presets, editor, estimated)."}),
                 **adapter_inputs(),
                 **patching.schedule_range_inputs("the adapter"),
             },
@@ -133,7 +107,7 @@ class GenAffectApplyDiTAdapter:
     def apply(self, model, adapter, identity, expression, identity_strength, expression_strength, start_percent,
               end_percent):
         adapter = dit_adapter_of(adapter)
-        identity_vector, expression_rows = condition_tensors(adapter, identity, expression)
+        identity_vector, expression_rows = adapter_conditions(adapter, identity, expression)
         return (dit_adapter.install(model, adapter, identity_vector, expression_rows, identity_strength,
                                   expression_strength, start_percent, end_percent),)
 
@@ -160,9 +134,9 @@ class GenAffectDiTSampler:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "The diffusion transformer the adapter was trained on."}),
-                "adapter": ("GA_DIT_ADAPTER", {"tooltip": "From GenAffect DiT Adapter Loader."}),
-                "identity": ("GA_IDENTITY", {"tooltip": "From GenAffect Extract Identity."}),
-                "expression": ("GA_EXPRESSION", {"tooltip": "The set's expressions, one image each."}),
+                "adapter": (sockets.DIT_ADAPTER, {"tooltip": "From GenAffect DiT Adapter Loader."}),
+                "identity": (sockets.IDENTITY, {"tooltip": "From GenAffect Extract Identity."}),
+                "expression": (sockets.EXPRESSION, {"tooltip": "The set's expressions, one image each."}),
                 "positive": ("CONDITIONING", {"tooltip": "One prompt for all images, or one per image."}),
                 "negative": ("CONDITIONING", {"tooltip": "Used only when cfg > 1 (FLUX dev/schnell take cfg 1)."}),
                 "latent_image": ("LATENT", {"tooltip": "A batch of 1 (repeated) or one latent per expression."}),
@@ -179,31 +153,21 @@ class GenAffectDiTSampler:
                sampler_name, scheduler, denoise, guidance, identity_strength, expression_strength, rate, anchors,
                start_percent, end_percent, guard=None):
         model, adapter, expression = first_value(model), dit_adapter_of(first_value(adapter)), first_value(expression)
-        guard = guard_of(first_value(guard))
-        identity_vector, expression_rows = condition_tensors(adapter, first_value(identity), expression)
+        identity_vector, expression_rows = adapter_conditions(adapter, first_value(identity), expression)
         latent, seed = first_value(latent_image), first_value(seed)
         images = len(expression) if latent["samples"].shape[0] == 1 else latent["samples"].shape[0]
         backbone = patching.backbone_of(model)
+        sampling = SetSampling(latent, positive, negative, images, backbone.text_mask, first_value(steps),
+                               first_value(cfg), first_value(sampler_name), first_value(scheduler),
+                               first_value(denoise), anchors=first_value(anchors),
+                               positive_values={"guidance": first_value(guidance)} if backbone.distilled_guidance
+                               else {})
 
-        def sample_rows(rows, round_seed, part):
-            samples, pos, neg = latent_set(part, rows_of(positive, rows, images), rows_of(negative, rows, images),
-                                           len(rows), backbone.text_mask)
-            if backbone.distilled_guidance:
-                import node_helpers
-
-                pos = node_helpers.conditioning_set_values(pos, {"guidance": first_value(guidance)})
+        def patch(rows, round_seed, anchor_count):
             patched = dit_adapter.install(model, adapter, identity_vector, rows_of(expression_rows, rows, images),
                                           first_value(identity_strength), first_value(expression_strength))
-            anchor_count = first_value(anchors)  # a re-sampled round smaller than the anchors: all of it anchors
-            anchor_count = anchor_count if len(rows) >= images else min(anchor_count, len(rows))
             settings = ConsistencySettings(rate=first_value(rate), anchors=anchor_count, seed=round_seed)
-            patched = consistent_attention.install(patched, settings, start_percent=first_value(start_percent),
-                                                   end_percent=first_value(end_percent))
-            return sample_set(patched, part, samples, pos, neg, round_seed, first_value(steps), first_value(cfg),
-                              first_value(sampler_name), first_value(scheduler), first_value(denoise))
+            return consistent_attention.install(patched, settings, start_percent=first_value(start_percent),
+                                                end_percent=first_value(end_percent))
 
-        if guard is None:
-            return (sample_rows(list(range(images)), seed, latent), NO_GUARD_REPORT)
-        latent_set(latent, positive, negative, images, backbone.text_mask)  # the whole set's inputs are refused up front
-        return run_guarded(guard, lambda rows, round_seed: sample_rows(
-            rows, round_seed, latent_rows(latent, rows, images))["samples"], latent, images, seed, target=expression)
+        return sampling.sample(patch, seed, guard_of(first_value(guard)), target=expression)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 
-from ..models import expression_estimator, face_choice, smirk_encoder
-from ..models.drawing import draw_expression_preview
+from ..models.drawing.pictures import draw_expression_preview
 from ..models.errors import ModelFileError
-from ..models.expression import BLENDSHAPE_NAMES, split_list
+from ..models.expression import expression_estimator, smirk_encoder
+from ..models.expression.batch import BLENDSHAPE_NAMES, split_list
+from ..models.face import face_choice
+from ..models.files.model_catalog import catalog_entry
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
-from ..models.model_catalog import catalog_entry
-from . import comfy_host
+from . import comfy_host, sockets
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class GenAffectExpressionEstimatorLoader:
     )
     CATEGORY = "GenAffect/expression"
     FUNCTION = "load"
-    RETURN_TYPES = ("GA_EXPRESSION_ESTIMATOR", "STRING")
+    RETURN_TYPES = (sockets.EXPRESSION_ESTIMATOR, "STRING")
     RETURN_NAMES = ("estimator", "info")
     OUTPUT_TOOLTIPS = ("MediaPipe (+ SMIRK) ready to estimate expressions.", "Files loaded and where SMIRK runs.")
 
@@ -105,7 +106,7 @@ class GenAffectEstimateExpression:
     )
     CATEGORY = "GenAffect/expression"
     FUNCTION = "estimate"
-    RETURN_TYPES = ("GA_EXPRESSION", "IMAGE", "STRING")
+    RETURN_TYPES = (sockets.EXPRESSION, "IMAGE", "STRING")
     RETURN_NAMES = ("expression", "preview", "report")
     OUTPUT_TOOLTIPS = (
         "One expression per image with a face, labelled (skipped images leave no row).",
@@ -127,7 +128,7 @@ class GenAffectEstimateExpression:
                                "No face in any image is always an error."}),
             },
             "optional": {
-                "estimator": ("GA_EXPRESSION_ESTIMATOR", {
+                "estimator": (sockets.EXPRESSION_ESTIMATOR, {
                     "tooltip": "From GenAffect Expression Estimator Loader (MediaPipe, and SMIRK for FLAME-55)."}),
                 "face_landmarks": ("FACE_LANDMARKS", {
                     "tooltip": "From ComfyUI's MediaPipe Face Landmarker on the same images: used instead of the "

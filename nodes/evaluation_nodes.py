@@ -9,13 +9,13 @@ import math
 
 import numpy as np
 
-from ..models import face_metrics, select_best
-from ..models.drawing import draw_metrics_chart, draw_sheet
+from ..models.drawing.face_drawing import with_target_glyph
+from ..models.drawing.pictures import draw_metrics_chart, draw_sheet
 from ..models.errors import GenAffectInputError
-from ..models.expression import split_list
-from ..models.face_drawing import with_target_glyph
+from ..models.evaluation import face_metrics, select_best
+from ..models.expression.batch import split_list
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
-from . import comfy_host
+from . import comfy_host, sockets
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +43,21 @@ class GenAffectFaceMetrics:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The generated set (a batch)."}),
-                "face_analyzer": ("GA_FACE_ANALYZER", {
+                "face_analyzer": (sockets.FACE_ANALYZER, {
                     "tooltip": "From Face Analyzer Loader, with the same recognition as the reference identity."}),
-                "identity": ("GA_IDENTITY", {"tooltip": "The reference identity (Extract Identity)."}),
+                "identity": (sockets.IDENTITY, {"tooltip": "The reference identity (Extract Identity)."}),
             },
             "optional": {
-                "target_expression": ("GA_EXPRESSION", {
+                "target_expression": (sockets.EXPRESSION, {
                     "tooltip": "What each image should show: one per image, or one for all."}),
-                "estimator": ("GA_EXPRESSION_ESTIMATOR", {
+                "estimator": (sockets.EXPRESSION_ESTIMATOR, {
                     "tooltip": "Needed with a target (or face_landmarks): re-estimates each image's expression."}),
                 "face_landmarks": ("FACE_LANDMARKS", {
                     "tooltip": "ComfyUI's MediaPipe Face Landmarker on the same images, instead of the estimator."}),
-                "held_out_identity": ("GA_IDENTITY", {
+                "held_out_identity": (sockets.IDENTITY, {
                     "tooltip": "Other photos of the person, not used to condition (Extract Identity): how a new "
                                "photo of them compares; a set far nearer the reference than these was copied."}),
-                "reference_expression": ("GA_EXPRESSION", {
+                "reference_expression": (sockets.EXPRESSION, {
                     "tooltip": "The reference photo's own expression (Estimate Expression on it): flags faces "
                                "that show it instead of their target ('expression copied')."}),
                 "labels": ("STRING", {"default": "", "multiline": True,
@@ -112,7 +112,7 @@ class GenAffectExpressionSheet:
             "optional": {
                 "labels": ("STRING", {"default": "", "multiline": True,
                                       "tooltip": "One label per image (commas or new lines)."}),
-                "expression": ("GA_EXPRESSION", {"tooltip": "Use these expressions' labels when labels is empty."}),
+                "expression": (sockets.EXPRESSION, {"tooltip": "Use these expressions' labels when labels is empty."}),
                 "metrics_json": ("STRING", {"forceInput": True,
                                             "tooltip": "From Face Metrics: adds each face's scores to its caption."}),
                 "target_faces": ("BOOLEAN", {"default": True, "tooltip": (
@@ -195,16 +195,16 @@ class GenAffectSelectBest:
                 "images": ("IMAGE", {"tooltip": "K rounds of the N expressions, as one batch."}),
                 "candidates": ("INT", {"default": 2, "min": 1, "max": 64,
                                        "tooltip": "K: how many rounds (candidates per expression) the batch holds."}),
-                "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From Face Analyzer Loader."}),
-                "identity": ("GA_IDENTITY", {"tooltip": "The reference identity (Extract Identity)."}),
-                "target_expression": ("GA_EXPRESSION", {"tooltip": "The N expressions, one per image of a round."}),
+                "face_analyzer": (sockets.FACE_ANALYZER, {"tooltip": "From Face Analyzer Loader."}),
+                "identity": (sockets.IDENTITY, {"tooltip": "The reference identity (Extract Identity)."}),
+                "target_expression": (sockets.EXPRESSION, {"tooltip": "The N expressions, one per image of a round."}),
             },
             "optional": {
-                "estimator": ("GA_EXPRESSION_ESTIMATOR", {"tooltip": "Re-estimates each candidate's expression."}),
+                "estimator": (sockets.EXPRESSION_ESTIMATOR, {"tooltip": "Re-estimates each candidate's expression."}),
                 "face_landmarks": ("FACE_LANDMARKS", {
                     "tooltip": "ComfyUI's MediaPipe Face Landmarker on the same images, instead of the estimator."}),
-                "held_out_identity": ("GA_IDENTITY", {"tooltip": "Other photos of the person (see Face Metrics)."}),
-                "reference_expression": ("GA_EXPRESSION", {
+                "held_out_identity": (sockets.IDENTITY, {"tooltip": "Other photos of the person (see Face Metrics)."}),
+                "reference_expression": (sockets.EXPRESSION, {
                     "tooltip": "The reference photo's own expression: a candidate showing it instead of its target "
                                "loses (see Face Metrics)."}),
             },

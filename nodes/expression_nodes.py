@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models import expression_edit, expression_library, expression_text
 from ..models.errors import GenAffectInputError
-from ..models.expression import NUM_BLENDSHAPES, ExpressionBatch, split_list
+from ..models.expression import expression_edit, expression_library, expression_text
+from ..models.expression.batch import NUM_BLENDSHAPES, ExpressionBatch, split_list
+from . import sockets
 
-EXPRESSION_INPUT = ("GA_EXPRESSION", {"tooltip": "Expressions from a preset, editor, estimator or transition."})
+EXPRESSION_INPUT = (sockets.EXPRESSION, {"tooltip": "Expressions from a preset, editor, estimator or transition."})
 
 
 class _ExpressionNode:
     """What the nodes that output one GA_EXPRESSION have in common."""
 
     CATEGORY = "GenAffect/expression"
-    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_TYPES = (sockets.EXPRESSION,)
     RETURN_NAMES = ("expression",)
 
 
@@ -96,8 +97,8 @@ class GenAffectExpressionInterpolate(_ExpressionNode):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "expression_a": ("GA_EXPRESSION", {"tooltip": "Where the transition starts."}),
-                "expression_b": ("GA_EXPRESSION", {"tooltip": "Where the transition ends."}),
+                "expression_a": (sockets.EXPRESSION, {"tooltip": "Where the transition starts."}),
+                "expression_b": (sockets.EXPRESSION, {"tooltip": "Where the transition ends."}),
                 "steps": ("INT", {"default": 5, "min": 2, "max": 256, "tooltip": "Expressions produced, A and B included."}),
                 "easing": (list(expression_edit.EASINGS), {"tooltip": "How the steps are spaced in time."}),
             }
@@ -116,7 +117,7 @@ class GenAffectExpressionMix(_ExpressionNode):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "expression": ("GA_EXPRESSION", {"tooltip": "The expressions to mix (a batch)."}),
+                "expression": (sockets.EXPRESSION, {"tooltip": "The expressions to mix (a batch)."}),
                 "weights": ("STRING", {"default": "1, 1", "tooltip": "One weight per expression, separated by commas; "
                                                                    "they are normalised to sum to 1."}),
             }

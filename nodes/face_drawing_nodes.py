@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..models import expression_text
-from ..models.face_drawing import draw_expressions
+from ..models.drawing.face_drawing import draw_expressions
+from ..models.expression import expression_text
 from ..models.images import rgb_uint8_to_image_batch
+from . import sockets
 
 
 class GenAffectDrawExpressions:
@@ -23,7 +24,7 @@ class GenAffectDrawExpressions:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "expression": ("GA_EXPRESSION", {"tooltip": "The expressions to draw (blendshapes needed)."}),
+                "expression": (sockets.EXPRESSION, {"tooltip": "The expressions to draw (blendshapes needed)."}),
                 "face_size": ("INT", {"default": 192, "min": 64, "max": 1024, "step": 16,
                                       "tooltip": "Pixels per face."}),
                 "columns": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip": "0: a near-square grid."}),

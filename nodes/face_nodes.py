@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 
-from ..models import face_align, face_analyzer, face_choice, identity, insightface_packs, onnx_providers
-from ..models.drawing import draw_detections
+from ..models.drawing.pictures import draw_detections
 from ..models.errors import ModelFileError
+from ..models.face import face_align, face_analyzer, face_choice, identity
+from ..models.files import insightface_packs, onnx_providers
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
-from . import comfy_host
+from . import comfy_host, sockets
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class GenAffectFaceAnalyzerLoader:
     )
     CATEGORY = "GenAffect/face"
     FUNCTION = "load"
-    RETURN_TYPES = ("GA_FACE_ANALYZER", "STRING")
+    RETURN_TYPES = (sockets.FACE_ANALYZER, "STRING")
     RETURN_NAMES = ("face_analyzer", "info")
     OUTPUT_TOOLTIPS = ("The loaded detector and recognizer.", "Files loaded and the providers each runs on.")
 
@@ -86,7 +87,7 @@ class GenAffectExtractIdentity:
     )
     CATEGORY = "GenAffect/face"
     FUNCTION = "extract"
-    RETURN_TYPES = ("GA_IDENTITY", "IMAGE", "IMAGE", "STRING")
+    RETURN_TYPES = (sockets.IDENTITY, "IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("identity", "face_crops", "preview", "report")
     OUTPUT_TOOLTIPS = (
         "Identity: per-reference faces and embeddings plus their normalised mean.",
@@ -99,7 +100,7 @@ class GenAffectExtractIdentity:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From GenAffect Face Analyzer Loader."}),
+                "face_analyzer": (sockets.FACE_ANALYZER, {"tooltip": "From GenAffect Face Analyzer Loader."}),
                 "images": ("IMAGE", {"tooltip": "One or more reference photos of the same person (a batch)."}),
                 "face_order": (list(face_choice.FACE_ORDERS), {
                     "tooltip": "How faces in one photo are ordered before face_index picks one: by box area, "
@@ -158,7 +159,7 @@ class GenAffectAlignFace:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "face_analyzer": ("GA_FACE_ANALYZER", {"tooltip": "From GenAffect Face Analyzer Loader (its detector "
+                "face_analyzer": (sockets.FACE_ANALYZER, {"tooltip": "From GenAffect Face Analyzer Loader (its detector "
                                                                   "finds the eyes and mouth corners)."}),
                 "images": ("IMAGE", {"tooltip": "Photos with a face."}),
                 "size": ("INT", {"default": face_align.ALIGNED_SIZE, "min": 64, "max": 2048, "step": 8,

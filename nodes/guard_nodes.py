@@ -1,57 +1,11 @@
-"""Guarded sampling in ComfyUI: the Sampling Guard node bundles what scoring needs into one GA_SAMPLING_GUARD
-value, and the batch samplers, given one, sample, decode with the VAE, score with Face Metrics and re-sample
-the expressions whose faces fail (the rounds: ``models/sampling_guard.py``; the pass rule:
-``models/select_best.py``)."""
+"""The Sampling Guard node: bundles what scoring needs into one GA_SAMPLING_GUARD value for the set samplers
+(what they do with it: ``nodes/sampling/guard.py``)."""
 
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import dataclass
-
-import torch
-
-from ..models import face_metrics
 from ..models.errors import GenAffectInputError
-from ..models.expression import ExpressionBatch
-from ..models.images import image_batch_to_rgb_uint8
-from ..models.sampling_guard import run_rounds
-from ..models.select_best import PassRule
-from . import comfy_host
-
-log = logging.getLogger(__name__)
-
-GUARD_TYPE = "GA_SAMPLING_GUARD"
-NO_GUARD_REPORT = json.dumps({"guarded": False, "summary": "no guard connected: the set was sampled once."})
-
-
-@dataclass
-class SamplingGuard:
-    """What the samplers need to decode and score a round, and the budget."""
-
-    vae: object  # ComfyUI's VAE
-    analyzer: object  # GA_FACE_ANALYZER
-    identity: object  # GA_IDENTITY
-    target: ExpressionBatch | None
-    estimator: object | None  # GA_EXPRESSION_ESTIMATOR
-    held_out: object | None
-    candidates: int = 1
-    retries: int = 2
-    min_identity: float = 0.4
-    max_expression_error: float = 1.0
-    reference_expression: ExpressionBatch | None = None  # the reference photo's own expression
-
-    def rule(self, expression_measured: bool) -> PassRule:
-        return PassRule(min_identity=self.min_identity, max_expression_error=self.max_expression_error,
-                        expression_measured=expression_measured)
-
-
-def guard_input() -> dict:
-    """The samplers' optional guard input."""
-    return {"guard": (GUARD_TYPE, {
-        "tooltip": "Optional, from GenAffect Sampling Guard: decode and score each round and re-sample only the "
-                   "expressions whose face fails (not the person, copied, or another expression), with new seeds, "
-                   "until all pass or the retries are spent. Unconnected: the set is sampled once, as before."})}
+from . import sockets
+from .sampling.guard import SamplingGuard
 
 
 class GenAffectSamplingGuard:
@@ -66,7 +20,7 @@ class GenAffectSamplingGuard:
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "build"
-    RETURN_TYPES = (GUARD_TYPE,)
+    RETURN_TYPES = (sockets.SAMPLING_GUARD,)
     RETURN_NAMES = ("guard",)
     OUTPUT_TOOLTIPS = ("For the guard input of the Consistent Batch Sampler or the DiT Sampler.",)
 
@@ -76,9 +30,9 @@ class GenAffectSamplingGuard:
             "required": {
                 "vae": ("VAE", {"tooltip": "The VAE that decodes the sampler's latents (the one you decode the set "
                                            "with)."}),
-                "face_analyzer": ("GA_FACE_ANALYZER", {
+                "face_analyzer": (sockets.FACE_ANALYZER, {
                     "tooltip": "From Face Analyzer Loader, with the same recognition as the reference identity."}),
-                "identity": ("GA_IDENTITY", {"tooltip": "The reference identity (Extract Identity)."}),
+                "identity": (sockets.IDENTITY, {"tooltip": "The reference identity (Extract Identity)."}),
                 "candidates": ("INT", {"default": 1, "min": 1, "max": 16,
                                        "tooltip": "K: candidates sampled per expression in every round (the batch "
                                                   "is N x K images, so memory grows with K); the best passing one is "
@@ -95,14 +49,14 @@ class GenAffectSamplingGuard:
                                                               "the nearest-expression check still applies."}),
             },
             "optional": {
-                "target_expression": ("GA_EXPRESSION", {
+                "target_expression": (sockets.EXPRESSION, {
                     "tooltip": "What each image should show, one per image (or one for all). The DiT Sampler "
                                "uses its own expression when this is not connected."}),
-                "estimator": ("GA_EXPRESSION_ESTIMATOR", {
+                "estimator": (sockets.EXPRESSION_ESTIMATOR, {
                     "tooltip": "Re-estimates each face's expression (Expression Estimator Loader); without it only "
                                "identity and copying are checked."}),
-                "held_out_identity": ("GA_IDENTITY", {"tooltip": "Other photos of the person (see Face Metrics)."}),
-                "reference_expression": ("GA_EXPRESSION", {
+                "held_out_identity": (sockets.IDENTITY, {"tooltip": "Other photos of the person (see Face Metrics)."}),
+                "reference_expression": (sockets.EXPRESSION, {
                     "tooltip": "The reference photo's own expression (Estimate Expression on it): a face that shows "
                                "it instead of its target fails ('expression copied'). Needs the estimator."}),
             },
@@ -121,82 +75,3 @@ class GenAffectSamplingGuard:
                 "the ones the sampler makes), or disconnect target_expression to check identity only.")
         return (SamplingGuard(vae, face_analyzer, identity, target_expression, estimator, held_out_identity,
                               candidates, retries, min_identity, max_expression_error, reference_expression),)
-
-
-def guard_of(value) -> SamplingGuard | None:
-    if value is None or isinstance(value, SamplingGuard):
-        return value
-    raise GenAffectInputError(f"the guard input is a {type(value).__name__}; take the guard output of GenAffect "
-                              "Sampling Guard.")
-
-
-def progress_text(text: str) -> None:
-    """Show ``text`` on the node that is running, in ComfyUI's editor (nothing outside ComfyUI)."""
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-    except ImportError:
-        return
-    context = get_executing_context()
-    send = getattr(getattr(PromptServer, "instance", None), "send_progress_text", None)
-    if context is not None and send is not None:
-        send(text, context.node_id)
-
-
-def decode(vae, samples: torch.Tensor) -> list:
-    """ComfyUI's VAE Decode of a latent batch, as RGB uint8 frames."""
-    images = vae.decode(samples)
-    if images.ndim == 5:  # as VAE Decode does for video VAEs
-        images = images.reshape(-1, *images.shape[-3:])
-    return image_batch_to_rgb_uint8(images, what="the guard's decoded images")
-
-
-def run_guarded(guard: SamplingGuard, sample_rows, latent: dict, images: int, seed: int,
-                target: ExpressionBatch | None = None) -> tuple[dict, str]:
-    """The guarded rounds for a set of ``images``: ``sample_rows(rows, seed)`` samples the set's rows ``rows``
-    (a latent tensor, one row each). Returns the LATENT (the chosen candidate of each image, in order) and the
-    report as JSON."""
-    target = guard.target if guard.target is not None else target
-    if target is not None and len(target) not in (1, images):
-        raise GenAffectInputError(f"the guard's target has {len(target)} expressions for a set of {images} images; "
-                                  "give one per image, or one for all.")
-    if target is None and guard.estimator is not None:
-        raise GenAffectInputError("the guard has an estimator but no target expression to compare with: connect "
-                                  "target_expression to the Sampling Guard (what each image should show).")
-    per_image = None if target is None else target if len(target) == images else target.rows([0] * images)
-    measured = per_image is not None and guard.estimator is not None
-    labels = list(per_image.labels) if per_image is not None and len(target) == images else \
-        [f"image {i + 1}" for i in range(images)]
-
-    def generate(number, round_seed, rows):
-        samples = sample_rows(rows, round_seed)
-        comfy_host.check_interrupted()
-        return list(samples), decode(guard.vae, samples)
-
-    def score(frames, rows):
-        metrics = face_metrics.measure(
-            guard.analyzer, guard.identity, frames, [labels[r] for r in rows],
-            per_image.rows(rows) if measured else None, guard.estimator if measured else None,
-            comfy_host.progress_callback(len(frames)), held_out=guard.held_out,
-            reference_expression=guard.reference_expression if measured else None)
-        return metrics.images
-
-    def on_round(number, rounds, round_seed, rows):
-        kinds = sorted(set(rows))
-        what = "the set" if number == 1 else "failing: " + ", ".join(labels[r] for r in kinds)
-        text = (f"GenAffect guard: round {number} of at most {rounds}, {len(rows)} images ({what}; "
-                f"{guard.candidates} candidate(s) each), seed {round_seed}")
-        log.info(text)
-        progress_text(text)
-
-    outcome = run_rounds(labels, generate, score, seed=seed, candidates=guard.candidates, retries=guard.retries,
-                         rule=guard.rule(measured), on_round=on_round, check_cancel=comfy_host.check_interrupted)
-    out = {key: value for key, value in latent.items() if key not in ("samples", "batch_index")}
-    out["samples"] = torch.stack(outcome.chosen_payloads)
-    report = outcome.report()
-    report["guarded"] = True
-    report["expression_checked"] = measured
-    summary = "GenAffect guard: " + outcome.summary()
-    (log.info if outcome.all_passed else log.warning)(summary)
-    progress_text(summary)
-    return out, json.dumps(report, indent=2)

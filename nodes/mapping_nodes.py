@@ -7,9 +7,9 @@ import logging
 import os
 import re
 
-from ..models import expression_mapping
 from ..models.errors import GenAffectInputError, ModelFileError
-from . import comfy_host
+from ..models.expression import expression_mapping
+from . import comfy_host, sockets
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class GenAffectFitExpressionMapping:
     CATEGORY = "GenAffect/expression"
     FUNCTION = "fit"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("GA_EXPRESSION_MAPPING", "STRING")
+    RETURN_TYPES = (sockets.EXPRESSION_MAPPING, "STRING")
     RETURN_NAMES = ("mapping", "report")
     OUTPUT_TOOLTIPS = ("The fitted map (also saved as a file).", "Frames used, held-out R² and the file written.")
 
@@ -62,7 +62,7 @@ class GenAffectFitExpressionMapping:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "expression": ("GA_EXPRESSION", {
+                "expression": (sockets.EXPRESSION, {
                     "tooltip": "Frames estimated with both blendshapes and FLAME-55 (Estimate Expression with "
                                f"SMIRK loaded); at least {expression_mapping.MIN_FRAMES}, more varied is better."}),
                 "ridge": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 100.0, "step": 0.001,
@@ -100,7 +100,7 @@ class GenAffectApplyExpressionMapping:
     )
     CATEGORY = "GenAffect/expression"
     FUNCTION = "apply"
-    RETURN_TYPES = ("GA_EXPRESSION",)
+    RETURN_TYPES = (sockets.EXPRESSION,)
     RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("The same expressions, with FLAME-55.",)
 
@@ -108,7 +108,7 @@ class GenAffectApplyExpressionMapping:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "expression": ("GA_EXPRESSION", {"tooltip": "Expressions with blendshapes."}),
+                "expression": (sockets.EXPRESSION, {"tooltip": "Expressions with blendshapes."}),
                 "mapping_file": ([USE_INPUT] + saved_mappings(), {
                     "tooltip": "A map saved by Fit Expression Mapping, or the mapping input when connected."}),
                 "replace_existing": ("BOOLEAN", {"default": False,
@@ -116,7 +116,7 @@ class GenAffectApplyExpressionMapping:
                                                             "(e.g. from SMIRK). Off: keep it."}),
             },
             "optional": {
-                "mapping": ("GA_EXPRESSION_MAPPING", {"tooltip": "From Fit Expression Mapping."}),
+                "mapping": (sockets.EXPRESSION_MAPPING, {"tooltip": "From Fit Expression Mapping."}),
             },
         }
 

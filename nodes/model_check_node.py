@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ..models.model_catalog import CATALOG
-from ..models.model_check import check_models, check_routes, format_report, format_routes, onnxruntime_report
+from ..models.files.model_catalog import CATALOG
+from ..models.files.model_check import check_models, check_routes, format_report, format_routes, onnxruntime_report
 from . import comfy_host
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ the node will output; the face model itself is data (models/data/face_model.json
 
 from __future__ import annotations
 
-from ..models import expression_edit, expression_library
-from ..models.expression import BLENDSHAPE_NAMES
-from ..models.face_drawing import face_model_data
+from ..models.drawing.face_drawing import face_model_data
+from ..models.expression import expression_edit, expression_library
+from ..models.expression.batch import BLENDSHAPE_NAMES
 from .expression_nodes import GenAffectExpressionEditor, GenAffectExpressionPreset
 
 PREFIX = "/genaffect/expression_editor"

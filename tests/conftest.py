@@ -37,7 +37,7 @@ def tiny_pack(models_dir):
 
 @pytest.fixture(autouse=True)
 def _fresh_model_cache():
-    from genaffect.models import face_analyzer
+    from genaffect.models.face import face_analyzer
 
     face_analyzer.release_models()
     yield
@@ -46,7 +46,8 @@ def _fresh_model_cache():
 
 @pytest.fixture
 def analyzer(tiny_pack):
-    from genaffect.models import face_analyzer, onnx_providers
+    from genaffect.models.face import face_analyzer
+    from genaffect.models.files import onnx_providers
 
     return face_analyzer.load_face_analyzer(
         "antelopev2", tiny_pack, onnx_providers.choose_providers("CPU"), det_size=256
@@ -62,8 +63,7 @@ def expression_models(models_dir, monkeypatch):
     MarkerLandmarker double, which finds the faces tiny_insightface paints.
     """
     import torch
-
-    from genaffect.models import expression_estimator
+    from genaffect.models.expression import expression_estimator
     from mediapipe_results import MarkerLandmarker
     from smirk_weights import published_layout_weights
 

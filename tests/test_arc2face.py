@@ -7,10 +7,9 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models import arc2face
 from genaffect.models.errors import GenAffectInputError, ModelFileError
-from genaffect.models.expression import ExpressionBatch
+from genaffect.models.expression.batch import ExpressionBatch
+from genaffect.models.generation import arc2face
 from genaffect.nodes.arc2face_nodes import GenAffectApplyExpressionAdapter, MissingAdapter
 
 ID = 1014  # "id" in CLIP's vocabulary (ComfyUI's SD1 tokenizer)
@@ -123,7 +122,7 @@ def apply(adapter, expression):
 
 def test_expression_without_flame_is_refused_with_the_nodes_that_make_it():
     blendshapes_only = ExpressionBatch(labels=["smile"], blendshapes=np.zeros((1, 52), np.float32))
-    from genaffect.models.expression_adapter import ExpressionAdapter, LinearProjection
+    from genaffect.models.generation.expression_adapter import ExpressionAdapter, LinearProjection
 
     adapter = ExpressionAdapter(LinearProjection(55, 32, 4), [], 32)
     with pytest.raises(GenAffectInputError, match="needs flame.*SMIRK"):

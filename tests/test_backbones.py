@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from genaffect.models import backbones
-from genaffect.models.backbones import BACKBONES, FAMILIES, TokenLayout, comfy_family, patch_tokens
-from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig, check_backbone, load_dit_adapter
 from genaffect.models.errors import GenAffectInputError, ModelFileError
+from genaffect.models.generation import backbones
+from genaffect.models.generation.backbones import BACKBONES, FAMILIES, TokenLayout, comfy_family, patch_tokens
+from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig, check_backbone, load_dit_adapter
 
 FLUX_CLASS = "comfy.ldm.flux.model.Flux"
 

@@ -8,9 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models import conditioning_blend
 from genaffect.models.errors import GenAffectInputError
+from genaffect.models.generation import conditioning_blend
 from genaffect.nodes.conditioning_nodes import GenAffectConditioningIntensity
 from genaffect.nodes.expression_nodes import (
     GenAffectExpressionInterpolate,

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 import torch
-
-from genaffect.models.consistent_attention import (
+from genaffect.models.errors import GenAffectInputError
+from genaffect.models.generation.attention import attention as plain_attention
+from genaffect.models.generation.consistent_attention import (
     Sharing,
     choose_borrowed,
     consistent_attention,
@@ -18,8 +19,6 @@ from genaffect.models.consistent_attention import (
     mask_tokens,
     token_grid,
 )
-from genaffect.models.attention import attention as plain_attention
-from genaffect.models.errors import GenAffectInputError
 
 
 def oracle(q, k, v, images, sharing, plan, padded=None):
@@ -184,7 +183,7 @@ PROBE = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 import conftest
-from genaffect.models.consistent_attention import Sharing, consistent_attention, make_generator
+from genaffect.models.generation.consistent_attention import Sharing, consistent_attention, make_generator
 
 def status(field):
     with open("/proc/self/status") as handle:

@@ -8,10 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from genaffect.models.backbones import FAMILIES, TokenLayout
-from genaffect.models.consistent_attention import ConsistencySettings, Sharing, choose_borrowed, make_generator
 from genaffect.models.errors import GenAffectInputError
+from genaffect.models.generation.backbones import FAMILIES, TokenLayout
+from genaffect.models.generation.consistent_attention import (
+    ConsistencySettings,
+    Sharing,
+    choose_borrowed,
+    make_generator,
+)
 from genaffect.nodes.hosting.consistent_attention import (
     LAYOUT_KEY,
     CallLayout,
@@ -20,7 +24,6 @@ from genaffect.nodes.hosting.consistent_attention import (
     SelfAttentionShare,
     salt_of,
 )
-
 from test_consistent_attention import oracle
 
 

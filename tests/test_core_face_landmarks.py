@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from genaffect.models import face_landmarks
 from genaffect.models.errors import GenAffectInputError
+from genaffect.models.expression import face_landmarks
 from genaffect.nodes.estimation_nodes import GenAffectEstimateExpression
-
 from mediapipe_results import MarkerLandmarker, core_face, core_landmarks, make_face, make_result
 from tiny_insightface import faces_image, to_image_tensor
 
@@ -31,7 +29,7 @@ def test_estimate_expression_from_core_landmarks_equals_the_estimator_route(tiny
     frames = [faces_image(dict(cx=128, cy=128, half=40)), faces_image(dict(cx=104, cy=136, half=30),
                                                                       dict(cx=200, cy=56, half=16))]
     images = to_image_tensor(*frames)
-    from genaffect.models.expression_estimator import ExpressionEstimator
+    from genaffect.models.expression.expression_estimator import ExpressionEstimator
 
     estimator = ExpressionEstimator(MarkerLandmarker(yaw=8.0), "stand-in for face_landmarker.task")
     wheel, _, _ = ESTIMATE().estimate(images, "largest", 0, "skip", estimator=estimator)

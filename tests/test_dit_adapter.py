@@ -10,18 +10,20 @@ import types
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models.dit_adapter import (
-    DiTAdapter, DiTAdapterConfig, adapter_expression_input, check_backbone, expression_input, load_dit_adapter,
-)
-from genaffect.models.expression import ExpressionBatch
-from genaffect.models.expression_library import presets
-from genaffect.nodes import dit_nodes
 from genaffect.models.errors import GenAffectInputError, ModelFileError
-
-from genaffect.models.backbones import diffusers_sizes
+from genaffect.models.expression.batch import ExpressionBatch
+from genaffect.models.expression.expression_library import presets
+from genaffect.models.generation.backbones import diffusers_sizes
+from genaffect.models.generation.dit_adapter import (
+    DiTAdapter,
+    DiTAdapterConfig,
+    adapter_expression_input,
+    check_backbone,
+    expression_input,
+    load_dit_adapter,
+)
+from genaffect.nodes import dit_nodes
 from genaffect.training.diffusers_host import DiffusersHost
-
 from tiny_dit import GENERATED, TEXT, as_trained, run, tiny_flux, tiny_flux2, tiny_qwen_image, tiny_sd3
 
 pytest.importorskip("diffusers")
@@ -253,9 +255,9 @@ def test_the_dit_nodes_feed_presets_in_the_estimators_space_and_estimated_expres
     identity = types.SimpleNamespace(embedding=np.full(512, 512 ** -0.5, np.float32))
     sheet = presets(["happy", "sad"])  # recipes in .blendshapes, what MediaPipe reads in .estimator_blendshapes
     assert not np.allclose(sheet.blendshapes, sheet.estimator_blendshapes)
-    _, rows = dit_nodes.condition_tensors(adapter, identity, sheet)
+    _, rows = dit_nodes.adapter_conditions(adapter, identity, sheet)
     assert torch.equal(rows, adapter_expression_input(adapter.config, torch.from_numpy(sheet.estimator_blendshapes),
                                                       None, 2))
     photo = ExpressionBatch(["photo"], blendshapes=np.full((1, 52), 0.2, np.float32))  # estimated: as it is
-    _, rows = dit_nodes.condition_tensors(adapter, identity, photo)
+    _, rows = dit_nodes.adapter_conditions(adapter, identity, photo)
     assert torch.equal(rows, adapter_expression_input(adapter.config, torch.from_numpy(photo.blendshapes), None, 1))

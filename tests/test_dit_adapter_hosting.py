@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig, adapter_expression_input
 from genaffect.models.errors import GenAffectInputError
+from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig, adapter_expression_input
 from genaffect.nodes.hosting.dit_adapter import AdapterBlock, AdapterTokens
-
 from tiny_dit import as_trained
 
 TEXT, IMAGE, WIDTH = 3, 5, 32

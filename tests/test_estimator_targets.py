@@ -8,10 +8,16 @@ import os
 
 import numpy as np
 import pytest
-
-from genaffect.models import expression_edit, expression_library, face_metrics
-from genaffect.models.expression import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, MOVEMENT_NAMES, ExpressionBatch, concatenate
-from genaffect.models.expression_library import (
+from genaffect.models.evaluation import face_metrics
+from genaffect.models.expression import expression_edit, expression_library
+from genaffect.models.expression.batch import (
+    BLENDSHAPE_INDEX,
+    BLENDSHAPE_NAMES,
+    MOVEMENT_NAMES,
+    ExpressionBatch,
+    concatenate,
+)
+from genaffect.models.expression.expression_library import (
     blendshapes_from_aus,
     check_estimator_targets,
     derive_estimator_target,
@@ -21,9 +27,10 @@ from genaffect.models.expression_library import (
     presets,
     readable_blendshapes,
 )
+from genaffect.models.files.packaged_data import data_path
 
 BASIC = ["neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted"]
-DATA = os.path.join(os.path.dirname(expression_library.__file__), "data", expression_library.ESTIMATOR_TARGETS)
+DATA = data_path(expression_library.ESTIMATOR_TARGETS)
 
 
 def _data() -> dict:
@@ -140,8 +147,8 @@ def test_edits_transitions_and_mixes_carry_the_estimator_target_along():
 
 def test_the_error_over_readable_blendshapes_has_no_floor(analyzer):
     """A face the estimator reads exactly as the target scores 0, for every basic preset, and is nearest its own."""
-    from genaffect.models.expression_estimator import ExpressionEstimator
-    from genaffect.models.identity import extract_identity
+    from genaffect.models.expression.expression_estimator import ExpressionEstimator
+    from genaffect.models.face.identity import extract_identity
     from mediapipe_results import MarkerLandmarker
     from tiny_insightface import faces_image
 
@@ -178,7 +185,7 @@ def _photos(root, layout):
 def test_the_calibration_script_runs_end_to_end_on_painted_faces(tmp_path):
     pytest.importorskip("mediapipe.tasks.python.vision", reason="mediapipe is not installed")
     import calibrate_expressions
-    from genaffect.models.expression_estimator import ExpressionEstimator
+    from genaffect.models.expression.expression_estimator import ExpressionEstimator
     from mediapipe_results import MarkerLandmarker
 
     smile, blink = BLENDSHAPE_INDEX["mouthSmileLeft"], BLENDSHAPE_INDEX["eyeBlinkLeft"]

@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from genaffect import NODE_CLASS_MAPPINGS
 from genaffect.models.errors import GenAffectInputError
-
 from tiny_insightface import blank_image, faces_image, to_image_tensor
 
 METRICS = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]
@@ -64,7 +62,7 @@ def test_sheet_labels_come_from_the_expression_when_the_box_is_empty():
 
 
 def test_sheet_insets_each_images_asked_for_expression_drawn_with_the_face_model():
-    from genaffect.models.face_drawing import draw_face
+    from genaffect.models.drawing.face_drawing import draw_face
 
     expression = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, wink left", 1.0)[0]
     images = to_image_tensor(blank_image(128, 128), blank_image(128, 128))

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-
-from genaffect.models import expression_edit, expression_library, expression_text
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import (
+from genaffect.models.expression import expression_edit, expression_library, expression_text
+from genaffect.models.expression.batch import (
     BLENDSHAPE_INDEX,
     BLENDSHAPE_NAMES,
     FLAME_SIZE,
@@ -264,7 +263,7 @@ def test_own_edit_template_and_keep_words_are_used_and_a_template_without_the_ex
 
 
 def test_every_preset_names_its_pixelsmile_categories_and_every_category_is_reachable():
-    from genaffect.models.expression_library import library, pixelsmile
+    from genaffect.models.expression.expression_library import library, pixelsmile
 
     settings = pixelsmile()
     assert len(settings["categories"]) == 12 and "{category}" in settings["instruction"]

@@ -7,10 +7,12 @@ import copy
 
 import pytest
 import torch
-
 from genaffect.models.errors import GenAffectInputError, ModelFileError
-from genaffect.models.expression_adapter import (
-    convert_to_safetensors, decoupled_cross_attention, expression_rows, load_expression_adapter,
+from genaffect.models.generation.expression_adapter import (
+    convert_to_safetensors,
+    decoupled_cross_attention,
+    expression_rows,
+    load_expression_adapter,
 )
 from tiny_sd15 import CONTEXT, FLAME_SIZE, cross_attention_widths, published_adapter, tiny_unet
 

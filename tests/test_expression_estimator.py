@@ -11,10 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models import expression_estimator, smirk_encoder
 from genaffect.models.errors import GenAffectInputError, ModelFileError
-
+from genaffect.models.expression import expression_estimator, smirk_encoder
 from mediapipe_results import MarkerLandmarker
 from smirk_weights import published_layout_weights
 from tiny_insightface import blank_image, faces_image
@@ -147,10 +145,9 @@ def face_detector_model(tmp_path_factory):
 
 
 def test_real_mediapipe_face_detector_finds_the_astronaut_through_our_image_conversion(face_detector_model):
+    from genaffect.models.images import image_batch_to_rgb_uint8
     from mediapipe.tasks.python import BaseOptions, vision
     from skimage import data
-
-    from genaffect.models.images import image_batch_to_rgb_uint8
 
     photo = data.astronaut()
     frame = image_batch_to_rgb_uint8(torch.from_numpy(photo[None].astype(np.float32) / 255.0))[0]

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-
 from genaffect.models.errors import GenAffectInputError, ModelFileError
-from genaffect.models.expression_mapping import fit_mapping, load_mapping, r2_score, save_mapping
+from genaffect.models.expression.expression_mapping import fit_mapping, load_mapping, r2_score, save_mapping
 
 
 def synthetic(count=200, noise=0.0, seed=0):

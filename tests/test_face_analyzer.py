@@ -6,11 +6,10 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-
-from genaffect.models import face_analyzer, onnx_providers
 from genaffect.models.errors import GenAffectInputError, ModelFileError
+from genaffect.models.face import face_analyzer
+from genaffect.models.files import onnx_providers
 from genaffect.models.images import rgb_to_bgr
-
 from tiny_insightface import faces_image, tiny_recognizer, write_pack
 
 CPU = onnx_providers.choose_providers("CPU")

@@ -2,15 +2,13 @@
 
 import numpy as np
 import pytest
-
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.face_landmarks import (
+from genaffect.models.expression.face_landmarks import (
     face_order,
     faces_from_result,
     head_pose_degrees,
     rotation_from_degrees,
 )
-
 from mediapipe_results import make_face, make_result, vision  # noqa: E402
 
 

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models import face_metrics, smirk_encoder
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import BLENDSHAPE_INDEX, ExpressionBatch
-from genaffect.models.expression_library import readable_blendshapes
-from genaffect.models.expression_estimator import ExpressionEstimator
-from genaffect.models.identity import extract_identity
-
+from genaffect.models.evaluation import face_metrics
+from genaffect.models.expression import smirk_encoder
+from genaffect.models.expression.batch import BLENDSHAPE_INDEX, ExpressionBatch
+from genaffect.models.expression.expression_estimator import ExpressionEstimator
+from genaffect.models.expression.expression_library import readable_blendshapes
+from genaffect.models.face.identity import extract_identity
 from mediapipe_results import MarkerLandmarker, core_landmarks
 from smirk_weights import published_layout_weights
 from tiny_insightface import blank_image, faces_image
@@ -89,7 +88,7 @@ def test_flame_l2_when_smirk_and_the_target_both_have_it(analyzer, tmp_path):
     target = ExpressionBatch(["x"], blendshapes=np.zeros((1, 52), np.float32), flame=np.zeros((1, 55), np.float32))
     image = faces_image(dict(cx=128, cy=128, half=48))
     metrics = face_metrics.measure(analyzer, _identity(analyzer), [image], target=target, estimator=estimator)
-    from genaffect.models.expression_estimator import estimate_expressions
+    from genaffect.models.expression.expression_estimator import estimate_expressions
 
     own_flame = estimate_expressions(estimator, [image]).expression.flame[0]
     assert metrics.images[0].flame_l2 == pytest.approx(float(np.linalg.norm(own_flame)), rel=1e-5)

@@ -10,11 +10,11 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from genaffect.models import expression_edit
-from genaffect.models.expression import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, NUM_BLENDSHAPES
-from genaffect.models.expression_library import preset_names, presets
-from genaffect.models.face_drawing import MODEL_PATH, draw_expressions, draw_face, face_model, main, parse_face_model
+from genaffect.models.drawing.face_drawing import MODEL_PATH, draw_expressions, draw_face, face_model, parse_face_model
+from genaffect.models.expression import expression_edit
+from genaffect.models.expression.batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, NUM_BLENDSHAPES
+from genaffect.models.expression.expression_library import preset_names, presets
+from genaffect.models.face_drawing import main
 from genaffect.nodes.expression_nodes import GenAffectExpressionEditor, GenAffectExpressionPreset
 from genaffect.nodes.web_routes import editor_data, preview
 

@@ -4,10 +4,8 @@ import logging
 
 import numpy as np
 import pytest
-
-from genaffect.models import identity
 from genaffect.models.errors import GenAffectInputError
-
+from genaffect.models.face import identity
 from tiny_insightface import blank_image, faces_image
 
 BIG_LEFT = dict(cx=64, cy=128, half=24)  # small box on the left, top score

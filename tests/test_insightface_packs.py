@@ -4,10 +4,8 @@ import os
 import socket
 
 import pytest
-
 from genaffect.models.errors import ModelFileError
-from genaffect.models.insightface_packs import diagnose_pack, find_packs, locate_pack, pack_choices
-
+from genaffect.models.files.insightface_packs import diagnose_pack, find_packs, locate_pack, pack_choices
 from tiny_insightface import write_pack
 
 

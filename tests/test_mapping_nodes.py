@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from genaffect import NODE_CLASS_MAPPINGS
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import ExpressionBatch
-
+from genaffect.models.expression.batch import ExpressionBatch
 from mediapipe_results import MarkerLandmarker
 from tiny_insightface import faces_image, to_image_tensor
 

@@ -4,9 +4,10 @@ import os
 import subprocess
 import sys
 
-from genaffect.models.model_catalog import CATALOG, MODEL_FOLDERS
-from genaffect.models.model_check import BROKEN, FOUND, MISPLACED, MISSING, check_models
-from genaffect.models.doctor import main as doctor_main, roots_for_models_dir
+from genaffect.models.doctor import main as doctor_main
+from genaffect.models.doctor import roots_for_models_dir
+from genaffect.models.files.model_catalog import CATALOG, MODEL_FOLDERS
+from genaffect.models.files.model_check import BROKEN, FOUND, MISPLACED, MISSING, check_models
 from genaffect.nodes.model_check_node import GenAffectCheckModels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

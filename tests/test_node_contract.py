@@ -5,17 +5,15 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig
-from genaffect.models.expression import ExpressionBatch
-from genaffect.models.expression_estimator import ExpressionEstimator
-from genaffect.models.expression_mapping import ExpressionMapping
-from genaffect.models.face_analyzer import FaceAnalyzer
-from genaffect.models.identity import Identity
+from genaffect.models.expression.batch import ExpressionBatch
+from genaffect.models.expression.expression_estimator import ExpressionEstimator
+from genaffect.models.expression.expression_mapping import ExpressionMapping
+from genaffect.models.face.face_analyzer import FaceAnalyzer
+from genaffect.models.face.identity import Identity
+from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig
 from genaffect.nodes import comfy_host
-from genaffect.nodes.guard_nodes import SamplingGuard
-
+from genaffect.nodes.sampling.guard import SamplingGuard
 from tiny_insightface import faces_image, to_image_tensor
 
 CATEGORIES = {"GenAffect/face", "GenAffect/expression", "GenAffect/sampling", "GenAffect/evaluate"}

@@ -81,12 +81,69 @@ def test_inside_the_pack_only_relative_imports_reach_our_modules():
                 assert module.split(".")[0] not in ("nodes", "models"), f"{path}: absolute import of {module}"
 
 
+def _resolved(path: str, level: int, module: str) -> str:
+    """The dotted name, from the pack's root, that an import in ``path`` reaches (relative imports resolved)."""
+    if level == 0:
+        return module
+    package = os.path.relpath(os.path.dirname(path), REPO).split(os.sep)
+    package = package[:len(package) - (level - 1)]
+    return ".".join([p for p in package if p not in ("", ".")] + ([module] if module else []))
+
+
+def _pack_imports(path: str) -> set[str]:
+    """Every module an import in ``path`` may reach: ``from .a import b`` reaches ``a`` and ``a.b``."""
+    with open(path) as handle:
+        tree = ast.parse(handle.read(), path)
+    reached = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            reached.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolved(path, node.level, node.module or "")
+            reached.add(base)
+            reached.update(f"{base}.{alias.name}" for alias in node.names)
+    return reached
+
+
+# models/ in stages, each importing only its own stage and the ones below (nothing points back up)
+STAGE_LEVEL = {"errors": 0, "images": 0, "files": 1, "face": 2, "expression": 3, "generation": 4, "evaluation": 5,
+               "drawing": 6, "doctor": 7, "face_drawing": 7}
+
+
+def _stage(dotted: str) -> str:
+    return dotted.split(".")[1]
+
+
 def test_models_never_import_comfyui_or_nodes():
-    for path in glob.glob(os.path.join(REPO, "models", "*.py")):
+    for path in glob.glob(os.path.join(REPO, "models", "**", "*.py"), recursive=True):
         for level, module in _imports(path):
             root = module.split(".")[0]
             assert not (level == 0 and root in ("comfy", "folder_paths", "server", "comfy_extras")), path
-            assert not (level >= 2 or (level == 1 and root == "nodes")), f"{path} imports {module}"
+            if level:
+                assert _resolved(path, level, module).startswith("models"), f"{path} imports {module}"
+
+
+def test_models_stages_import_only_their_own_stage_and_those_below():
+    for path in glob.glob(os.path.join(REPO, "models", "**", "*.py"), recursive=True):
+        own = os.path.relpath(path, os.path.join(REPO, "models")).split(os.sep)[0].removesuffix(".py")
+        if own == "__init__":
+            continue
+        assert own in STAGE_LEVEL, f"{path}: models/{own} is in no stage; add it to STAGE_LEVEL"
+        for target in _pack_imports(path):
+            if target.startswith("models.") and _stage(target) in STAGE_LEVEL:
+                assert STAGE_LEVEL[_stage(target)] <= STAGE_LEVEL[own], f"{path} imports {target}, a later stage"
+
+
+def test_no_node_file_imports_another_node_file():
+    node_files = {}
+    for path in glob.glob(os.path.join(REPO, "nodes", "**", "*.py"), recursive=True):
+        with open(path) as handle:
+            if re.search(r"^class GenAffect\w+", handle.read(), flags=re.M):
+                node_files[os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")] = path
+    assert len(node_files) >= 10
+    for name, path in node_files.items():
+        others = {other for other in node_files if other != name and other in _pack_imports(path)}
+        assert not others, f"{path} imports the node file(s) {sorted(others)}: move what they share out of them"
 
 
 def test_no_eval_exec_or_unsafe_torch_load():
@@ -102,7 +159,7 @@ def test_no_eval_exec_or_unsafe_torch_load():
 
 
 def test_readme_lists_every_model_file_and_every_node():
-    from genaffect.models.model_catalog import CATALOG
+    from genaffect.models.files.model_catalog import CATALOG
 
     with open(os.path.join(REPO, "README.md")) as handle:
         readme = handle.read()

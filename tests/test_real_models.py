@@ -10,10 +10,9 @@ import os
 
 import numpy as np
 import pytest
+from genaffect.models.expression import expression_estimator
+from genaffect.models.expression.batch import BLENDSHAPE_INDEX
 from PIL import Image
-
-from genaffect.models import expression_estimator
-from genaffect.models.expression import BLENDSHAPE_INDEX
 
 MODELS = os.environ.get("GENAFFECT_TEST_MODELS", "")
 TASK = os.path.join(MODELS, "mediapipe", "face_landmarker.task")
@@ -69,8 +68,8 @@ def test_smirk_gives_a_constrained_flame_vector(estimator, astronaut):
 
 
 def test_the_smiling_astronaut_is_nearest_the_happy_presets_estimator_target(estimator, astronaut):
-    from genaffect.models.expression_library import presets
-    from genaffect.models.face_metrics import blendshape_l1
+    from genaffect.models.evaluation.face_metrics import blendshape_l1
+    from genaffect.models.expression.expression_library import presets
 
     basic = ["neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted"]
     reading = expression_estimator.estimate_expressions(estimator, [astronaut]).expression.blendshapes

@@ -8,10 +8,9 @@ import copy
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from genaffect.models.errors import GenAffectInputError, ModelFileError
-from genaffect.models.reference_adapter import bank_rows, load_reference_lora, reference_self_attention
+from genaffect.models.generation.reference_adapter import bank_rows, load_reference_lora, reference_self_attention
+from safetensors.torch import save_file
 from tiny_sd15 import CONTEXT, ArcReferenceProcessor, published_reference_lora, tiny_unet
 
 pytest.importorskip("diffusers")
@@ -90,7 +89,7 @@ def test_rows_without_a_photo_never_see_the_bank():
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 6, 16), torch.randn(2, 10, 16), torch.randn(2, 10, 16)
     out = reference_self_attention(q, k, v, 6, [None, 0], heads=2)
-    from genaffect.models.attention import attention_flat as plain_attention
+    from genaffect.models.generation.attention import attention_flat as plain_attention
 
     assert torch.allclose(out[0], plain_attention(q[:1], k[:1, :6], v[:1, :6], 2)[0], atol=1e-6)
     assert torch.allclose(out[1], plain_attention(q[1:], k[1:], v[1:], 2)[0], atol=1e-6)

@@ -2,7 +2,7 @@
 failures with new seeds, stop when all pass or the budget is spent.
 
 The thing under test is the round loop (models/sampling_guard.py), its pass rule (models/select_best.py) and
-the samplers' glue (nodes/guard_nodes.py). Sampling and decoding are replaced by a painter that paints the
+the samplers' glue (nodes/sampling/). Sampling and decoding are replaced by a painter that paints the
 person or a stranger, showing one expression or another, as a fixed function of the round's seed and the
 image's place in the batch; scoring is the real Face Metrics with the tiny insightface models, and the
 expression is read by a landmarker double (MediaPipe's model is a user download) from a code pixel the
@@ -16,17 +16,17 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models import face_metrics
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import ExpressionBatch
-from genaffect.models.face_metrics import ImageMetrics
-from genaffect.models.identity import extract_identity
-from genaffect.models.sampling_guard import round_seed, run_rounds
-from genaffect.models.select_best import PassRule, failures, passes
+from genaffect.models.evaluation import face_metrics
+from genaffect.models.evaluation.face_metrics import ImageMetrics
+from genaffect.models.evaluation.sampling_guard import round_seed, run_rounds
+from genaffect.models.evaluation.select_best import PassRule, failures, passes
+from genaffect.models.expression.batch import ExpressionBatch
+from genaffect.models.face.identity import extract_identity
 from genaffect.nodes import comfy_host
-from genaffect.nodes.guard_nodes import GenAffectSamplingGuard, run_guarded
-
+from genaffect.nodes.guard_nodes import GenAffectSamplingGuard
+from genaffect.nodes.sampling import set_sampler
+from genaffect.nodes.sampling.guard import run_guarded
 from tiny_insightface import faces_image
 
 PERSON, STRANGER = 0, 5  # painted identities: the tiny recognizer scores the person 0.99, strangers below 0.25
@@ -60,7 +60,7 @@ class Painter:
 
 @pytest.fixture
 def estimator():
-    from genaffect.models.expression_estimator import ExpressionEstimator
+    from genaffect.models.expression.expression_estimator import ExpressionEstimator
     from mediapipe_results import MarkerLandmarker
 
     class ReadsTheCodePixel(MarkerLandmarker):
@@ -276,7 +276,7 @@ def test_cancel_between_rounds_stops_the_run(analyzer, identity, estimator, monk
 
 
 class StubbedSampling:
-    """ComfyUI's sampling replaced in a sampler node's module (the model patches and sample_set): records what
+    """ComfyUI's sampling replaced (the sampler node's model patches and the set sampler's sample_latents): records what
     each round gets, and returns latents the PaintingVAE paints as the person showing the prompt's expression
     (prompt i is a tensor filled with i) — except in the first round, where image ``stranger`` is a stranger."""
 
@@ -291,7 +291,7 @@ class StubbedSampling:
         if hasattr(module, "dit_adapter"):
             monkeypatch.setattr(module.dit_adapter, "install",
                                 lambda model, adapter, identity, rows, *strengths: {**model, "expressions": rows})
-        monkeypatch.setattr(module, "sample_set", self.sample_set)
+        monkeypatch.setattr(set_sampler, "sample_latents", self.sample_set)
 
     def sample_set(self, patched, latent, samples, positive, negative, seed, *settings):
         prompts = positive[0][0][:, 0, 0].long().tolist()
@@ -331,7 +331,7 @@ def test_the_consistent_batch_sampler_re_samples_a_failure_with_its_own_prompt_l
 
 
 def test_the_dit_sampler_re_samples_a_failure_with_its_own_expression_row(analyzer, identity, estimator, monkeypatch):
-    from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig
+    from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig
     from genaffect.nodes import dit_nodes
 
     stub = StubbedSampling(monkeypatch, dit_nodes, stranger=2)
@@ -343,7 +343,7 @@ def test_the_dit_sampler_re_samples_a_failure_with_its_own_expression_row(analyz
         [{}], [adapter], [identity], [TARGETS], prompts, [[[torch.zeros(1, 2, 4), {}]]],
         [{"samples": torch.zeros(1, 4, 2, 2)}], [SEED], [2], [1.0], ["euler"], ["simple"], [1.0], [3.5], [1.0], [1.0],
         [0.5], [0], [0.0], [1.0], guard=[guard])
-    _, rows = dit_nodes.condition_tensors(adapter, identity, TARGETS)
+    _, rows = dit_nodes.adapter_conditions(adapter, identity, TARGETS)
     assert [r["prompts"] for r in stub.rounds] == [[0, 1, 2], [2]]
     assert torch.equal(stub.rounds[0]["expressions"], rows) and torch.equal(stub.rounds[1]["expressions"], rows[[2]])
     report = json.loads(report)  # the guard's target is the sampler's expression

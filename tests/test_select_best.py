@@ -6,15 +6,13 @@ import json
 
 import numpy as np
 import pytest
-
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.expression import ExpressionBatch
-from genaffect.models.expression_estimator import ExpressionEstimator
-from genaffect.models.face_metrics import ImageMetrics, SetMetrics
-from genaffect.models.identity import extract_identity
-from genaffect.models.select_best import choose
+from genaffect.models.evaluation.face_metrics import ImageMetrics, SetMetrics
+from genaffect.models.evaluation.select_best import choose
+from genaffect.models.expression.batch import ExpressionBatch
+from genaffect.models.expression.expression_estimator import ExpressionEstimator
+from genaffect.models.face.identity import extract_identity
 from genaffect.nodes.evaluation_nodes import GenAffectSelectBest
-
 from mediapipe_results import MarkerLandmarker
 from tiny_insightface import faces_image, to_image_tensor
 

@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from genaffect.models import smirk_encoder
 from genaffect.models.errors import ModelFileError
-
+from genaffect.models.expression import smirk_encoder
 from smirk_weights import TIMM_REFERENCE_FILE, published_keys, published_layout_weights, reference_input
 
 

@@ -14,15 +14,18 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
-from genaffect.models import expression_estimator  # noqa: E402
-from genaffect.models.dit_adapter import DiTAdapter, load_dit_adapter  # noqa: E402
+from genaffect.models.expression import expression_estimator  # noqa: E402
+from genaffect.models.generation.dit_adapter import DiTAdapter, load_dit_adapter  # noqa: E402
 from genaffect.nodes.dit_nodes import GenAffectDiTAdapterLoader  # noqa: E402
 from genaffect.training.dataset import Face, ShardDataset, build_dataset, write_shard  # noqa: E402
 from genaffect.training.diffusers_host import DiffusersHost  # noqa: E402
 from genaffect.training.trainer import (  # noqa: E402
-    FlowMatchingLoss, TrainSettings, export_adapter, fixed_batch, train,
+    FlowMatchingLoss,
+    TrainSettings,
+    export_adapter,
+    fixed_batch,
+    train,
 )
-
 from tiny_dit import TEXT_WIDTH, run, tiny_flux, tiny_sd3  # noqa: E402
 from tiny_insightface import faces_image  # noqa: E402
 
@@ -117,9 +120,9 @@ def test_training_resumes_from_its_latest_checkpoint(tmp_path):
 
 
 def test_training_runs_on_sd3_and_its_adapter_refuses_flux(tmp_path):
-    from genaffect.models.dit_adapter import check_backbone
     from genaffect.models.errors import GenAffectInputError
-    from genaffect.models.backbones import diffusers_sizes
+    from genaffect.models.generation.backbones import diffusers_sizes
+    from genaffect.models.generation.dit_adapter import check_backbone
 
     data = synthetic_shards(tmp_path / "data", persons=2, per_person=4)
     result = train(tiny_sd3(), ShardDataset(data), settings(tmp_path / "run", steps=3, batch_size=4,
@@ -168,9 +171,8 @@ def write_video(path, frames):
 
 
 def test_dataset_builder_writes_shards_the_trainer_reads(tmp_path, analyzer):
-    from PIL import Image
-
     from mediapipe_results import MarkerLandmarker
+    from PIL import Image
 
     root = tmp_path / "photos"
     for person, identity in (("ann", 1), ("bob", 2)):

@@ -15,13 +15,12 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
-from genaffect.models.dit_adapter import DiTAdapter, expression_input, load_dit_adapter  # noqa: E402
 from genaffect.models.errors import GenAffectInputError  # noqa: E402
+from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input, load_dit_adapter  # noqa: E402
 from genaffect.training import backbones, diffusers_call  # noqa: E402
 from genaffect.training.dataset import ShardDataset  # noqa: E402
 from genaffect.training.diffusers_host import adapter_config_for  # noqa: E402
 from genaffect.training.trainer import FlowMatchingLoss, collate, fixed_batch, train  # noqa: E402
-
 from test_training import ADAPTER, random_text, settings, synthetic_shards  # noqa: E402
 from tiny_dit import TEXT_WIDTH, as_trained, tiny_flux, tiny_flux2, tiny_qwen_image  # noqa: E402
 

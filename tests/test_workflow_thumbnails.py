@@ -8,9 +8,8 @@ import os
 
 import numpy as np
 import pytest
+from genaffect.models.drawing.face_drawing import draw_thumbnail, workflow_expressions
 from PIL import Image
-
-from genaffect.models.face_drawing import draw_thumbnail, workflow_expressions
 
 WORKFLOWS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows")
 NAMES = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))

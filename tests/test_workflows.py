@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-
 from genaffect import NODE_CLASS_MAPPINGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +51,7 @@ def test_there_is_an_example_workflow():
 
 def offer_catalog_files(models_dir):
     """Empty stand-ins for the user's downloads, so model-file lists offer what the workflows name."""
-    from genaffect.models.model_catalog import CATALOG
+    from genaffect.models.files.model_catalog import CATALOG
 
     for entry in CATALOG:
         target = models_dir / entry.folder / entry.path
@@ -158,7 +157,7 @@ def test_workflow_nodes_do_not_overlap_so_every_setting_is_visible(path):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
 def test_loaders_of_downloadable_files_carry_the_download_metadata_comfyui_offers(path):
     """properties.models (name, url, directory) lets ComfyUI offer a missing file instead of "not in []"."""
-    from genaffect.models.model_catalog import CATALOG
+    from genaffect.models.files.model_catalog import CATALOG
 
     fetchable = {entry.path: entry for entry in CATALOG if entry.download_url}
     with open(path) as handle:

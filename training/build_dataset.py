@@ -35,7 +35,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import_pack()
-    from genaffect.models import expression_estimator, face_analyzer, onnx_providers
+    from genaffect.models.expression import expression_estimator
+    from genaffect.models.face import face_analyzer
+    from genaffect.models.files import onnx_providers
     from genaffect.training import backbones, dataset
 
     provider = "CUDA" if args.device.startswith("cuda") else "CPU"

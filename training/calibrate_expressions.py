@@ -48,7 +48,6 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-
 from pack_loader import PACK_DIR, import_pack
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -103,7 +102,7 @@ def read_rgb(path: str) -> np.ndarray:
 def measure_photos(photos: list[Photo], estimator, min_face: int = MIN_FACE, on_progress=None):
     """(readings (M, 52), the photos they belong to, {reason: count} of the photos skipped)."""
     from genaffect.models.errors import NoFaceFoundError
-    from genaffect.models.expression_estimator import estimate_expressions
+    from genaffect.models.expression.expression_estimator import estimate_expressions
 
     readings, kept, skipped = [], [], {}
 
@@ -144,7 +143,7 @@ def person_median(readings: np.ndarray, persons: list[str]) -> np.ndarray:
 
 def readable_names(readings: np.ndarray, persons: list[str], neutral: np.ndarray, threshold: float = THRESHOLD,
                    min_photos: int = MIN_PHOTOS, min_people: int = MIN_PEOPLE) -> list[str]:
-    from genaffect.models.expression import BLENDSHAPE_NAMES
+    from genaffect.models.expression.batch import BLENDSHAPE_NAMES
 
     moved = readings >= neutral[None] + threshold
     names = []
@@ -174,7 +173,7 @@ def fit_gains(targets: dict[str, np.ndarray], recipes: dict[str, np.ndarray], ne
 
 def _l1(readings: np.ndarray, target: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Face Metrics' expression error of each reading to one target, over the readable blendshapes measured."""
-    from genaffect.models.face_metrics import blendshape_l1
+    from genaffect.models.evaluation.face_metrics import blendshape_l1
 
     return blendshape_l1(readings, np.asarray(target)[None], indices)
 
@@ -239,7 +238,7 @@ def evaluate(readings: np.ndarray, kept: list[Photo], old: dict[str, np.ndarray]
 
 
 def _recipes() -> dict[str, np.ndarray]:
-    from genaffect.models.expression_library import blendshapes_from_aus, library
+    from genaffect.models.expression.expression_library import blendshapes_from_aus, library
 
     return {name: blendshapes_from_aus(entry.aus, name) for name, entry in library().items()}
 
@@ -250,8 +249,8 @@ def _vector(values: np.ndarray) -> list[float]:
 
 def derived_targets(data: dict) -> dict:
     """The targets of the presets without photos, from the recipes and the file's gains (a fresh dict)."""
-    from genaffect.models.expression import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
-    from genaffect.models.expression_library import derive_estimator_target
+    from genaffect.models.expression.batch import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
+    from genaffect.models.expression.expression_library import derive_estimator_target
 
     recipes = _recipes()
     stored = data.get("targets", {})
@@ -274,7 +273,7 @@ def derived_targets(data: dict) -> dict:
 def held_out_rule_check(targets: dict[str, np.ndarray], readings, kept, neutral, indices) -> dict:
     """How the rule for presets without photos does on the calibrated ones: each preset's target derived from
     gains fitted on the other presets, its photos' L1 to that, beside the L1 to the recipe."""
-    from genaffect.models.expression_library import derive_estimator_target
+    from genaffect.models.expression.expression_library import derive_estimator_target
 
     recipes = _recipes()
     check = {}
@@ -296,7 +295,7 @@ def calibrate(photos_root: str, estimator, *, estimator_about: dict, provenance=
               min_people_per_preset: int = MIN_PEOPLE_PER_PRESET, compare=None, cache: str | None = None,
               on_progress=None) -> dict:
     """The estimator-targets data (as stored in ``estimator_targets.json``) from a folder of labelled photos."""
-    from genaffect.models.expression import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, NUM_BLENDSHAPES
+    from genaffect.models.expression.batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, NUM_BLENDSHAPES
 
     recipes = _recipes()
     photos = find_photos(photos_root, list(recipes))
@@ -408,7 +407,7 @@ def landmarker_about(path: str) -> dict:
 
 
 def write(data: dict, output: str) -> None:
-    from genaffect.models.expression_library import check_estimator_targets, library
+    from genaffect.models.expression.expression_library import check_estimator_targets, library
 
     check_estimator_targets(data, list(library()))  # never write a file the pack would refuse
     text = json.dumps(data, indent=1, ensure_ascii=False)
@@ -462,7 +461,7 @@ def main(argv=None, estimator=None) -> dict:
     if not args.photos or not (args.landmarker or estimator is not None):
         parser.error("--photos and --landmarker are needed (or --rederive)")
     if estimator is None:
-        from genaffect.models.expression_estimator import load_estimator
+        from genaffect.models.expression.expression_estimator import load_estimator
 
         estimator = load_estimator(args.landmarker)
     about = landmarker_about(args.landmarker) if args.landmarker else {"file": estimator.landmarker_file}

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..models.dit_adapter import expression_input
 from ..models.errors import GenAffectInputError, NoFaceFoundError
-from ..models.expression_estimator import estimate_expressions
-from ..models.face_align import align_ffhq
-from ..models.identity import extract_identity
-from ..models.weight_files import write_safetensors
+from ..models.expression.expression_estimator import estimate_expressions
+from ..models.face.face_align import align_ffhq
+from ..models.face.identity import extract_identity
+from ..models.files.weight_files import write_safetensors
+from ..models.generation.dit_adapter import expression_input
 
 log = logging.getLogger(__name__)
 

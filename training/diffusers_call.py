@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.backbones import patch_tokens
+from ..models.generation.backbones import patch_tokens
 
 PATCH = {"flux": 2, "qwen_image": 2, "flux2": 1, "sd3": 2}
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models.backbones import diffusers_family, diffusers_sizes
-from ..models.dit_adapter import DiTAdapter, DiTAdapterConfig, check_backbone
+from ..models.generation.backbones import diffusers_family, diffusers_sizes
+from ..models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig, check_backbone
 
 
 def adapter_config_for(transformer, **choices) -> DiTAdapterConfig:

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ..models.backbones import diffusers_family
-from ..models.dit_adapter import DiTAdapter, load_dit_adapter
 from ..models.errors import GenAffectInputError
+from ..models.generation.backbones import diffusers_family
+from ..models.generation.dit_adapter import DiTAdapter, load_dit_adapter
 from . import diffusers_call
 from .diffusers_host import DiffusersHost, adapter_config_for
 

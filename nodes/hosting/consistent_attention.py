@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ...models.attention import from_heads, to_heads
-from ...models.backbones import Backbone, TokenLayout, patch_tokens
-from ...models.consistent_attention import ConsistencySettings, step_index
 from ...models.errors import GenAffectInputError
+from ...models.generation.attention import from_heads, to_heads
+from ...models.generation.backbones import Backbone, TokenLayout, patch_tokens
+from ...models.generation.consistent_attention import ConsistencySettings, step_index
 from . import patching
 
 LAYOUT_KEY = "genaffect_consistent_layout"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ...models.batch_rows import condition_rows
-from ...models.dit_adapter import DiTAdapter, ResidualCrossAttention, check_backbone
+from ...models.generation.batch_rows import condition_rows
+from ...models.generation.dit_adapter import DiTAdapter, ResidualCrossAttention, check_backbone
 from . import patching
 
 ADDITIONAL_MODELS_KEY = "genaffect_dit_adapter"

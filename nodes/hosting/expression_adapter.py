@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ...models.errors import GenAffectInputError
-from ...models.expression_adapter import ExpressionAdapter, decoupled_cross_attention, expression_rows
+from ...models.generation.expression_adapter import ExpressionAdapter, decoupled_cross_attention, expression_rows
 from . import patching
 
 

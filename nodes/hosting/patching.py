@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 
-from ...models.backbones import Backbone, TokenLayout, comfy_family
 from ...models.errors import GenAffectInputError
+from ...models.generation.backbones import Backbone, TokenLayout, comfy_family
 
 
 def class_paths(obj) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ...models.errors import GenAffectInputError
-from ...models.reference_adapter import ReferenceLora, bank_rows, reference_self_attention
+from ...models.generation.reference_adapter import ReferenceLora, bank_rows, reference_self_attention
 from . import patching
 
 

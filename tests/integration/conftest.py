@@ -19,7 +19,16 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # comfy_server, tiny_diffusion_models
 
-from comfy_server import COMFYUI_DIR, COMFYUI_PYTHON, HAS_REAL_LANDMARKER, MODEL_FOLDERS, REAL_LANDMARKER, REPO, Comfy, free_port
+from comfy_server import (
+    COMFYUI_DIR,
+    COMFYUI_PYTHON,
+    HAS_REAL_LANDMARKER,
+    MODEL_FOLDERS,
+    REAL_LANDMARKER,
+    REPO,
+    Comfy,
+    free_port,
+)
 from tiny_insightface import faces_image, write_pack
 
 
@@ -114,9 +123,8 @@ def arc2face_models(comfy):
     assert done.returncode == 0, done.stderr[-3000:]
     import numpy as np
     import onnx
+    from genaffect.models.expression.expression_mapping import fit_mapping, save_mapping
     from tiny_insightface import tiny_recognizer
-
-    from genaffect.models.expression_mapping import fit_mapping, save_mapping
 
     onnx.save(tiny_recognizer(seed=5), str(comfy.models / "arc2face" / "arcface.onnx"))
     rng = np.random.default_rng(0)

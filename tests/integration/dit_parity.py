@@ -34,10 +34,10 @@ def main(scratch: str) -> dict:
     from tiny_dit import as_trained
 
     import_pack()
-    from genaffect.models.dit_adapter import DiTAdapter, expression_input
+    from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input
     from genaffect.nodes.hosting import dit_adapter
-    from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
     from genaffect.training.diffusers_call import grid_ids, pack
+    from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
 
     torch.manual_seed(0)
     reference = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4,

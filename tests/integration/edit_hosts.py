@@ -84,14 +84,13 @@ def recorded(model):
 
 def family_checks(name, builder, text_width, latent_shape, reference_shape, scratch):
     import comfy.sd
+    from genaffect.models.generation.backbones import TokenLayout, patch_tokens
+    from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig, expression_input
+    from genaffect.nodes.consistent_nodes import GenAffectConsistentAttention
+    from genaffect.nodes.hosting import dit_adapter, patching
     from safetensors.torch import save_file
     from tiny_diffusion_models import randomise
     from tiny_dit import as_trained
-
-    from genaffect.models.backbones import TokenLayout, patch_tokens
-    from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig, expression_input
-    from genaffect.nodes.consistent_nodes import GenAffectConsistentAttention
-    from genaffect.nodes.hosting import dit_adapter, patching
 
     path = os.path.join(scratch, f"tiny_{name}.safetensors")
     save_file({k: v.to(torch.float16).contiguous() for k, v in randomise(builder(), 11).state_dict().items()}, path)
@@ -152,11 +151,10 @@ def family_checks(name, builder, text_width, latent_shape, reference_shape, scra
 def qwen_parity(model) -> dict:
     """ComfyUI's Qwen-Image with the pack's adapter vs diffusers' Qwen-Image with the trainer's hooks."""
     from diffusers import QwenImageTransformer2DModel
-    from tiny_dit import as_trained
-
-    from genaffect.models.dit_adapter import DiTAdapter, expression_input
+    from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input
     from genaffect.nodes.hosting import dit_adapter
     from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
+    from tiny_dit import as_trained
 
     reference = QwenImageTransformer2DModel(in_channels=64, out_channels=16, num_layers=1).eval()
     state = {k: v.float() for k, v in model.model.diffusion_model.state_dict().items()}
@@ -223,9 +221,9 @@ def pixelsmile_lora(model, scratch: str) -> dict:
 def qwen_padded_prompts(model) -> dict:
     """Two images whose prompts differ in length, stacked as the samplers stack them on Qwen-Image (zero
     padding and a padding mask): each image is as with its own prompt alone, with or without sharing."""
-    from genaffect.models.consistent_attention import ConsistencySettings
+    from genaffect.models.generation.consistent_attention import ConsistencySettings
     from genaffect.nodes.hosting import consistent_attention
-    from genaffect.nodes.sampling import latent_set
+    from genaffect.nodes.sampling.set_sampler import latent_set
 
     g = torch.Generator().manual_seed(13)
     photo = [torch.randn(1, 16, 1, 8, 8, generator=g)]

@@ -11,9 +11,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from comfy_server import HAS_REAL_LANDMARKER
+from PIL import Image
 from test_consistent_sampling import run_ok, saved_latent
 
 EXPRESSIONS = "neutral, happy, surprised"
@@ -68,9 +67,9 @@ def reference_graph(prefix: str) -> dict:
 
 def reference_inputs(comfy):
     """The identity embedding, FLAME vectors and aligned photo, computed by the pack's own code outside ComfyUI."""
-    from genaffect.models import (
-        expression_library, expression_mapping, face_align, face_analyzer, identity, onnx_providers,
-    )
+    from genaffect.models.expression import expression_library, expression_mapping
+    from genaffect.models.face import face_align, face_analyzer, identity
+    from genaffect.models.files import onnx_providers
 
     analyzer = face_analyzer.load_face_analyzer(
         "antelopev2", str(comfy.models / "insightface" / "models" / "antelopev2"),
@@ -88,11 +87,10 @@ def reference_inputs(comfy):
 def bank_reference_photo(pipe, comfy, photo: np.ndarray, prompt_embeds: torch.Tensor) -> None:
     """Arc2Face's Reference Adapter on the pipeline: the "ref" LoRA on its UNet, and a clean UNet's pass at
     timestep 0 on the photo's latent banked into the pipeline UNet's self-attention (CFG rows: 2)."""
+    from arc2face_models import SD15_VAE
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
     from safetensors.torch import load_file
-
-    from arc2face_models import SD15_VAE
     from tiny_sd15 import ArcReferenceProcessor
 
     root = comfy.models / "arc2face"
@@ -117,10 +115,9 @@ def bank_reference_photo(pipe, comfy, photo: np.ndarray, prompt_embeds: torch.Te
 def diffusers_reference(comfy, embedding: torch.Tensor, flame: torch.Tensor, photo=None) -> torch.Tensor:
     """Arc2Face's published inference (gradio_demo/app_exp_adapter.py) on diffusers, Euler sampling;
     with ``photo``, reference-guided."""
+    from arc2face_models import SD15_VAE
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from arc2face_models import SD15_VAE
 
     root = comfy.models / "arc2face"
     unet = UNet2DConditionModel.from_pretrained(str(root / "arc2face"), torch_dtype=torch.float32)

@@ -16,9 +16,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from comfy_server import REPO
+from PIL import Image
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (browser tests)")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -173,8 +172,8 @@ def test_every_example_workflow_opens_whole_in_view_with_no_missing_node_link_wi
 
 @pytest.mark.parametrize("vue_nodes", [False, True], ids=["classic canvas", "Vue nodes"])
 def test_the_live_editor_redraws_when_a_slider_moves_and_matches_pythons_geometry(comfy, browser, artifacts, vue_nodes):
-    from genaffect.models.expression import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
-    from genaffect.models.face_drawing import face_model
+    from genaffect.models.drawing.face_drawing import face_model
+    from genaffect.models.expression.batch import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
 
     page = Page(browser, comfy, vue_nodes=vue_nodes)
     try:

@@ -9,7 +9,6 @@ import subprocess
 
 import pytest
 import torch
-
 from comfy_server import COMFYUI_DIR, COMFYUI_PYTHON
 from test_consistent_sampling import CLIP, MODELS, run_ok, saved_latent
 from tiny_dit import as_trained
@@ -32,7 +31,7 @@ def test_comfyui_patched_flux_matches_diffusers_flux_with_the_same_adapter_hooks
 
 def write_adapter_for_tiny_flux(comfy) -> None:
     """An adapter sized for the server's tiny FLUX (width 256, 1 double / 2 single blocks), output layers non-zero."""
-    from genaffect.models.dit_adapter import DiTAdapter, DiTAdapterConfig
+    from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig
 
     torch.manual_seed(4)
     adapter = DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=256, double_blocks=1, single_blocks=2,

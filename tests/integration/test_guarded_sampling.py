@@ -10,8 +10,7 @@ import json
 import time
 
 import torch
-
-from genaffect.models.sampling_guard import round_seed
+from genaffect.models.evaluation.sampling_guard import round_seed
 from test_consistent_sampling import CLIP, MODELS, run_ok, saved_latent
 from test_dit_adapter import adapter_workflow, write_adapter_for_tiny_flux
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from genaffect.models.expression import BLENDSHAPE_NAMES
-from genaffect.models.face_landmarks import rotation_from_degrees
-
+from genaffect.models.expression.batch import BLENDSHAPE_NAMES
+from genaffect.models.expression.face_landmarks import rotation_from_degrees
 from tiny_insightface import MAX_HALF, MIN_HALF
 
 vision = pytest.importorskip("mediapipe.tasks.python.vision", reason="mediapipe is not installed")

@@ -1,0 +1,1 @@
+"""Pictures: detections, previews, charts, sheets and the face model drawn from blendshapes."""

@@ -1,0 +1,2 @@
+"""Expression stage: the expression batch, the preset library, edits, text, estimation from photos
+(MediaPipe, SMIRK) and blendshape -> FLAME mappings."""

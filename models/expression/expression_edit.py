@@ -1,0 +1,211 @@
+"""Editing expressions: slider edits, transitions A -> B, and weighted mixes.
+
+Blendshapes stay in 0..1. On FLAME-55 only the fields with a clear meaning are edited: overall
+intensity scales the 50 expression coefficients, the blink sliders move the two eyelid values, and the
+jaw sliders move the jaw rotation (opening >= 0, sideways within +-0.2 rad, SMIRK's own limits).
+Estimator-space blendshapes (a preset's calibrated target) follow every edit: a slider moves them by its
+movement as the estimator reads it (the calibrated gains), intensity is measured from the neutral face's
+reading, and transitions and mixes blend them like the blendshapes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import GenAffectInputError
+from .batch import (
+    ARRAYS,
+    BLENDSHAPE_INDEX,
+    FLAME_EXPRESSION,
+    FLAME_EYELIDS,
+    FLAME_JAW,
+    JAW_SIDE,
+    NUM_BLENDSHAPES,
+    ExpressionBatch,
+    split_list,
+)
+from .expression_library import estimator_at_intensity, estimator_space
+
+EASINGS = ("linear", "ease in-out", "ease in", "ease out")
+REGIONS = ("brows", "eyes", "cheeks", "nose", "mouth", "jaw")
+JAW_OPEN_RADIANS = 0.25  # FLAME jaw opening for jaw_open = 1 (SMIRK's estimates rarely exceed ~0.3)
+
+
+@dataclass(frozen=True)
+class Slider:
+    name: str
+    region: str
+    adds: tuple[str, ...]  # blendshapes a positive value drives
+    subtracts: tuple[str, ...] = ()  # blendshapes a negative value drives (two-way sliders)
+    tooltip: str = ""
+
+
+def _side(name: str, region: str, stem: str, what: str) -> tuple[Slider, Slider]:
+    return (
+        Slider(f"{name}_left", region, (stem + "Left",), tooltip=f"{what}, subject's left side."),
+        Slider(f"{name}_right", region, (stem + "Right",), tooltip=f"{what}, subject's right side."),
+    )
+
+
+SLIDERS: tuple[Slider, ...] = (
+    Slider("brow_inner_up", "brows", ("browInnerUp",), tooltip="Raise the inner brows (worry, sadness)."),
+    *_side("brow_outer_up", "brows", "browOuterUp", "Raise the outer brow"),
+    *_side("brow_down", "brows", "browDown", "Lower and knit the brow (anger, focus)"),
+    *_side("blink", "eyes", "eyeBlink", "Close the eye (1 = closed)"),
+    *_side("squint", "eyes", "eyeSquint", "Narrow the eye"),
+    *_side("eye_wide", "eyes", "eyeWide", "Open the eye wide"),
+    Slider("gaze_horizontal", "eyes", ("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"),
+           "Gaze: negative = to the subject's left, positive = to the right."),
+    Slider("gaze_vertical", "eyes", ("eyeLookUpLeft", "eyeLookUpRight"), ("eyeLookDownLeft", "eyeLookDownRight"),
+           "Gaze: positive = up, negative = down."),
+    Slider("cheek_puff", "cheeks", ("cheekPuff",), tooltip="Puff the cheeks out."),
+    *_side("cheek_raise", "cheeks", "cheekSquint", "Raise the cheek (Duchenne smile)"),
+    *_side("sneer", "nose", "noseSneer", "Wrinkle the nose / raise the nostril"),
+    *_side("smile", "mouth", "mouthSmile", "Pull the mouth corner up"),
+    *_side("frown", "mouth", "mouthFrown", "Pull the mouth corner down"),
+    *_side("dimple", "mouth", "mouthDimple", "Tighten the mouth corner into a dimple"),
+    *_side("lip_stretch", "mouth", "mouthStretch", "Stretch the lip corner sideways"),
+    Slider("upper_lip_up", "mouth", ("mouthUpperUpLeft", "mouthUpperUpRight"), tooltip="Raise the upper lip (disgust)."),
+    Slider("lower_lip_down", "mouth", ("mouthLowerDownLeft", "mouthLowerDownRight"), tooltip="Pull the lower lip down."),
+    Slider("lips_press", "mouth", ("mouthPressLeft", "mouthPressRight"), tooltip="Press the lips together."),
+    Slider("pucker", "mouth", ("mouthPucker",), tooltip="Pucker the lips ('oo', kiss)."),
+    Slider("funnel", "mouth", ("mouthFunnel",), tooltip="Funnel the lips ('oh')."),
+    Slider("chin_raise", "mouth", ("mouthShrugLower",), tooltip="Raise the chin, pushing the lower lip up (pout)."),
+    Slider("mouth_sideways", "mouth", ("mouthRight",), ("mouthLeft",),
+           tooltip="Pull the whole mouth: negative = to the subject's left, positive = right."),
+    Slider("jaw_open", "jaw", ("jawOpen",), tooltip="Open the jaw."),
+    Slider("jaw_sideways", "jaw", ("jawRight",), ("jawLeft",), tooltip="Shift the jaw: negative = subject's left, positive = right."),
+    Slider("jaw_forward", "jaw", ("jawForward",), tooltip="Push the jaw forward."),
+)
+SLIDER_NAMES = tuple(s.name for s in SLIDERS)
+
+
+def apply_edits(batch: ExpressionBatch, edits: dict[str, float], intensity: float = 1.0) -> ExpressionBatch:
+    """Add slider values (-1..1) to every expression, then scale by ``intensity``."""
+    unknown = set(edits) - set(SLIDER_NAMES)
+    if unknown:
+        raise GenAffectInputError(f"unknown slider(s) {sorted(unknown)}.")
+    blendshapes = batch.require("blendshapes", "GenAffect Expression Editor").copy()
+    delta = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
+    for slider in SLIDERS:
+        value = float(edits.get(slider.name, 0.0))
+        # a two-way slider below 0 drives its other shapes; a one-way slider below 0 relaxes its own
+        targets, amount = (slider.subtracts, -value) if value < 0 and slider.subtracts else (slider.adds, value)
+        for shape in targets:
+            delta[BLENDSHAPE_INDEX[shape]] += amount
+    blendshapes = np.clip((blendshapes + delta) * float(intensity), 0.0, 1.0)
+    flame = None if batch.flame is None else _edit_flame(batch.flame, edits, intensity)
+    estimator = batch.estimator_blendshapes
+    if estimator is not None:  # the same edit as the estimator reads it: unreadable shapes do not move
+        estimator = estimator_at_intensity(np.clip(estimator + estimator_space().gains * delta, 0.0, 1.0), intensity)
+    return replace(batch, blendshapes=blendshapes.astype(np.float32), flame=flame, estimator_blendshapes=estimator)
+
+
+def _edit_flame(flame: np.ndarray, edits: dict[str, float], intensity: float) -> np.ndarray:
+    flame = flame.copy()
+    flame[:, FLAME_EXPRESSION] *= float(intensity)
+    # Which eyelid value is which side is not documented by SMIRK: both move by the mean blink edit.
+    blink = (edits.get("blink_left", 0.0) + edits.get("blink_right", 0.0)) / 2
+    flame[:, FLAME_EYELIDS] = np.clip(flame[:, FLAME_EYELIDS] + blink, 0.0, 1.0)
+    jaw = flame[:, FLAME_JAW]
+    jaw[:, 0] = np.maximum(jaw[:, 0] + edits.get("jaw_open", 0.0) * JAW_OPEN_RADIANS, 0.0)
+    jaw[:, 1] = np.clip(jaw[:, 1] + edits.get("jaw_sideways", 0.0) * JAW_SIDE, -JAW_SIDE, JAW_SIDE)
+    flame[:, FLAME_JAW] = jaw
+    return flame.astype(np.float32)
+
+
+def ease(t: np.ndarray, easing: str) -> np.ndarray:
+    if easing == "linear":
+        return t
+    if easing == "ease in-out":
+        return (1.0 - np.cos(np.pi * t)) / 2.0
+    if easing == "ease in":
+        return t * t
+    if easing == "ease out":
+        return 1.0 - (1.0 - t) ** 2
+    raise GenAffectInputError(f"easing must be one of {EASINGS}, got {easing!r}.")
+
+
+def _pair(a: ExpressionBatch, b: ExpressionBatch, name: str):
+    """A's and B's arrays of one representation; estimator-space blendshapes on one side only are blended with
+    the other side's blendshapes (an estimated expression's blendshapes are the estimator's reading)."""
+    if name == "estimator_blendshapes" and (a.estimator_blendshapes is not None or b.estimator_blendshapes is not None):
+        return a.estimator_or_blendshapes(), b.estimator_or_blendshapes()
+    return getattr(a, name), getattr(b, name)
+
+
+def _blend(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    # (1 - t) * a + t * b reproduces a at t = 0 and b at t = 1 exactly
+    return ((1.0 - t) * a + t * b).astype(np.float32)
+
+
+def interpolate(a: ExpressionBatch, b: ExpressionBatch, steps: int, easing: str = "linear") -> ExpressionBatch:
+    """``steps`` expressions from A to B (endpoints included), for every pair of rows.
+
+    A and B hold one expression each, or the same number (pairs row by row); a single one is
+    paired with every row of the other. Only representations present in both are interpolated.
+    """
+    if steps < 2:
+        raise GenAffectInputError(f"steps must be at least 2 (the two endpoints), got {steps}.")
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        raise GenAffectInputError(
+            f"expression A has {len(a)} expressions and B has {len(b)}; give the same number, or one on either side."
+        )
+    shared = [name for name in ("blendshapes", "flame") if getattr(a, name) is not None and getattr(b, name) is not None]
+    if not shared:
+        raise GenAffectInputError("expressions A and B share no representation to interpolate (one has blendshapes "
+                                  "only, the other FLAME-55 only); give both the same kind, e.g. through Apply "
+                                  "Expression Mapping.")
+    count = max(len(a), len(b))
+    times = ease(np.linspace(0.0, 1.0, steps), easing)
+    times[0], times[-1] = 0.0, 1.0
+    labels, rows = [], {name: [] for name in ARRAYS}
+    for pair in range(count):
+        i, j = (pair if len(a) > 1 else 0), (pair if len(b) > 1 else 0)
+        for step, t in enumerate(times):
+            labels.append(f"{a.labels[i]} -> {b.labels[j]} {step}/{steps - 1}")
+            for name in ARRAYS:
+                first, second = _pair(a, b, name)
+                if first is not None and second is not None:
+                    rows[name].append(_blend(first[i], second[j], float(t)))
+    return ExpressionBatch(labels=labels, **{name: np.stack(r) if r else None for name, r in rows.items()})
+
+
+def parse_weights(text: str) -> list[float]:
+    try:
+        return [float(part) for part in split_list(text)]
+    except ValueError as error:
+        raise GenAffectInputError(f"weights must be numbers separated by commas, got {text!r}.") from error
+
+
+def mix(batch: ExpressionBatch, weights: list[float], label: str = "") -> ExpressionBatch:
+    """One expression: the weighted mean of the batch's rows (weights are normalised to sum 1)."""
+    if len(weights) != len(batch):
+        raise GenAffectInputError(f"{len(weights)} weight(s) for {len(batch)} expression(s); give one weight per expression.")
+    weights_array = np.asarray(weights, dtype=np.float64)
+    if np.any(weights_array < 0) or not math.isfinite(weights_array.sum()) or weights_array.sum() <= 0:
+        raise GenAffectInputError(f"weights must be 0 or more with a positive sum, got {weights}.")
+    weights_array /= weights_array.sum()
+    mixed = {
+        name: None if getattr(batch, name) is None
+        else np.tensordot(weights_array, getattr(batch, name), axes=1)[None].astype(np.float32)
+        for name in ARRAYS
+    }
+    if not label:
+        label = " + ".join(f"{w:.2f} {n}" for w, n in zip(weights_array, batch.labels) if w > 0)
+    return ExpressionBatch(labels=[label], **mixed)
+
+
+def sliders_from_blendshapes(blendshapes: np.ndarray) -> dict[str, float]:
+    """The slider values that come nearest one vector of blendshapes on a neutral face (the editor's gallery:
+    start from a preset, then sculpt). Each slider takes the mean of the shapes it drives; a two-way slider the
+    difference of its two sides. Shapes no slider drives (e.g. mouthRollLower) are lost."""
+    values = {}
+    for slider in SLIDERS:
+        raised = float(np.mean([blendshapes[BLENDSHAPE_INDEX[s]] for s in slider.adds]))
+        lowered = float(np.mean([blendshapes[BLENDSHAPE_INDEX[s]] for s in slider.subtracts])) if slider.subtracts else 0.0
+        values[slider.name] = round(raised - lowered, 3)  # within -1..1: blendshapes are 0..1
+    return values

@@ -1,0 +1,159 @@
+"""Blendshapes -> one deterministic natural-language description, for text-conditioned DiTs.
+
+Each facial movement is a phrase with a subject and a participle ("inner brows" + "raised"). Its
+strength picks an adverb by fixed thresholds. A left/right pair moving about equally is merged into
+one two-sided phrase; otherwise each side is described on its own ("left mouth corner slightly
+raised"). "Left" and "right" are the subject's own sides. Regions are described in a fixed order
+(brows, eyes, cheeks, nose, mouth, jaw), so the same numbers always give the same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import GenAffectInputError
+from .batch import BLENDSHAPE_INDEX
+from .expression_library import library, pixelsmile
+
+VISIBLE = 0.15  # below this a movement is not mentioned
+STRONG = 0.65  # above this it is "strongly" (or the phrase's own strong word)
+PAIR_TOLERANCE = 0.2  # sides closer than this are described together
+NEUTRAL_TEXT = "neutral expression, relaxed face"
+
+
+@dataclass(frozen=True)
+class Movement:
+    subject: str  # what moves, both sides (or the only one)
+    participle: str
+    shapes: tuple[str, ...] = ()  # side-less: the strength is the mean of these blendshapes
+    stem: str = ""  # two-sided: blendshapes stem + "Left" / stem + "Right"
+    side_subject: str = ""  # "{side} ..." when one side is described alone
+    strong: str = "strongly"
+
+
+def _pair(stem: str, subject: str, side_subject: str, participle: str, strong: str = "strongly") -> Movement:
+    return Movement(subject, participle, stem=stem, side_subject=side_subject, strong=strong)
+
+
+def _single(subject: str, participle: str, *shapes: str, strong: str = "strongly") -> Movement:
+    return Movement(subject, participle, shapes=shapes, strong=strong)
+
+
+MOVEMENTS = (
+    _single("inner brows", "raised", "browInnerUp"),
+    _pair("browOuterUp", "outer brows", "{side} outer brow", "raised"),
+    _pair("browDown", "brows", "{side} brow", "lowered and drawn together"),
+    _pair("eyeBlink", "eyes", "{side} eye", "closed", "tightly"),
+    _pair("eyeSquint", "eyes", "{side} eye", "narrowed"),
+    _pair("eyeWide", "eyes", "{side} eye", "wide open", "very"),
+    _single("gaze", "turned up", "eyeLookUpLeft", "eyeLookUpRight"),
+    _single("gaze", "turned down", "eyeLookDownLeft", "eyeLookDownRight"),
+    # gaze to the subject's left moves the left eye outward and the right eye inward
+    _single("gaze", "turned to the left", "eyeLookOutLeft", "eyeLookInRight"),
+    _single("gaze", "turned to the right", "eyeLookInLeft", "eyeLookOutRight"),
+    _single("cheeks", "puffed out", "cheekPuff"),
+    _pair("cheekSquint", "cheeks", "{side} cheek", "raised"),
+    _pair("noseSneer", "nose", "{side} nostril", "wrinkled"),
+    _pair("mouthSmile", "mouth corners", "{side} mouth corner", "raised"),
+    _pair("mouthFrown", "mouth corners", "{side} mouth corner", "pulled down"),
+    _pair("mouthDimple", "mouth corners", "{side} mouth corner", "tightened into dimples"),
+    _pair("mouthStretch", "lips", "{side} lip corner", "stretched sideways"),
+    _pair("mouthUpperUp", "upper lip", "{side} upper lip", "raised"),
+    _pair("mouthLowerDown", "lower lip", "{side} lower lip", "pulled down"),
+    _pair("mouthPress", "lips", "{side} lips", "pressed together", "firmly"),
+    _single("lips", "puckered", "mouthPucker"),
+    _single("lips", "funnelled", "mouthFunnel"),
+    _single("upper lip", "rolled in", "mouthRollUpper"),
+    _single("lower lip", "rolled in", "mouthRollLower"),
+    _single("upper lip", "pushed up", "mouthShrugUpper"),
+    _single("chin", "raised", "mouthShrugLower"),
+    _single("mouth", "pulled to the left", "mouthLeft"),
+    _single("mouth", "pulled to the right", "mouthRight"),
+    _single("jaw", "open", "jawOpen", strong="wide"),
+    _single("jaw", "pushed forward", "jawForward"),
+    _single("jaw", "shifted to the left", "jawLeft"),
+    _single("jaw", "shifted to the right", "jawRight"),
+)
+
+
+def _adverb(value: float, movement: Movement) -> str:
+    if value > STRONG:
+        return movement.strong + " "
+    if value < 0.35:
+        return "slightly "
+    return ""
+
+
+def _phrase(subject: str, value: float, movement: Movement) -> str:
+    return f"{subject} {_adverb(value, movement)}{movement.participle}"
+
+
+def describe(blendshapes: np.ndarray) -> str:
+    """One description for a (52,) blendshape vector."""
+    value = lambda name: float(blendshapes[BLENDSHAPE_INDEX[name]])  # noqa: E731
+    phrases = []
+    for movement in MOVEMENTS:
+        if not movement.stem:
+            strength = sum(value(shape) for shape in movement.shapes) / len(movement.shapes)
+            if strength >= VISIBLE:
+                phrases.append(_phrase(movement.subject, strength, movement))
+            continue
+        left, right = value(movement.stem + "Left"), value(movement.stem + "Right")
+        if left >= VISIBLE and right >= VISIBLE and abs(left - right) <= PAIR_TOLERANCE:
+            phrases.append(_phrase(movement.subject, (left + right) / 2, movement))
+            continue
+        for side, strength in (("left", left), ("right", right)):
+            if strength >= VISIBLE:
+                phrases.append(_phrase(movement.side_subject.format(side=side), strength, movement))
+    return ", ".join(phrases) if phrases else NEUTRAL_TEXT
+
+
+def describe_batch(blendshapes: np.ndarray, prefix: str = "", suffix: str = "") -> list[str]:
+    """One prompt per row, with optional words before and after the description."""
+    return [" ".join(part for part in (prefix.strip(), describe(row), suffix.strip()) if part) for row in blendshapes]
+
+
+# Edit instructions for instruction editors: what to change (the description above) and what to keep.
+# Wording follows each family's published prompting habits: Qwen-Image-Edit takes direct imperative
+# edits, FLUX.1 Kontext's guide asks for "change X while keeping Y" with the identity named explicitly,
+# FLUX.2 reads a short edit followed by what stays unchanged.
+KEEP = "the same person with the same face shape, hair, head pose, clothing, lighting and background"
+EDIT_TEMPLATES = {
+    "qwen_image_edit": "Change the facial expression of the person in the image: {expression}. Keep {keep}.",
+    "flux2": "Change only the person's facial expression: {expression}. Keep {keep} unchanged.",
+    "kontext": "Change the person's facial expression: {expression}, while keeping {keep}.",
+}
+PLACEHOLDER = "{expression}"
+
+
+def instruction_batch(blendshapes: np.ndarray, template: str, keep: str = KEEP) -> list[str]:
+    """One edit instruction per row: ``template`` with ``{expression}`` replaced by the row's description
+    and ``{keep}`` by ``keep``. A template may be a family name of :data:`EDIT_TEMPLATES` or the user's own."""
+    template = EDIT_TEMPLATES.get(template, template)
+    if PLACEHOLDER not in template:
+        raise GenAffectInputError(f"the edit template must contain {PLACEHOLDER} where the expression goes; got "
+                                  f"{template!r}.")
+    return [template.replace("{keep}", keep.strip()).replace(PLACEHOLDER, describe(row)) for row in blendshapes]
+
+
+def pixelsmile_batch(labels: list[str]) -> list[str]:
+    """PixelSmile's instruction for each expression, named by its library label: "Edit the person to show a
+    happy expression". Its LoRA was trained on these words alone; intensity and blends come from
+    Conditioning Intensity, not from the words."""
+    known, settings = library(), pixelsmile()
+    prompts = []
+    for label in labels:
+        if label not in known:
+            raise GenAffectInputError(f"PixelSmile's instructions name a category, read from a library preset's name; "
+                                      f"{label!r} is not one (use the Expression Preset node).")
+        categories = known[label].pixelsmile
+        if len(categories) != 1:
+            raise GenAffectInputError(
+                f"{label!r} is " + ("none of PixelSmile's categories" if not categories else
+                                    f"a blend of PixelSmile's {' and '.join(categories)}")
+                + "; give one of: " + ", ".join(settings["categories"]) + " (blends: one instruction per category, "
+                "mixed by Conditioning Intensity).")
+        prompts.append(settings["instruction"].format(category=categories[0]))
+    return prompts

@@ -1,0 +1,147 @@
+"""MediaPipe FaceLandmarker results -> GenAffect expressions (blendshapes, 478 landmarks, head pose).
+
+Works on the result objects only (``FaceLandmarkerResult``: per face 478 normalised landmarks, 52
+blendshape categories and a 4x4 facial transformation matrix), so it is testable without the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import GenAffectInputError
+from .batch import BLENDSHAPE_INDEX, NUM_BLENDSHAPES
+
+NUM_LANDMARKS = 478
+
+
+def head_pose_degrees(matrix: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees from MediaPipe's facial transformation matrix.
+
+    The rotation is read as R = Ry(yaw) @ Rx(pitch) @ Rz(roll) in MediaPipe's right-handed camera
+    frame (x right, y up, z towards the camera): yaw turns about the vertical axis, pitch nods about
+    the horizontal one, roll tilts in the image plane. Any scale in the matrix is divided out.
+    """
+    rotation = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    rotation = rotation / np.linalg.norm(rotation, axis=0, keepdims=True)
+    pitch = math.asin(float(np.clip(-rotation[1, 2], -1.0, 1.0)))
+    yaw = math.atan2(rotation[0, 2], rotation[2, 2])
+    roll = math.atan2(rotation[1, 0], rotation[1, 1])
+    return np.degrees([yaw, pitch, roll]).astype(np.float32)
+
+
+def rotation_from_degrees(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The inverse of :func:`head_pose_degrees` (a 3x3 rotation), for tests and previews."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+def blendshape_scores(categories) -> np.ndarray:
+    """(52,) scores from one face's blendshape categories, placed by name (never by position)."""
+    vector = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
+    seen = set()
+    for category in categories:
+        name = category.category_name
+        if name not in BLENDSHAPE_INDEX:
+            raise GenAffectInputError(f"MediaPipe returned an unknown blendshape {name!r}; is the .task file a face landmarker?")
+        vector[BLENDSHAPE_INDEX[name]] = category.score
+        seen.add(name)
+    if len(seen) != NUM_BLENDSHAPES:
+        raise GenAffectInputError(
+            f"MediaPipe returned {len(seen)} blendshapes, expected {NUM_BLENDSHAPES}; "
+            "create the FaceLandmarker with output_face_blendshapes=True."
+        )
+    return vector
+
+
+def landmark_array(landmarks) -> np.ndarray:
+    """(478, 3) normalised x, y (0..1 of the image) and z."""
+    array = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float32)
+    if array.shape != (NUM_LANDMARKS, 3):
+        raise GenAffectInputError(f"expected {NUM_LANDMARKS} face landmarks, got {array.shape[0]}.")
+    return array
+
+
+def faces_from_result(result) -> list[dict]:
+    """Every face of a FaceLandmarkerResult, converted once: blendshapes, landmarks, head pose and the
+    mean landmark presence (None when MediaPipe does not report it)."""
+    if not result.face_landmarks:
+        return []
+    if not result.face_blendshapes:
+        raise GenAffectInputError("the FaceLandmarker was created without blendshapes (output_face_blendshapes=True).")
+    if not result.facial_transformation_matrixes:
+        raise GenAffectInputError(
+            "the FaceLandmarker was created without pose (output_facial_transformation_matrixes=True)."
+        )
+    faces = []
+    for landmarks, categories, matrix in zip(result.face_landmarks, result.face_blendshapes, result.facial_transformation_matrixes):
+        presence = [p.presence for p in landmarks]
+        faces.append({
+            "blendshapes": blendshape_scores(categories),
+            "landmarks": landmark_array(landmarks),
+            "head_pose": head_pose_degrees(np.asarray(matrix)),
+            "presence": None if any(p is None for p in presence) else float(np.mean(presence)),
+        })
+    return faces
+
+
+CORE_CANONICAL = 192  # ComfyUI core's landmarks_3d are in its 192-pixel face crop's units
+
+
+def faces_from_core(faces: list[dict], image_size: tuple[int, int]) -> list[dict]:
+    """ComfyUI core's FACE_LANDMARKS faces of one frame (its MediaPipe Face Landmarker node, pure PyTorch:
+    blendshapes by name, landmarks_xy in pixels, landmarks_3d in its crop's units, a presence logit, the
+    facial transformation matrix) -> the face dicts :func:`faces_from_result` makes from the mediapipe
+    wheel. x and y are normalised by the image size; z, which MediaPipe gives in about the units of x, is
+    the crop's depth scaled by the face's width in the image (an approximation: core does not give it)."""
+    height, width = image_size
+    converted = []
+    for face in faces:
+        names = set(face.get("blendshapes", {}))
+        if names != set(BLENDSHAPE_INDEX):
+            raise GenAffectInputError(
+                f"FACE_LANDMARKS has {len(names)} blendshapes ({sorted(names - set(BLENDSHAPE_INDEX))[:3]} unknown); "
+                f"connect ComfyUI's MediaPipe Face Landmarker node, which gives MediaPipe's {NUM_BLENDSHAPES}.")
+        if face.get("transformation_matrix") is None:
+            raise GenAffectInputError("FACE_LANDMARKS has no transformation_matrix for the head pose; connect ComfyUI's "
+                                      "MediaPipe Face Landmarker node directly.")
+        blendshapes = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
+        for name, score in face["blendshapes"].items():
+            blendshapes[BLENDSHAPE_INDEX[name]] = score
+        xy = np.asarray(face["landmarks_xy"], dtype=np.float32)
+        depth = np.asarray(face["landmarks_3d"], dtype=np.float32)[:, 2]
+        if xy.shape != (NUM_LANDMARKS, 2) or depth.shape != (NUM_LANDMARKS,):
+            raise GenAffectInputError(f"FACE_LANDMARKS gives {xy.shape[0]} landmarks; expected {NUM_LANDMARKS}.")
+        face_width = float(np.ptp(xy[:, 0]))
+        landmarks = np.stack([xy[:, 0] / width, xy[:, 1] / height,
+                              depth / CORE_CANONICAL * face_width / width], axis=1).astype(np.float32)
+        converted.append({
+            "blendshapes": blendshapes,
+            "landmarks": landmarks,
+            "head_pose": head_pose_degrees(np.asarray(face["transformation_matrix"])),
+            "presence": 0.5 * (1.0 + math.tanh(float(face["presence"]) / 2)),  # core gives the logit: its sigmoid
+        })
+    return converted
+
+
+def face_order(faces: list[dict], order: str) -> list[int]:
+    """Indices of ``faces`` (from :func:`faces_from_result`) in the identity nodes' orders.
+
+    The landmarker gives no per-face detection score, so "highest score" ranks by the mean landmark
+    presence when MediaPipe reports it, and otherwise falls back to the largest face.
+    """
+    areas = [float(np.ptp(f["landmarks"][:, 0]) * np.ptp(f["landmarks"][:, 1])) for f in faces]
+    by_area = sorted(range(len(faces)), key=lambda i: -areas[i])
+    if order == "largest":
+        return by_area
+    if order == "left to right":
+        return sorted(range(len(faces)), key=lambda i: float(faces[i]["landmarks"][:, 0].mean()))
+    if order == "highest score":
+        if all(f["presence"] is not None for f in faces):
+            return sorted(range(len(faces)), key=lambda i: -faces[i]["presence"])
+        return by_area
+    raise GenAffectInputError(f"unknown face order {order!r}.")

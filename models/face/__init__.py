@@ -1,0 +1,1 @@
+"""Face stage: find faces (insightface), choose among them, ArcFace identity, FFHQ alignment."""

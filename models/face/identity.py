@@ -1,0 +1,195 @@
+"""From reference photos to one identity: detect, choose a face, align, embed, aggregate, check.
+
+The identity is the re-normalised mean of the references' L2-normalised ArcFace embeddings (what
+Arc2Face and PuLID-style pipelines average). Each reference's cosine to that mean is reported, and a
+reference that does not look like the others (a different person slipped in) is flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import GenAffectInputError, NoFaceFoundError
+from ..images import bgr_to_rgb, rgb_to_bgr
+from .face_analyzer import Detection, FaceAnalyzer
+from .face_choice import FACE_ORDERS, SkippedImage, describe_skipped, faces_per_image
+
+log = logging.getLogger(__name__)
+
+# Leave-one-out cosine below which a reference is flagged as another person. ArcFace verification
+# thresholds sit around 0.3 for single pairs; a mean of the others is cleaner than a single pair.
+DEFAULT_OUTLIER_THRESHOLD = 0.3
+
+
+@dataclass(eq=False)  # holds arrays: compare by identity
+class ReferenceFace:
+    """The face kept from one reference image."""
+
+    image_index: int
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in that image's pixels
+    keypoints: np.ndarray  # (5, 2)
+    det_score: float
+    embedding: np.ndarray  # (512,) L2-normalised
+    crop_rgb: np.ndarray  # aligned crop the recognizer saw, RGB uint8 (112 x 112 for ArcFace)
+    faces_in_image: int = 1
+    cosine_to_identity: float = float("nan")
+    outlier: bool = False
+
+
+@dataclass(eq=False)
+class Identity:
+    """The GA_IDENTITY socket: what was found in each reference and the aggregated embedding."""
+
+    references: list[ReferenceFace]
+    embedding: np.ndarray  # (512,) L2-normalised mean of the kept references
+    skipped: list[SkippedImage] = field(default_factory=list)
+    recognition_model: str = ""
+    note: str = ""  # what the set of references says as a whole (two that disagree)
+
+    @property
+    def outliers(self) -> list[int]:
+        return [r.image_index for r in self.references if r.outlier]
+
+    def report(self) -> str:
+        lines = [f"identity from {len(self.references)} reference(s), recognition model {self.recognition_model}",
+                 "  (cosine to identity: ArcFace cosine of the photo's face to the mean of the references, itself "
+                 "included, so it reads high; photos of one person differ far more from each other, and a reference "
+                 "is flagged only when it is unlike the others)"]
+        for ref in self.references:
+            flag = "  <- looks like a different person" if ref.outlier else ""
+            lines.append(
+                f"  image {ref.image_index}: cosine to identity {ref.cosine_to_identity:.3f}, detection score "
+                f"{ref.det_score:.2f}, {ref.faces_in_image} face(s) in image{flag}"
+            )
+        for skip in self.skipped:
+            lines.append(f"  image {skip.image_index}: skipped ({skip.reason})")
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        return "\n".join(lines)
+
+
+def order_faces(detections: list[Detection], order: str) -> list[Detection]:
+    """Faces sorted so that index 0 is the first choice under ``order``."""
+    if order == "largest":
+        return sorted(detections, key=lambda d: -d.area)
+    if order == "highest score":
+        return sorted(detections, key=lambda d: -d.score)
+    if order == "left to right":
+        return sorted(detections, key=lambda d: (d.box[0] + d.box[2]) / 2)
+    raise GenAffectInputError(f"face order must be one of {FACE_ORDERS}, got {order!r}.")
+
+
+def mean_identity(embeddings: np.ndarray) -> np.ndarray:
+    """Re-normalised mean of L2-normalised embeddings ``(N, D)`` -> ``(D,)``."""
+    mean = embeddings.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    if norm < 1e-6:
+        raise GenAffectInputError("the reference embeddings cancel out; the references show unrelated faces.")
+    return (mean / norm).astype(np.float32)
+
+
+def leave_one_out_cosines(embeddings: np.ndarray) -> np.ndarray:
+    """Cosine of each embedding to the normalised mean of all the others (NaN with one reference)."""
+    count = embeddings.shape[0]
+    if count < 2:
+        return np.full(count, np.nan, dtype=np.float32)
+    total = embeddings.sum(axis=0)
+    others = total[None, :] - embeddings
+    others /= np.linalg.norm(others, axis=1, keepdims=True).clip(min=1e-12)
+    return np.einsum("nd,nd->n", embeddings, others).astype(np.float32)
+
+
+def extract_identity(
+    analyzer: FaceAnalyzer,
+    images_rgb: list[np.ndarray],
+    *,
+    face_order: str = "largest",
+    face_index: int = 0,
+    on_no_face: str = "skip",
+    outlier_threshold: float = DEFAULT_OUTLIER_THRESHOLD,
+    drop_outliers: bool = False,
+    on_progress=None,
+) -> tuple[Identity, list[list[Detection]]]:
+    """Build an :class:`Identity` from RGB uint8 reference images.
+
+    Returns the identity and every image's detections (for previews). A reference without a usable
+    face is skipped with a warning (``on_no_face="skip"``) or is an error (``"error"``); no face in
+    any reference is always an error. ``on_progress(i, n)`` is called after each image.
+    """
+    kept: list[tuple[int, Detection, np.ndarray, int]] = []
+    skipped: list[SkippedImage] = []
+    all_detections: list[list[Detection]] = []
+    detect = lambda _, rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
+                                                     on_no_face=on_no_face, skipped=skipped, what="Reference image",
+                                                     on_progress=on_progress):
+        all_detections.append(detections)
+        if usable:
+            chosen = detections[face_index]
+            if len(detections) > 1:
+                log.info("GenAffect: image %d has %d faces; using face %d by '%s'.", index, len(detections), face_index, face_order)
+            kept.append((index, chosen, analyzer.align(rgb_to_bgr(images_rgb[index]), chosen.keypoints), len(detections)))
+    if not kept:
+        details = describe_skipped(skipped)
+        raise NoFaceFoundError(
+            f"No face found in any of the {len(images_rgb)} reference image(s) ({details}). Use photos where the "
+            "face is visible and at least ~64 px wide, or lower the detection threshold / raise the detection size "
+            "of the face analyzer."
+        )
+
+    embeddings = analyzer.embed([crop for _, _, crop, _ in kept])
+    references = [
+        ReferenceFace(
+            image_index=index,
+            box=det.box,
+            keypoints=det.keypoints,
+            det_score=det.score,
+            embedding=embeddings[i],
+            crop_rgb=bgr_to_rgb(crop),
+            faces_in_image=faces,
+        )
+        for i, (index, det, crop, faces) in enumerate(kept)
+    ]
+    note = _flag_outliers(references, embeddings, outlier_threshold)
+    dropped = [r for r in references if drop_outliers and r.outlier]
+    if len(dropped) == len(references):  # everyone disagrees (e.g. two people): keep them all
+        dropped = []
+    used = [r for r in references if r not in dropped]
+    identity_embedding = mean_identity(np.stack([r.embedding for r in used]))
+    for ref in references:
+        ref.cosine_to_identity = float(ref.embedding @ identity_embedding)
+    skipped += [SkippedImage(r.image_index, "dropped as an outlier") for r in dropped]
+    identity = Identity(
+        references=used,
+        embedding=identity_embedding,
+        skipped=skipped,
+        recognition_model=analyzer.files.get("recognition", ""),
+        note=note,
+    )
+    return identity, all_detections
+
+
+def _flag_outliers(references: list[ReferenceFace], embeddings: np.ndarray, threshold: float) -> str:
+    """Flag references unlike the others; returns a note for the report where the set as a whole disagrees."""
+    if len(references) < 2:
+        return ""
+    cosines = leave_one_out_cosines(embeddings)
+    if len(references) == 2:  # with two, neither can be singled out: the pair is reported, no photo flagged
+        if cosines[0] < threshold:
+            log.warning(
+                "GenAffect: the two references look like different people (cosine %.3f < %.2f); check the photos.",
+                float(cosines[0]), threshold,
+            )
+            return (f"the two references look like different people (their cosine {float(cosines[0]):.3f} < "
+                    f"{threshold:.2f}); neither can be singled out: check the photos")
+        return ""
+    for ref, cosine in zip(references, cosines):
+        if cosine < threshold:
+            ref.outlier = True
+            log.warning(
+                    "GenAffect: reference image %d looks like a different person than the others (cosine %.3f < %.2f).",
+                    ref.image_index, float(cosine), threshold,
+                )

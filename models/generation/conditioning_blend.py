@@ -1,0 +1,85 @@
+"""Expression intensity in conditioning space: e = e_neutral + sum_k alpha_k (e_k - e_neutral).
+
+PixelSmile (arXiv 2603.25728) edits expressions on Qwen-Image-Edit-2511 this way: a neutral instruction
+and a target one are encoded (with the photo), and the target's intensity alpha moves the text
+embedding along the line between them (0 = neutral, 1 = the target, up to ~1.5 exaggerates); two
+targets blend by summing their deltas. Here each image's alphas come from its expression: its
+blendshapes written as a combination of the targets' (least squares), so a preset at intensity 0.4, a
+transition's steps or a 70/30 mix become one conditioning per image.
+
+Token counts: equal-length embeddings (FLUX.1 and FLUX.2 pad prompts to 256 / 512 tokens; PixelSmile's
+instructions differ in one token) are blended position by position. Unequal ones (Qwen-Image encodes
+prompts unpadded) are aligned at their first token and the shorter is extended with zero vectors
+that a padding mask marks; the blend keeps the longer length, and a position is padding only where
+every embedding with a non-zero weight is padding. Alpha exactly 0 (or one target exactly 1, the rest
+0) returns that embedding itself, unpadded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import GenAffectInputError
+
+SNAP = 1e-6  # alphas this close to 0 or 1 are taken as 0 or 1 (a preset at intensity 1 fits to 1 +- rounding)
+
+
+def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 52) expressions and (K, 52) full-intensity targets (neutral = no blendshape moves) ->
+    alphas (N, K) and each row's relative residual (0: exactly a blend of the targets). MediaPipe's
+    ``_neutral`` score (index 0) is not a movement and is left out, as in Face Metrics."""
+    expressions = np.asarray(expressions, np.float64)[:, 1:]
+    targets = np.asarray(targets, np.float64)[:, 1:]
+    norms = np.linalg.norm(targets, axis=1)
+    if np.any(norms == 0):
+        raise GenAffectInputError("a target expression is neutral (no blendshape moves); the neutral conditioning "
+                                  "already is that one: give targets that move the face.")
+    alphas = np.linalg.lstsq(targets.T, expressions.T, rcond=None)[0].T
+    alphas[np.abs(alphas) < SNAP] = 0.0
+    alphas[np.abs(alphas - 1.0) < SNAP] = 1.0
+    residual = np.linalg.norm(expressions - alphas @ targets, axis=1)
+    size = np.linalg.norm(expressions, axis=1)
+    relative = np.divide(residual, size, out=np.zeros_like(residual), where=size > 0)
+    bad = np.argwhere((alphas < 0) | (alphas > max_alpha))
+    if len(bad):
+        image, target = (int(i) for i in bad[0])
+        raise GenAffectInputError(
+            f"image {image + 1}'s expression needs intensity {alphas[image, target]:.2f} of target {target + 1}, outside "
+            f"0..{max_alpha:g}: give targets the images' expressions are made of (e.g. the same presets at intensity 1), "
+            "or raise max_alpha.")
+    return alphas.astype(np.float32), relative.astype(np.float32)
+
+
+def _padded(tensor: torch.Tensor, mask: torch.Tensor | None, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, T, D) and its (1, T) keep-mask (None: all kept), zero-extended to ``length`` tokens."""
+    keep = torch.ones(tensor.shape[:2], dtype=torch.bool, device=tensor.device) if mask is None else mask.bool()
+    extra = length - tensor.shape[1]
+    return torch.nn.functional.pad(tensor, (0, 0, 0, extra)), torch.nn.functional.pad(keep, (0, extra))
+
+
+def blend(neutral: torch.Tensor, targets: list[torch.Tensor], alphas, neutral_mask=None, target_masks=None):
+    """neutral + sum_k alphas[k] (targets[k] - neutral) for (1, T, D) embeddings (or (1, D) pooled ones);
+    returns (embedding, keep-mask or None when nothing is padding)."""
+    alphas = [float(a) for a in alphas]
+    target_masks = target_masks or [None] * len(targets)
+    if all(a == 0.0 for a in alphas):
+        return neutral, neutral_mask
+    if sorted(alphas) == [0.0] * (len(alphas) - 1) + [1.0]:
+        k = alphas.index(1.0)
+        return targets[k], target_masks[k]
+    if neutral.ndim == 2 or (all(t.shape == neutral.shape for t in targets) and neutral_mask is None
+                             and all(m is None for m in target_masks)):
+        return neutral + sum(a * (t - neutral) for a, t in zip(alphas, targets)), None
+    length = max([neutral.shape[1]] + [t.shape[1] for t in targets])
+    base, base_keep = _padded(neutral, neutral_mask, length)
+    out = base.clone()
+    neutral_weight = 1.0 - sum(alphas)
+    keep = base_keep.clone() if abs(neutral_weight) > SNAP else torch.zeros_like(base_keep)
+    for alpha, target, mask in zip(alphas, targets, target_masks):
+        if alpha == 0.0:
+            continue
+        padded, target_keep = _padded(target, mask, length)
+        out = out + alpha * (padded - base)
+        keep = keep | target_keep
+    return out, (None if bool(keep.all()) else keep)

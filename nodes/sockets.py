@@ -1,0 +1,11 @@
+"""GenAffect's own socket types, declared once: every node names its GA_ inputs and outputs through these."""
+
+FACE_ANALYZER = "GA_FACE_ANALYZER"  # models/face/face_analyzer.FaceAnalyzer
+IDENTITY = "GA_IDENTITY"  # models/face/identity.Identity
+EXPRESSION = "GA_EXPRESSION"  # models/expression/batch.ExpressionBatch
+EXPRESSION_ESTIMATOR = "GA_EXPRESSION_ESTIMATOR"  # models/expression/expression_estimator.ExpressionEstimator
+EXPRESSION_MAPPING = "GA_EXPRESSION_MAPPING"  # models/expression/expression_mapping.ExpressionMapping
+EXPRESSION_ADAPTER = "GA_EXPRESSION_ADAPTER"  # models/generation/expression_adapter.ExpressionAdapter
+REFERENCE_ADAPTER = "GA_REFERENCE_ADAPTER"  # models/generation/reference_adapter.ReferenceLora
+DIT_ADAPTER = "GA_DIT_ADAPTER"  # models/generation/dit_adapter.DiTAdapter
+SAMPLING_GUARD = "GA_SAMPLING_GUARD"  # nodes/sampling/guard.SamplingGuard
