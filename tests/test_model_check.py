@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from genaffect.models.doctor import main as doctor_main
 from genaffect.models.doctor import roots_for_models_dir
 from genaffect.models.files.model_catalog import CATALOG, MODEL_FOLDERS
@@ -89,6 +91,39 @@ def test_doctor_runs_as_documented_from_the_pack_folder(models_dir):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(CATALOG)} found, 0 missing" in run.stdout
+
+
+def test_doctor_finds_comfyuis_models_from_a_pack_folder_that_is_a_symbolic_link(tmp_path):
+    """ComfyUI/custom_nodes/genaffect -> a checkout elsewhere: ``../../models`` typed there (README, Models) names
+    ComfyUI/models, as ``cd ../..`` would, not a folder two levels above the checkout."""
+    comfyui = tmp_path / "ComfyUI"
+    (comfyui / "custom_nodes").mkdir(parents=True)
+    write(str(comfyui / "models" / "mediapipe" / "face_landmarker.task"), 3_700_000)
+    pack = comfyui / "custom_nodes" / "genaffect"
+    try:
+        os.symlink(REPO, pack, target_is_directory=True)
+    except (OSError, NotImplementedError) as error:  # Windows without the right to make links
+        pytest.skip(f"cannot make a symbolic link here: {error}")
+    # what a shell does after `cd ComfyUI/custom_nodes/genaffect`: the physical folder as the working directory,
+    # the path it was reached by in $PWD
+    env = {**os.environ, "PWD": str(pack)}
+    run = subprocess.run([sys.executable, "-m", "models.doctor", "--models-dir", "../../models"], cwd=str(pack),
+                         env=env, capture_output=True, text=True)
+    assert run.returncode in (0, 1), run.stdout + run.stderr  # 1: files missing; 2 would be "not a folder"
+    assert f"GenAffect model check for {comfyui / 'models'}\n" in run.stdout
+    assert f"at {comfyui / 'models' / 'mediapipe' / 'face_landmarker.task'}\n" in run.stdout  # found there
+
+
+def test_a_relative_models_dir_without_a_shell_pwd_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    from genaffect.models.doctor import resolve_models_dir
+
+    monkeypatch.chdir(tmp_path)
+    here = os.getcwd()
+    monkeypatch.setenv("PWD", str(tmp_path.parent))  # a $PWD left over from another folder is not used
+    assert resolve_models_dir("models") == os.path.join(here, "models")
+    monkeypatch.delenv("PWD")
+    assert resolve_models_dir("models") == os.path.join(here, "models")
+    assert resolve_models_dir(str(tmp_path / "x" / ".." / "models")) == str(tmp_path / "models")
 
 
 def test_routes_are_judged_separately_and_any_insightface_pack_serves_face_analysis(models_dir, capsys):
