@@ -165,8 +165,8 @@ def test_readme_lists_every_model_file_and_every_node():
         readme = handle.read()
     for entry in CATALOG:
         assert entry.name in readme, entry.path
-    for name, display in genaffect.NODE_DISPLAY_NAME_MAPPINGS.items():
-        assert f"### {display} — `{name}`" in readme
+    for name, display in genaffect.NODE_DISPLAY_NAME_MAPPINGS.items():  # a row of the node table, to its help page
+        assert f"| [{display}](js/docs/{name}.md) |" in readme
     assert "python -m pytest" in readme
 
 
