@@ -47,7 +47,7 @@ def main() -> int:
 
     task = os.path.join(args.models_dir, "mediapipe", "face_landmarker.task")
     if not os.path.isfile(task):
-        print(f"no {task}: download face_landmarker.task into models/mediapipe/ to run this benchmark (see README).")
+        print(f"no {task}: download face_landmarker.task into models/mediapipe/ to run this benchmark (see docs/models.md).")
         return 2
 
     import mediapipe as mp

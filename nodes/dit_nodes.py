@@ -17,8 +17,8 @@ from .sampling.set_sampler import SetSampling, first_value, rows_of
 FOLDER = "genaffect"
 EXTENSIONS = (".safetensors",)
 EXAMPLE_NAME = "genaffect_dit_adapter.safetensors"
-TRAINING_HINT = ("No Gen-AFFECT adapter weights are published: train one with training/ (README, 'Training a "
-                 "Gen-AFFECT adapter') and put the exported .safetensors in models/genaffect/.")
+TRAINING_HINT = ("No Gen-AFFECT adapter weights are published: train one with training/ (docs/training.md "
+                 "in the git repository) and put the exported .safetensors in models/genaffect/.")
 
 
 def adapter_files() -> list[str]:

@@ -44,7 +44,7 @@ class GenAffectFaceAnalyzerLoader:
                                "Arc2Face needs its own arcface.onnx, from models/arc2face/ or the pack folder."}),
                 "provider": (list(onnx_providers.PROVIDER_CHOICES), {
                     "tooltip": "Where ONNX Runtime runs the models. auto: CUDA if available, else CoreML (Mac), "
-                               "else CPU. CUDA needs onnxruntime-gpu (see README)."}),
+                               "else CPU. CUDA needs onnxruntime-gpu (see docs/install.md)."}),
                 "detection_size": ("INT", {"default": 640, "min": 160, "max": 2048, "step": 32,
                                            "tooltip": "Detector input size in pixels. Larger finds smaller faces, slower."}),
                 "detection_threshold": ("FLOAT", {"default": 0.5, "min": 0.05, "max": 0.99, "step": 0.01,

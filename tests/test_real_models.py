@@ -1,7 +1,7 @@
 """The real MediaPipe face landmarker and SMIRK weights on a real photo.
 
 Runs only where the downloaded files exist: set GENAFFECT_TEST_MODELS to a ComfyUI-style models folder
-holding mediapipe/face_landmarker.task and (optionally) smirk/SMIRK_em1.pt. See README, "Tests".
+holding mediapipe/face_landmarker.task and (optionally) smirk/SMIRK_em1.pt. See CONTRIBUTING.md, "Real models".
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ SD3), or export one for the nodes.
     accelerate launch training/train.py train --model FLUX.2-klein-4B/ --data shards/ --output runs/first/
     python training/train.py export --source runs/first/ --to ComfyUI/models/genaffect/my_adapter.safetensors
 
-Training resumes from the latest checkpoint in --output when run again. See README, "Training a
-Gen-AFFECT adapter", for hardware and time.
+Training resumes from the latest checkpoint in --output when run again. See docs/training.md for hardware and time.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every model file the pack can use: where it goes, where to get it, its size and licence.
 
-The README's model table and the model check (node and command line) both read this list, so the
-three never disagree.
+The model check (node and command line) reads this list, and tests keep the README's and docs/models.md's
+tables in step with it, so they never disagree.
 """
 
 from __future__ import annotations

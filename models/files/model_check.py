@@ -159,7 +159,7 @@ def check_routes(statuses: list[FileStatus], roots: dict[str, list[str]]) -> lis
                 for name in files if name.endswith(GENAFFECT_FILES)]
     dit = RouteStatus("dit", "DiT adapter", bool(adapters),
                       f"{len(adapters)} adapter file(s) in genaffect/" if adapters else
-                      "no adapter in genaffect/: train one (README, 'Training a Gen-AFFECT adapter')")
+                      "no adapter in genaffect/: train one (docs/training.md)")
     loras = [name for root in roots.get("loras", []) if os.path.isdir(root) for name in os.listdir(root)
              if name.lower().startswith("pixelsmile")]
     editors = RouteStatus("editors", "instruction editors", True,
@@ -186,7 +186,7 @@ def onnxruntime_report() -> str:
     distributions = onnxruntime_distributions()
     line = f"onnxruntime: {distributions}; providers: {', '.join(providers)}"
     if len(distributions) > 1:
-        line += "\n  two ONNX Runtime builds share one folder; the last installed wins (see README, 'GPU face analysis')."
+        line += "\n  two ONNX Runtime builds share one folder; the last installed wins (see docs/install.md, 'GPU face analysis')."
     if torch_sees_cuda() and "CUDAExecutionProvider" not in providers:
         line += "\n  " + cuda_missing_message()
     return line

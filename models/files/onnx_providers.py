@@ -59,7 +59,7 @@ def gpu_requirement() -> str:
 
 
 def gpu_fix_command() -> str:
-    """The command that gives this environment a CUDA-capable ONNX Runtime (see README)."""
+    """The command that gives this environment a CUDA-capable ONNX Runtime (docs/install.md)."""
     return f'"{sys.executable}" -m pip install --force-reinstall --no-deps "{gpu_requirement()}"'
 
 

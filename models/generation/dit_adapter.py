@@ -3,7 +3,7 @@
 An encoder turns an ArcFace identity (512, L2-normalised) and an expression (52 blendshapes and/or
 FLAME-55, with flags saying which are present) into identity tokens and expression tokens, each
 through a small Perceiver resampler. After every ``double_every``-th double block and every
-``single_every``-th single block (PuLID-FLUX's placement; README, "GenAffect Apply DiT Adapter") the
+``single_every``-th single block (PuLID-FLUX's placement; js/docs/GenAffectApplyDiTAdapter.md) the
 image tokens take a residual cross-attention on those tokens:
 
     image += to_out(identity_strength * attn(q, K_id, V_id) + expression_strength * attn(q, K_ex, V_ex))

@@ -15,7 +15,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
-# A real MediaPipe face_landmarker.task, when the tester has one (see README, "Tests").
+# A real MediaPipe face_landmarker.task, when the tester has one (see CONTRIBUTING.md, "Real models").
 REAL_LANDMARKER = os.path.join(os.environ.get("GENAFFECT_TEST_MODELS", ""), "mediapipe", "face_landmarker.task")
 HAS_REAL_LANDMARKER = os.path.isfile(REAL_LANDMARKER)
 MODEL_FOLDERS = ("insightface", "mediapipe", "diffusion_models", "text_encoders", "vae", "loras", "arc2face", "genaffect",

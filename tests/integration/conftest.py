@@ -35,7 +35,7 @@ from tiny_insightface import faces_image, write_pack
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
     if not COMFYUI_DIR:
-        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout to run the integration tests (see README)")
+        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout to run the integration tests (see CONTRIBUTING.md)")
     work = tmp_path_factory.mktemp("comfyui")
     (work / "custom_nodes").mkdir()
     os.symlink(REPO, work / "custom_nodes" / "genaffect", target_is_directory=True)
@@ -117,7 +117,7 @@ def editor_models(tiny_diffusion):
 def arc2face_models(comfy):
     """A full-size random Arc2Face in its published layout, an SD1.5 VAE, a tiny arcface.onnx and a
     blendshape -> FLAME-55 mapping in the server's model folders."""
-    pytest.importorskip("diffusers", reason="the Arc2Face tests need diffusers in ComfyUI's Python (README, Tests)")
+    pytest.importorskip("diffusers", reason="the Arc2Face tests need diffusers in ComfyUI's Python (CONTRIBUTING.md)")
     builder = os.path.join(os.path.dirname(__file__), "arc2face_models.py")
     done = subprocess.run([COMFYUI_PYTHON, builder, str(comfy.models)], cwd=COMFYUI_DIR, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,7 +8,7 @@ assumes it:
   ComfyUI's detection assumes) with one block, marked as Edit 2511 (reference latents at timestep zero);
 - vae/tiny_qwen_image_vae.safetensors: the Wan 2.1 VAE Qwen-Image uses, 8 channels wide (detected from
   the weights), 16 latent channels;
-- loras/PixelSmile-tiny.safetensors: a rank-4 LoRA for that model in PixelSmile's key layout (README);
+- loras/PixelSmile-tiny.safetensors: a rank-4 LoRA for that model in PixelSmile's key layout (docs/models.md, PixelSmile);
 - diffusion_models/tiny_flux2_klein.safetensors: FLUX.2 (klein layout: no guidance embedding) with hidden
   size 256, 1 double and 2 single blocks, reading 768-wide text so the CLIP-L of tiny_diffusion_models.py
   conditions it;
@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tiny_diffusion_models import randomise, save  # noqa: E402
 
-PIXELSMILE_MODULES = {  # module -> (LoRA naming, in, out) as PixelSmile's train.py saves them (inferred, README)
+PIXELSMILE_MODULES = {  # module -> (LoRA naming, in, out) as PixelSmile's train.py saves them (inferred; docs/models.md)
     "attn.to_q": ("lora.down", 3072, 3072), "attn.to_k": ("lora.down", 3072, 3072),
     "attn.to_v": ("lora.down", 3072, 3072), "attn.to_out.0": ("lora.down", 3072, 3072),
     "attn.add_q_proj": ("lora_A", 3072, 3072), "attn.add_k_proj": ("lora_A", 3072, 3072),

@@ -17,7 +17,7 @@ TOLERANCE = 1e-5  # max abs difference of one fp32 forward on CPU (outputs reach
 
 
 def test_comfyui_patched_flux_matches_diffusers_flux_with_the_same_adapter_hooks(comfy, tmp_path):
-    pytest.importorskip("diffusers", reason="the parity test needs diffusers in ComfyUI's Python (README, Tests)")
+    pytest.importorskip("diffusers", reason="the parity test needs diffusers in ComfyUI's Python (CONTRIBUTING.md)")
     script = os.path.join(os.path.dirname(__file__), "dit_parity.py")
     done = subprocess.run([COMFYUI_PYTHON, script, str(tmp_path)], cwd=COMFYUI_DIR, capture_output=True, text=True,
                           timeout=600)

@@ -23,8 +23,8 @@ TOLERANCE = 1e-5  # one fp32 forward on CPU, outputs up to ~4 (measured 1.7e-6)
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     if not COMFYUI_DIR:
-        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout to run the integration tests (see README)")
-    pytest.importorskip("diffusers", reason="the Qwen-Image parity needs diffusers in ComfyUI's Python (README, Tests)")
+        pytest.skip("set COMFYUI_DIR to a ComfyUI checkout to run the integration tests (see CONTRIBUTING.md)")
+    pytest.importorskip("diffusers", reason="the Qwen-Image parity needs diffusers in ComfyUI's Python (CONTRIBUTING.md)")
     script = os.path.join(os.path.dirname(__file__), "edit_hosts.py")
     done = subprocess.run([COMFYUI_PYTHON, script, str(tmp_path_factory.mktemp("edit_hosts"))], cwd=COMFYUI_DIR,
                           capture_output=True, text=True, timeout=1200)
