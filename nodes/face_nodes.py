@@ -190,7 +190,7 @@ def _previews(frames: list[np.ndarray], detections, result: identity.Identity) -
     pictures = []
     for index, (frame, found) in enumerate(zip(frames, detections)):
         ref = kept.get(index)
-        chosen = next((d for d in found if ref is not None and np.array_equal(d.box, ref.box)), None)
+        chosen = found[ref.detection_index] if ref is not None else None
         if ref is not None:
             caption = f"#{index} cos {ref.cosine_to_identity:.2f}" + (" OUTLIER" if ref.outlier else "")
         else:

@@ -44,6 +44,23 @@ def test_extract_identity_returns_identity_crops_preview_and_report(loaded):
     assert ((drawn[..., 1] > 200) & (drawn[..., 0] < 100)).any()
 
 
+def test_extract_identity_preview_draws_the_chosen_face_green_and_the_other_orange(loaded):
+    from genaffect.models.drawing.pictures import CHOSEN, OTHER
+
+    analyzer, _ = loaded
+    # the larger face on the right, the smaller on the left; "left to right", index 1 chooses the right one
+    frame = faces_image(dict(cx=64, cy=128, half=24, identity=1), dict(cx=192, cy=128, half=48, identity=2))
+    _, _, preview, _ = GenAffectExtractIdentity().extract(analyzer, to_image_tensor(frame), "left to right", 1, "skip")
+    drawn = (preview[0].numpy() * 255).round().astype(np.uint8)
+
+    def drawn_in(colour, columns):  # above the caption, which is written at the bottom in the chosen colour
+        return bool((np.abs(drawn[:200, columns].astype(int) - colour).sum(-1) == 0).any())
+
+    right, left = slice(128, 256), slice(0, 128)
+    assert drawn_in(CHOSEN, right) and not drawn_in(OTHER, right)
+    assert drawn_in(OTHER, left) and not drawn_in(CHOSEN, left)
+
+
 def test_grayscale_rgba_and_nan_references(loaded):
     analyzer, _ = loaded
     face = to_image_tensor(faces_image(dict(cx=128, cy=128)))

@@ -27,6 +27,15 @@ def test_face_order_and_index_choose_the_face_in_a_photo_with_several(analyzer, 
     assert (ref.box[0] + ref.box[2]) / 2 == pytest.approx(expected_centre_x, abs=1)
 
 
+def test_each_reference_says_which_of_its_detections_was_kept(analyzer):
+    frame = faces_image(dict(BIG_LEFT, identity=1), dict(SMALL_RIGHT_LOW, identity=2))
+    for order, index in (("largest", 1), ("left to right", 1), ("highest score", 0)):
+        result, detections = identity.extract_identity(analyzer, [frame], face_order=order, face_index=index)
+        ref = result.references[0]
+        assert ref.detection_index == index
+        assert np.array_equal(detections[0][ref.detection_index].box, ref.box)
+
+
 def test_face_index_beyond_the_faces_found_skips_that_reference(analyzer, caplog):
     frames = [faces_image(dict(cx=96, cy=96)), faces_image(BIG_LEFT, SMALL_RIGHT_LOW)]
     with caplog.at_level(logging.WARNING):

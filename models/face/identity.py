@@ -35,6 +35,7 @@ class ReferenceFace:
     embedding: np.ndarray  # (512,) L2-normalised
     crop_rgb: np.ndarray  # aligned crop the recognizer saw, RGB uint8 (112 x 112 for ArcFace)
     faces_in_image: int = 1
+    detection_index: int = 0  # which of the image's detections, as extract_identity returns them, was kept
     cosine_to_identity: float = float("nan")
     outlier: bool = False
 
@@ -150,6 +151,7 @@ def extract_identity(
             embedding=embeddings[i],
             crop_rgb=bgr_to_rgb(crop),
             faces_in_image=faces,
+            detection_index=face_index,  # the detections are returned in the order face_index picked from
         )
         for i, (index, det, crop, faces) in enumerate(kept)
     ]
