@@ -4,6 +4,7 @@
 // from the shared face model (face_model.js). Anything failing leaves the node's plain widgets as they are.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { toggleItem } from "./expression_list.js";
 import { drawFace, faceGeometry } from "./face_model.js";
 
 const ROUTE = "/genaffect/expression_editor";
@@ -146,11 +147,7 @@ function choosePreset(editor, preset) {
   const { node } = editor;
   if (node.type === "GenAffectExpressionPreset") {
     const widget = node.widgets.find((w) => w.name === "expressions");
-    const names = widget.value.split(/[,\n]/).map((s) => s.trim()).filter(Boolean);
-    const at = names.indexOf(preset.name);
-    if (at >= 0) names.splice(at, 1);
-    else names.push(preset.name);
-    setWidget(node, "expressions", names.join(", "));
+    setWidget(node, "expressions", toggleItem(widget.value, preset.name));
   } else {
     for (const [name, value] of Object.entries(preset.sliders)) setWidget(node, name, value);
   }

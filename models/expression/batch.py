@@ -171,7 +171,8 @@ def concatenate(batches: list[ExpressionBatch]) -> ExpressionBatch:
 
 
 def split_list(text: str) -> list[str]:
-    """Items of a list typed into a text box: separated by commas, semicolons or new lines."""
+    """Items of a list typed into a text box: separated by commas, semicolons or new lines. The browser cuts
+    lists by the same rule (``js/expression_list.js``; a test runs both on the same text)."""
     return [part.strip() for part in re.split(r"[,;\n]", text) if part.strip()]
 
 
