@@ -10,10 +10,8 @@ from skimage import data, transform
 
 from genaffect.models.images import bgr_to_rgb, rgb_to_bgr
 
+from sample_photos import ASTRONAUT_KEYPOINTS
 from tiny_insightface import ARCFACE_TEMPLATE
-
-# Subject's right eye, left eye, nose tip, right and left mouth corners (image x, y).
-ASTRONAUT_KEYPOINTS = np.array([[203, 100], [246, 103], [225, 123], [205, 142], [241, 143]], dtype=np.float32)
 
 
 def test_similarity_transform_maps_the_keypoints_onto_arcface_template():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_oracle import oracle
 from genaffect.models.errors import GenAffectInputError
 from genaffect.models.generation.backbones import FAMILIES, TokenLayout
 from genaffect.models.generation.consistent_attention import (
@@ -24,7 +25,6 @@ from genaffect.nodes.hosting.consistent_attention import (
     SelfAttentionShare,
     salt_of,
 )
-from test_consistent_attention import oracle
 
 
 def comfy_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False,

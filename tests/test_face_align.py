@@ -6,8 +6,8 @@ import pytest
 from genaffect.models.errors import GenAffectInputError
 from genaffect.models.face.face_align import align_ffhq, ffhq_square, square_to_output
 from genaffect.nodes.face_nodes import GenAffectAlignFace, GenAffectFaceAnalyzerLoader
+from sample_photos import ASTRONAUT_KEYPOINTS
 from skimage import data
-from test_alignment_real_photo import ASTRONAUT_KEYPOINTS
 from tiny_insightface import blank_image, faces_image, to_image_tensor
 
 

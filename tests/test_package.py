@@ -146,6 +146,18 @@ def test_no_node_file_imports_another_node_file():
         assert not others, f"{path} imports the node file(s) {sorted(others)}: move what they share out of them"
 
 
+def test_no_test_file_imports_another_test_file():
+    """What tests share lives in tests/support/ (tests/integration/'s own helpers beside them), so running or
+    changing one test file never runs or breaks another's tests."""
+    test_files = glob.glob(os.path.join(REPO, "tests", "**", "*.py"), recursive=True)
+    assert len(test_files) >= 40
+    for path in test_files:
+        for _, module in _imports(path):
+            assert not module.split(".")[-1].startswith("test_"), (
+                f"{path} imports {module}: move what it needs into tests/support/ (or a helper module of "
+                "tests/integration/)")
+
+
 def test_no_eval_exec_or_unsafe_torch_load():
     for path in PACK_SOURCES:
         with open(path) as handle:

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from genaffect import NODE_CLASS_MAPPINGS
-from test_workflows import check_links, check_no_overlap, check_nodes, offer_catalog_files, widget_inputs
+from workflow_checks import check_links, check_no_overlap, check_nodes, offer_catalog_files, widget_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLUEPRINTS = sorted(glob.glob(os.path.join(REPO, "subgraphs", "*.json")))

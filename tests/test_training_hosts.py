@@ -21,7 +21,7 @@ from genaffect.training import backbones, diffusers_call  # noqa: E402
 from genaffect.training.dataset import ShardDataset  # noqa: E402
 from genaffect.training.diffusers_host import adapter_config_for  # noqa: E402
 from genaffect.training.trainer import FlowMatchingLoss, collate, fixed_batch, train  # noqa: E402
-from test_training import ADAPTER, random_text, settings, synthetic_shards  # noqa: E402
+from training_shards import ADAPTER, random_text, settings, synthetic_shards  # noqa: E402
 from tiny_dit import TEXT_WIDTH, as_trained, tiny_flux, tiny_flux2, tiny_qwen_image  # noqa: E402
 
 # family -> (tiny transformer, stored latent channels, latent side)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from comfy_server import HAS_REAL_LANDMARKER
 from PIL import Image
-from test_consistent_sampling import run_ok, saved_latent
+from sampling_runs import run_ok, saved_latent
 
 EXPRESSIONS = "neutral, happy, surprised"
 SEED, STEPS, CFG = 5, 2, 3.0

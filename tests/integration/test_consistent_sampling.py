@@ -4,19 +4,11 @@ the input MODEL is left untouched, and the FLUX example workflow runs."""
 
 from __future__ import annotations
 
-import glob
 import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-MODELS = {  # diffusion model file, empty-latent node (4 or 16 channels)
-    "sd15": ("tiny_sd15.safetensors", "EmptyLatentImage"),
-    "flux": ("tiny_flux.safetensors", "EmptySD3LatentImage"),
-}
-CLIP = {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion",
-                                               "device": "default"}}
+from sampling_runs import CLIP, MODELS, run_ok, saved_latent
 
 
 def sampling_graph(kind: str, branches: dict[str, float | None], sampler: str = "KSampler", images: int = 3) -> dict:
@@ -49,20 +41,6 @@ def sampling_graph(kind: str, branches: dict[str, float | None], sampler: str = 
         prompt[f"{name}_save"] = {"class_type": "SaveLatent", "inputs": {
             "samples": [f"{name}_sample", 0], "filename_prefix": f"latents/{kind}_{name}"}}
     return prompt
-
-
-def saved_latent(comfy, kind: str, name: str) -> torch.Tensor:
-    files = sorted(glob.glob(str(comfy.work / "output" / "latents" / f"{kind}_{name}_*.latent")))
-    assert files, f"no latent saved for {kind} {name}"
-    return load_file(files[-1])["latent_tensor"]
-
-
-def run_ok(comfy, prompt, timeout=300):
-    result = comfy.run(prompt, timeout=timeout)
-    errors = [(m[1]["node_type"], m[1]["exception_message"], m[1]["traceback"][-3:])
-              for m in result["status"]["messages"] if m[0] == "execution_error"]
-    assert result["status"]["status_str"] == "success", errors
-    return result
 
 
 @pytest.mark.parametrize("kind", list(MODELS))

@@ -10,8 +10,7 @@ import subprocess
 import pytest
 import torch
 from comfy_server import COMFYUI_DIR, COMFYUI_PYTHON
-from test_consistent_sampling import CLIP, MODELS, run_ok, saved_latent
-from tiny_dit import as_trained
+from sampling_runs import adapter_workflow, run_ok, saved_latent, write_adapter_for_tiny_flux
 
 TOLERANCE = 1e-5  # max abs difference of one fp32 forward on CPU (outputs reach ~2.5; measured 7e-7)
 
@@ -27,31 +26,6 @@ def test_comfyui_patched_flux_matches_diffusers_flux_with_the_same_adapter_hooks
     assert result["plain_max_abs"] < TOLERANCE  # the same transformer in both
     assert result["adapter_max_abs"] < TOLERANCE, result
     assert result["adapter_effect"] > 1e-2  # and the adapter changes the output
-
-
-def write_adapter_for_tiny_flux(comfy) -> None:
-    """An adapter sized for the server's tiny FLUX (width 256, 1 double / 2 single blocks), output layers non-zero."""
-    from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig
-
-    torch.manual_seed(4)
-    adapter = DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=256, double_blocks=1, single_blocks=2,
-                                          token_width=64, identity_tokens=4, expression_tokens=4, heads=2, head_dim=32,
-                                          resampler_depth=1))
-    as_trained(adapter).save(str(comfy.models / "genaffect" / "genaffect_dit_adapter.safetensors"))
-
-
-def adapter_workflow(comfy, identity_strength=1.0, expression_strength=1.0, rate=0.5) -> dict:
-    prompt = comfy.workflow_prompt("flux_adapter_expression_sheet")
-    by_type = {node["class_type"]: (key, node) for key, node in prompt.items()}
-    by_type["UNETLoader"][1]["inputs"]["unet_name"] = MODELS["flux"][0]
-    by_type["VAELoader"][1]["inputs"]["vae_name"] = "flux_vae_random.safetensors"
-    prompt[by_type["DualCLIPLoader"][0]] = CLIP  # the tiny FLUX reads CLIP-L's 768-wide text
-    by_type["EmptySD3LatentImage"][1]["inputs"].update(width=64, height=64)
-    by_type["GenAffectExpressionPreset"][1]["inputs"]["expressions"] = "happy, sad, surprised"
-    by_type["GenAffectFaceAnalyzerLoader"][1]["inputs"].update(provider="CPU", detection_size=256)
-    by_type["GenAffectDiTSampler"][1]["inputs"].update(steps=2, identity_strength=identity_strength,
-                                                        expression_strength=expression_strength, rate=rate)
-    return prompt
 
 
 def test_the_flux_adapter_example_workflow_runs_and_strength_zero_is_the_plain_set(tiny_diffusion):

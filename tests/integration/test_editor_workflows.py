@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_consistent_sampling import CLIP, run_ok, saved_latent
+from sampling_runs import CLIP, run_ok, saved_latent
 from tiny_insightface import faces_image
 
 QWEN = {"UNETLoader": {"unet_name": "tiny_qwen_image_edit.safetensors"},

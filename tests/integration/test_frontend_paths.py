@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from genaffect import NODE_CLASS_MAPPINGS
-from test_workflows import CORE_NODES, DEPRECATED_CORE_NODES
+from workflow_checks import CORE_NODES, DEPRECATED_CORE_NODES
 
 from comfy_server import REPO
 
@@ -209,7 +209,7 @@ def test_the_score_blueprint_converts_and_runs_on_a_photo_with_its_optional_inpu
 def test_the_expression_sheet_blueprint_runs_on_tiny_flux2_klein(editor_models):
     """Fed a photo, three presets, the tiny FLUX.2 [klein] and its VAE (the tiny model reads the random CLIP-L),
     the face analyzer: one edited image per expression, a sheet, one instruction per expression."""
-    from test_consistent_sampling import CLIP, run_ok
+    from sampling_runs import CLIP, run_ok
 
     comfy = editor_models
     graph = BlueprintGraph("GenAffect Expression Sheet from One Photo")

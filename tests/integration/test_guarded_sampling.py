@@ -11,8 +11,7 @@ import time
 
 import torch
 from genaffect.models.evaluation.sampling_guard import round_seed
-from test_consistent_sampling import CLIP, MODELS, run_ok, saved_latent
-from test_dit_adapter import adapter_workflow, write_adapter_for_tiny_flux
+from sampling_runs import CLIP, MODELS, adapter_workflow, run_ok, saved_latent, write_adapter_for_tiny_flux
 
 SEED = 5
 
