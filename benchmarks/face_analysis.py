@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "support"))
-sys.path.insert(0, os.path.join(REPO, "training"))
+sys.path.insert(0, os.path.join(REPO, "tools"))
 from pack_loader import import_pack  # noqa: E402,F401  (the benchmarks import it from here)
 
 

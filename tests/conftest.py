@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_NAME = "genaffect"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # test modules that share helpers
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))  # tiny models, test doubles
-sys.path.insert(0, os.path.join(REPO, "training"))
+sys.path.insert(0, os.path.join(REPO, "tools"))  # pack_loader, calibrate_expressions
 from pack_loader import import_pack  # noqa: E402  (ComfyUI imports a pack the same way: the folder is a package)
 
 import_pack(PACK_NAME)

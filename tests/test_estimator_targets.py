@@ -73,7 +73,7 @@ def test_presets_without_photos_follow_the_stated_rule_from_todays_recipes():
         derived = derive_estimator_target(blendshapes_from_aus(entry.aus, name), space.neutral, space.gains,
                                           space.readable_indices)
         np.testing.assert_allclose(space.targets[name], derived, atol=1e-4,
-                                   err_msg=f"{name}: run training/calibrate_expressions.py --rederive")
+                                   err_msg=f"{name}: run tools/calibrate_expressions.py --rederive")
 
 
 def test_unreadable_blendshapes_keep_the_neutral_reading_in_derived_targets():

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
-from pack_loader import import_pack
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from pack_loader import import_pack  # noqa: E402  (the pack imported as a package, as ComfyUI does)
 
 
 def main(argv=None) -> None:

@@ -6,7 +6,7 @@ side-less ones at half strength). Several AUs driving one blendshape combine by 
 recipe never pushes a blendshape past its strongest AU.
 
 Beside its recipe every preset has an **estimator-space target** (``models/data/estimator_targets.json``,
-written by ``training/calibrate_expressions.py``): the 52 blendshapes MediaPipe's face landmarker actually
+written by ``tools/calibrate_expressions.py``): the 52 blendshapes MediaPipe's face landmarker actually
 reads on photos of that expression. The recipe says what the face does (prompts, sliders); the target says
 what the estimator sees when it does it (expression error, the DiT adapter, which learnt from MediaPipe's
 readings). The same file lists the blendshapes the estimator can read at all.
@@ -30,7 +30,7 @@ _AU_CODE = re.compile(r"^([LR]?)(\d+)$")
 _SIDE_SUFFIX = {"L": "Left", "R": "Right"}
 ESTIMATOR_TARGETS = "estimator_targets.json"
 ESTIMATOR_FORMAT = "genaffect.estimator_targets"
-RECALIBRATE = ("run training/calibrate_expressions.py (--rederive needs no photos: it refreshes the targets of "
+RECALIBRATE = ("run tools/calibrate_expressions.py (--rederive needs no photos: it refreshes the targets of "
                "the presets without photos from the recipes and the stored gains)")
 
 

@@ -23,7 +23,7 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [os.getcwd(), os.path.join(REPO, "training"), os.path.join(REPO, "tests", "support"),
+sys.path[:0] = [os.getcwd(), os.path.join(REPO, "tools"), os.path.join(REPO, "tests", "support"),
                 os.path.dirname(os.path.abspath(__file__))]  # ComfyUI, helpers
 SCRATCH = sys.argv[-1]
 sys.argv = [sys.argv[0], "--cpu"]  # what ComfyUI's argument parser sees

@@ -1,5 +1,6 @@
-"""Import the pack as ``genaffect`` from a script in training/, whatever its folder is called (ComfyUI
-imports a pack the same way: the folder is a package), so the scripts use the nodes' own code."""
+"""Import the pack as ``genaffect`` from a script outside ComfyUI (the tools here, training/, benchmarks/, the tests),
+whatever the pack's folder is called (ComfyUI imports a pack the same way: the folder is a package), so the scripts
+use the nodes' own code."""
 
 from __future__ import annotations
 

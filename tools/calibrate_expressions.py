@@ -1,7 +1,7 @@
 """Calibrate the expression presets in the estimator's own space, on labelled photos.
 
-    python training/calibrate_expressions.py --photos PHOTOS/ --landmarker ComfyUI/models/mediapipe/face_landmarker.task
-    python training/calibrate_expressions.py --rederive      # no photos: refresh the presets without photos
+    python tools/calibrate_expressions.py --photos PHOTOS/ --landmarker ComfyUI/models/mediapipe/face_landmarker.task
+    python tools/calibrate_expressions.py --rederive      # no photos: refresh the presets without photos
 
 PHOTOS/ holds one folder per preset name (neutral/, happy/, sad/, fearful/, angry/, surprised/, disgusted/, ...)
 with photos of that expression, either directly (each photo is its own person) or in one sub-folder per person
@@ -9,7 +9,7 @@ with photos of that expression, either directly (each photo is its own person) o
 optional PHOTOS/provenance.json (any JSON: where the photos come from, their licence) is copied into the output.
 Nothing is downloaded.
 
-Every photo goes through the pack's own estimator (``models/expression_estimator.py``: MediaPipe's face
+Every photo goes through the pack's own estimator (``models/expression/expression_estimator.py``: MediaPipe's face
 landmarker, the largest face); faces narrower than ``--min-face`` pixels are skipped. Written to
 ``models/data/estimator_targets.json``:
 
@@ -178,13 +178,9 @@ def _l1(readings: np.ndarray, target: np.ndarray, indices: np.ndarray) -> np.nda
     return blendshape_l1(readings, np.asarray(target)[None], indices)
 
 
-def evaluate(readings: np.ndarray, kept: list[Photo], old: dict[str, np.ndarray], indices: np.ndarray) -> dict:
-    """Per preset of ``old`` (the recipes of the presets compared): L1 to the old and to the person-left-out new
-    target, and the nearest-expression rates among those presets."""
-    kept_rows = [i for i, p in enumerate(kept) if p.expression in old]
-    readings, kept = readings[kept_rows], [kept[i] for i in kept_rows]
-    expressions = sorted({p.expression for p in kept}, key=list(old).index)
-    persons = [p.person for p in kept]
+def person_left_out_targets(readings: np.ndarray, kept: list[Photo], expressions: list[str]):
+    """({expression: target from everyone}, {person: {expression: target without that person, None where no one
+    else showed it}})."""
     groups = {}  # (expression, person) -> rows
     for i, photo in enumerate(kept):
         groups.setdefault((photo.expression, photo.person), []).append(i)
@@ -205,7 +201,17 @@ def evaluate(readings: np.ndarray, kept: list[Photo], old: dict[str, np.ndarray]
             targets[e] = np.median(rest, axis=0) if len(rest) else None  # no one else: no held-out target
         return targets
 
-    held_out = {person: without(person) for person in sorted(set(persons))}
+    return full, {person: without(person) for person in sorted({p.person for p in kept})}
+
+
+def evaluate(readings: np.ndarray, kept: list[Photo], old: dict[str, np.ndarray], indices: np.ndarray) -> dict:
+    """Per preset of ``old`` (the recipes of the presets compared): L1 to the old and to the person-left-out new
+    target, and the nearest-expression rates among those presets."""
+    kept_rows = [i for i, p in enumerate(kept) if p.expression in old]
+    readings, kept = readings[kept_rows], [kept[i] for i in kept_rows]
+    expressions = sorted({p.expression for p in kept}, key=list(old).index)
+    persons = [p.person for p in kept]
+    full, held_out = person_left_out_targets(readings, kept, expressions)
     old_rows = np.stack([old[e] for e in expressions])
     result = {}
     for e in expressions:
@@ -290,6 +296,69 @@ def held_out_rule_check(targets: dict[str, np.ndarray], readings, kept, neutral,
     return check
 
 
+ABOUT = ("GenAffect's expression presets in the space of the blendshape estimator (MediaPipe's face landmarker): "
+         "per preset the 52 blendshapes the estimator reads on a face showing it (BLENDSHAPE_NAMES order). Written by "
+         "tools/calibrate_expressions.py; see its docstring for the rules. The FACS recipes in expressions.json stay "
+         "the presets' definition (prompts, sliders).")
+STATISTIC = ("per blendshape, the median over people of each person's median reading: the vector that minimises the "
+             "mean L1 difference to the readings (Face Metrics' error), robust to a minority of mislabelled photos and "
+             "misreads, each person counted once")
+READABLE_NOTE = ("readable means seen to move on these photos: a movement none of them shows (puffed cheeks in emotion "
+                 "photos) stays off the list until photos showing it are added")
+DERIVED_RULE = ("presets without photos: the neutral target plus, on the readable blendshapes, the FACS recipe's "
+                "blendshapes times the gains; unreadable blendshapes keep the neutral reading")
+GAINS_RULE = ("per readable blendshape, least squares of (calibrated target - neutral target) on the recipe's value "
+              "through the origin, over the photo-calibrated presets whose recipe drives it (at least 0); 1 where none "
+              "does")
+EVALUATION = ("blendshape L1 = mean |reading - target| over the readable blendshapes, per photo, averaged over the "
+              "preset's photos; old = the FACS recipe's blendshapes; new = the calibrated target computed without the "
+              "photo's person (leave-one-person-out); nearest rate = share of photos nearer (L1) their own target than "
+              "every other calibrated preset's (ties are misses)")
+
+
+def read_photos(photos: list[Photo], photos_root: str, estimator, min_face: int, cache: str | None, on_progress):
+    """(readings, the photos kept, {reason: count} skipped): from ``cache`` when it exists, else measured (and
+    written to ``cache`` when one is named)."""
+    if cache and os.path.isfile(cache):
+        stored = np.load(cache, allow_pickle=False)
+        readings, skipped = stored["readings"], json.loads(str(stored["skipped"]))
+        keep = set(stored["paths"].tolist())
+        kept = [p for p in photos if os.path.relpath(p.path, photos_root) in keep]
+        order = {path: i for i, path in enumerate(stored["paths"].tolist())}
+        return readings[[order[os.path.relpath(p.path, photos_root)] for p in kept]], kept, skipped
+    readings, kept, skipped = measure_photos(photos, estimator, min_face, on_progress)
+    if cache:
+        np.savez(cache, readings=readings, skipped=json.dumps(skipped),
+                 paths=np.array([os.path.relpath(p.path, photos_root) for p in kept]))
+    return readings, kept, skipped
+
+
+def preset_targets(readings: np.ndarray, kept: list[Photo], presets, min_people: int):
+    """({preset: target} of the presets with photos of ``min_people`` people or more, {preset: people} of those with
+    fewer)."""
+    persons = [p.person for p in kept]
+    targets, too_few = {}, {}
+    for expression in presets:
+        rows = [i for i, p in enumerate(kept) if p.expression == expression]
+        people = len({persons[i] for i in rows})
+        if people >= min_people:
+            targets[expression] = person_median(readings[rows], [persons[i] for i in rows])
+        elif rows:
+            too_few[expression] = people
+    return targets, too_few
+
+
+def calibrated_entries(targets: dict[str, np.ndarray], kept: list[Photo], presets) -> dict:
+    """The stored entries of the photo-calibrated presets, in the library's order."""
+    entries = {}
+    for name in presets:
+        if name in targets:
+            rows = [p for p in kept if p.expression == name]
+            entries[name] = {"blendshapes": _vector(targets[name]), "photo_calibrated": True,
+                             "photos": len(rows), "people": len({p.person for p in rows})}
+    return entries
+
+
 def calibrate(photos_root: str, estimator, *, estimator_about: dict, provenance=None, min_face: int = MIN_FACE,
               threshold: float = THRESHOLD, min_photos: int = MIN_PHOTOS, min_people: int = MIN_PEOPLE,
               min_people_per_preset: int = MIN_PEOPLE_PER_PRESET, compare=None, cache: str | None = None,
@@ -299,30 +368,11 @@ def calibrate(photos_root: str, estimator, *, estimator_about: dict, provenance=
 
     recipes = _recipes()
     photos = find_photos(photos_root, list(recipes))
-    if cache and os.path.isfile(cache):
-        stored = np.load(cache, allow_pickle=False)
-        readings, skipped = stored["readings"], json.loads(str(stored["skipped"]))
-        keep = set(stored["paths"].tolist())
-        kept = [p for p in photos if os.path.relpath(p.path, photos_root) in keep]
-        order = {path: i for i, path in enumerate(stored["paths"].tolist())}
-        readings = readings[[order[os.path.relpath(p.path, photos_root)] for p in kept]]
-    else:
-        readings, kept, skipped = measure_photos(photos, estimator, min_face, on_progress)
-        if cache:
-            np.savez(cache, readings=readings, skipped=json.dumps(skipped),
-                     paths=np.array([os.path.relpath(p.path, photos_root) for p in kept]))
+    readings, kept, skipped = read_photos(photos, photos_root, estimator, min_face, cache, on_progress)
     if not kept:
         raise SystemExit(f"none of the {len(photos)} photos had a usable face ({skipped}).")
     persons = [p.person for p in kept]
-
-    targets, too_few = {}, {}
-    for expression in recipes:
-        rows = [i for i, p in enumerate(kept) if p.expression == expression]
-        people = len({persons[i] for i in rows})
-        if people >= min_people_per_preset:
-            targets[expression] = person_median(readings[rows], [persons[i] for i in rows])
-        elif rows:
-            too_few[expression] = people
+    targets, too_few = preset_targets(readings, kept, recipes, min_people_per_preset)
     compare = list(compare or targets)
     if not set(compare) <= set(targets):
         raise SystemExit(f"--compare names presets without enough photos: {sorted(set(compare) - set(targets))}.")
@@ -335,57 +385,28 @@ def calibrate(photos_root: str, estimator, *, estimator_about: dict, provenance=
     gains = fit_gains({n: t for n, t in targets.items() if n != "neutral"}, recipes, neutral, indices)
 
     data = {
-        "_about": ("GenAffect's expression presets in the space of the blendshape estimator (MediaPipe's face "
-                   "landmarker): per preset the 52 blendshapes the estimator reads on a face showing it "
-                   "(BLENDSHAPE_NAMES order). Written by training/calibrate_expressions.py; see its docstring for "
-                   "the rules. The FACS recipes in expressions.json stay the presets' definition (prompts, sliders)."),
-        "format": "genaffect.estimator_targets",
-        "version": 1,
+        "_about": ABOUT, "format": "genaffect.estimator_targets", "version": 1,
         "created": datetime.date.today().isoformat(),
         "estimator": estimator_about,
-        "photos": {
-            "provenance": provenance,
-            "photos_found": len(photos),
-            "photos_used": len(kept),
-            "people": len(set(persons)),
-            "skipped": skipped,
-            "min_face_px": min_face,
-            "min_people_per_preset": min_people_per_preset,
-            "presets_with_too_few_people": too_few,
-            "committed": False,
-        },
-        "statistic": ("per blendshape, the median over people of each person's median reading: the vector that "
-                      "minimises the mean L1 difference to the readings (Face Metrics' error), robust to a minority "
-                      "of mislabelled photos and misreads, each person counted once"),
+        "photos": {"provenance": provenance, "photos_found": len(photos), "photos_used": len(kept),
+                   "people": len(set(persons)), "skipped": skipped, "min_face_px": min_face,
+                   "min_people_per_preset": min_people_per_preset, "presets_with_too_few_people": too_few,
+                   "committed": False},
+        "statistic": STATISTIC,
         "readable": {
             "rule": (f"a movement blendshape is readable when at least {min_photos} photos of at least {min_people} "
                      f"people read it {threshold} or more above the neutral target's reading"),
-            "threshold": threshold, "min_photos": min_photos, "min_people": min_people,
-            "names": readable,
-            "unreadable": [n for n in BLENDSHAPE_NAMES[1:] if n not in readable],
-            "note": ("readable means seen to move on these photos: a movement none of them shows (puffed cheeks in "
-                     "emotion photos) stays off the list until photos showing it are added"),
-        },
-        "derived_rule": ("presets without photos: the neutral target plus, on the readable blendshapes, the FACS "
-                         "recipe's blendshapes times the gains; unreadable blendshapes keep the neutral reading"),
-        "gains_rule": ("per readable blendshape, least squares of (calibrated target - neutral target) on the recipe's "
-                       "value through the origin, over the photo-calibrated presets whose recipe drives it (at least "
-                       "0); 1 where none does"),
+            "threshold": threshold, "min_photos": min_photos, "min_people": min_people, "names": readable,
+            "unreadable": [n for n in BLENDSHAPE_NAMES[1:] if n not in readable], "note": READABLE_NOTE},
+        "derived_rule": DERIVED_RULE,
+        "gains_rule": GAINS_RULE,
         "gains": {name: round(float(gains[BLENDSHAPE_INDEX[name]]), DECIMALS) for name in readable},
         "blendshape_names": list(BLENDSHAPE_NAMES),
-        "targets": {},
+        "targets": calibrated_entries(targets, kept, recipes),
     }
-    for name in recipes:
-        if name in targets:
-            rows = [i for i, p in enumerate(kept) if p.expression == name]
-            data["targets"][name] = {"blendshapes": _vector(targets[name]), "photo_calibrated": True,
-                                     "photos": len(rows), "people": len({persons[i] for i in rows})}
     data["targets"] = derived_targets(data)
     data["evaluation"] = {
-        "what": ("blendshape L1 = mean |reading - target| over the readable blendshapes, per photo, averaged over "
-                 "the preset's photos; old = the FACS recipe's blendshapes; new = the calibrated target computed "
-                 "without the photo's person (leave-one-person-out); nearest rate = share of photos nearer (L1) "
-                 "their own target than every other calibrated preset's (ties are misses)"),
+        "what": EVALUATION,
         "nearest_among": compare,
         "per_preset": evaluate(readings, kept, {n: recipes[n] for n in compare}, indices),
         "derived_rule_on_calibrated_presets": held_out_rule_check(targets, readings, kept, neutral, indices),
@@ -429,7 +450,22 @@ def report(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None, estimator=None) -> dict:
+def rederive(path: str) -> dict:
+    """Refresh the targets of the presets without photos in the targets file ``path`` from its stored gains."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    data["targets"] = derived_targets(data)
+    write(data, path)
+    print(f"refreshed the presets without photos in {path}")
+    return data
+
+
+def report_progress(done: int, total: int) -> None:
+    if done % 250 == 0:
+        print(f"{done}/{total} photos", file=sys.stderr)
+
+
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", help="folder of <expression>/[<person>/]<photos>")
     parser.add_argument("--landmarker", help="MediaPipe's face_landmarker.task")
@@ -447,17 +483,17 @@ def main(argv=None, estimator=None) -> dict:
     parser.add_argument("--rederive", action="store_true",
                         help="no photos: refresh the targets of the presets without photos in --output from the "
                              "recipes and its stored gains (after editing a recipe or adding a preset)")
+    return parser
+
+
+def main(argv=None, estimator=None) -> dict:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     import_pack()
 
     if args.rederive:
-        with open(args.output, encoding="utf-8") as handle:
-            data = json.load(handle)
-        data["targets"] = derived_targets(data)
-        write(data, args.output)
-        print(f"refreshed the presets without photos in {args.output}")
-        return data
+        return rederive(args.output)
     if not args.photos or not (args.landmarker or estimator is not None):
         parser.error("--photos and --landmarker are needed (or --rederive)")
     if estimator is None:
@@ -474,7 +510,7 @@ def main(argv=None, estimator=None) -> dict:
                      threshold=args.threshold, min_photos=args.min_photos, min_people=args.min_people,
                      min_people_per_preset=args.min_people_per_preset,
                      compare=[n.strip() for n in args.compare.split(",")] if args.compare else None, cache=args.cache,
-                     on_progress=lambda done, total: done % 250 == 0 and print(f"{done}/{total} photos", file=sys.stderr))
+                     on_progress=report_progress)
     write(data, args.output)
     print(f"\n{data['photos']['photos_used']} photos of {data['photos']['people']} people; "
           f"{len(data['readable']['names'])} readable blendshapes; written to {args.output}\n\n{report(data)}")
