@@ -56,15 +56,19 @@ def fill_randomly(transformer, device: torch.device, dtype: torch.dtype):
     return transformer
 
 
-def random_transformer(family: str, double: int, single: int, device: torch.device, dtype: torch.dtype):
-    """A full-width transformer built without an initialisation pass, then filled with sane random values."""
-    from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel
+FULL_WIDTH = {"flux": FLUX_DEV, "qwen_image": QWEN_IMAGE}  # family -> its published configuration
 
+
+def random_transformer(family: str, double: int, single: int, device: torch.device, dtype: torch.dtype):
+    """A full-width transformer of the family's diffusers class (its record's), built without an initialisation pass,
+    then filled with sane random values."""
+    import diffusers
+    from genaffect.models.generation.backbones import family as family_record
+
+    record = family_record(family)
+    blocks = {"num_layers": double, **({"num_single_layers": single} if record.diffusers_single else {})}
     with torch.device("meta"):
-        if family == "flux":
-            transformer = FluxTransformer2DModel(num_layers=double, num_single_layers=single, **FLUX_DEV)
-        else:
-            transformer = QwenImageTransformer2DModel(num_layers=double, **QWEN_IMAGE)
+        transformer = getattr(diffusers, record.diffusers_class)(**blocks, **FULL_WIDTH[family])
     transformer = fill_randomly(transformer, device, dtype)
     if family == "qwen_image":  # its RoPE tables are plain tensors made at construction: make them for real
         transformer.pos_embed = type(transformer.pos_embed)(theta=10000, axes_dim=list(QWEN_IMAGE["axes_dims_rope"]),
@@ -74,7 +78,7 @@ def random_transformer(family: str, double: int, single: int, device: torch.devi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--family", default="flux", choices=["flux", "qwen_image"])
+    parser.add_argument("--family", default="flux", choices=sorted(FULL_WIDTH))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--double", type=int, help="double blocks (default: FLUX 4 / Qwen-Image 6 on CPU, "
                                                    "FLUX.1's 19 / Qwen-Image's 60 on GPU)")

@@ -42,8 +42,6 @@ MODELS = {
         num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
         axes_dims_rope=(16, 56, 56)), 8, 512),
 }
-FAMILY = {"Flux2Transformer2DModel": "flux2", "QwenImageTransformer2DModel": "qwen_image",
-          "FluxTransformer2DModel": "flux"}
 GPUS = {"H100 SXM (989 TFLOP/s bf16)": 989e12, "A100 (312)": 312e12, "L40S (362)": 362e12,
         "RTX 4090 (165)": 165e12}
 UTILISATION = 0.35
@@ -73,27 +71,28 @@ def main() -> None:
 
     import_pack()
     import diffusers
+    from genaffect.models.generation.backbones import diffusers_family
     from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input
-    from genaffect.training import diffusers_call
     from genaffect.training.diffusers_host import adapter_config_for
 
     name, config, pixels_per_latent, text_tokens = MODELS[args.model]
-    family = FAMILY[name]
     with torch.device("meta"):
         # nn.Module.to: ModelMixin.to warns about casting without from_pretrained (there is nothing to load)
         transformer = torch.nn.Module.to(getattr(diffusers, name)(**config), torch.bfloat16).requires_grad_(False)
         adapter = DiTAdapter(adapter_config_for(transformer, expression="both"))
     transformer.enable_gradient_checkpointing()
-    channels = config["in_channels"] // diffusers_call.PATCH[family] ** 2
+    record = diffusers_family(transformer)  # the family's record: its name, latent patch, text mask
+    family, patch = record.name, record.patch_size
+    channels = config["in_channels"] // patch ** 2
     side = args.size // pixels_per_latent  # the stored latents' side
     b = args.batch
     with torch.device("meta"):
         batch = {"latents": torch.empty(b, channels, side, side), "prompt_embeds": torch.empty(b, text_tokens,
                                                                                               config["joint_attention_dim"]),
                  "identity": torch.empty(b, 512), "expression": expression_input(torch.empty(b, 52), None, b)}
-        if family == "flux":
+        if "pooled_projection_dim" in config:  # the transformer takes a pooled text vector
             batch["pooled_prompt_embeds"] = torch.empty(b, config["pooled_projection_dim"])
-        if family == "qwen_image":
+        if record.text_mask:
             batch["prompt_mask"] = torch.ones(b, text_tokens, dtype=torch.int64)
         if args.setting == "edit":
             batch["reference_latents"] = torch.empty_like(batch["latents"])
@@ -101,7 +100,7 @@ def main() -> None:
 
     frozen = sum(p.numel() for p in transformer.parameters())
     trained = sum(p.numel() for p in adapter.parameters())
-    image_tokens = (side // diffusers_call.PATCH[family]) ** 2
+    image_tokens = (side // patch) ** 2
     gb = 1e9
     result = {
         "model": args.model, "setting": args.setting, "size": args.size, "batch": b,

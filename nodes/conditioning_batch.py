@@ -79,7 +79,7 @@ def _same_references(parts: list, name: str) -> None:
 
 def stack_per_image(conditionings: list, images: int, name: str = "positive", text_mask: bool = False):
     """One CONDITIONING for the batch: a single one is kept as it is (every image shares it); N are stacked.
-    ``text_mask``: the model honours a prompt padding mask (``models/backbones.py``)."""
+    ``text_mask``: the model honours a prompt padding mask (``models/generation/backbones.py``)."""
     if len(conditionings) == 1:
         return conditionings[0]
     if len(conditionings) != images:

@@ -1,11 +1,9 @@
 """A checkpoint in diffusers' folder layout, as the training scripts need it: FLUX.1 (and Kontext), FLUX.2
 (klein, dev), Qwen-Image (and its Edit models) or SD3.
 
-``<model>/model_index.json`` names the pipeline; the transformer, VAE and text encoders are read from
-their sub-folders with diffusers' own loaders (safetensors). Latents are stored as each pipeline feeds
-them to its transformer before packing: FLUX.1 / SD3 ``(latent - shift_factor) * scaling_factor``;
-FLUX.2 its 2x2-patchified latents normalised by the VAE's batch-norm statistics; Qwen-Image its
-single-frame latents normalised by the VAE's ``latents_mean`` / ``latents_std``.
+``<model>/model_index.json`` names the pipeline, and the pipeline its family (``families.py``); the transformer,
+VAE and text encoders are read from their sub-folders with diffusers' own loaders (safetensors), the classes named
+by the family's records (``models/generation/backbones.py`` for the transformer, ``families.py`` for the rest).
 """
 
 from __future__ import annotations
@@ -17,11 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from ..models.errors import GenAffectInputError
+from ..models.generation.backbones import family as family_record
+from .families import TRAINING_FAMILIES, training_family
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A diffusers pipeline the adapter trains for: its family (``models/backbones.py``), whether its
+    """A diffusers pipeline the adapter trains for: its family (``models/generation/backbones.py``), whether its
     transformer takes reference latents (an instruction editor) and whether it is trained so by default."""
 
     family: str
@@ -29,20 +29,9 @@ class Pipeline:
     edits_by_default: bool = False
 
 
-PIPELINES = {
-    "FluxPipeline": Pipeline("flux"),
-    "FluxKontextPipeline": Pipeline("flux", takes_references=True, edits_by_default=True),
-    "Flux2Pipeline": Pipeline("flux2", takes_references=True, edits_by_default=True),
-    "Flux2KleinPipeline": Pipeline("flux2", takes_references=True, edits_by_default=True),
-    "QwenImagePipeline": Pipeline("qwen_image"),
-    "QwenImageEditPipeline": Pipeline("qwen_image", takes_references=True, edits_by_default=True),
-    "QwenImageEditPlusPipeline": Pipeline("qwen_image", takes_references=True, edits_by_default=True),
-    "StableDiffusion3Pipeline": Pipeline("sd3"),
-}
-TRANSFORMERS = {"flux": "FluxTransformer2DModel", "flux2": "Flux2Transformer2DModel",
-                "qwen_image": "QwenImageTransformer2DModel", "sd3": "SD3Transformer2DModel"}
-VAES = {"flux": "AutoencoderKL", "flux2": "AutoencoderKLFlux2", "qwen_image": "AutoencoderKLQwenImage",
-        "sd3": "AutoencoderKL"}
+PIPELINES = {name: Pipeline(family.name, takes_references=edits, edits_by_default=edits)
+             for family in TRAINING_FAMILIES.values()
+             for names, edits in ((family.generators, False), (family.editors, True)) for name in names}
 
 
 def pipeline_name(model_dir: str) -> str:
@@ -82,7 +71,7 @@ def edit_setting(model_dir: str, choice: str = "auto") -> bool:
 def load_transformer(model_dir: str, dtype=torch.bfloat16):
     import diffusers
 
-    kind = getattr(diffusers, TRANSFORMERS[family_of(model_dir)])
+    kind = getattr(diffusers, family_record(family_of(model_dir)).diffusers_class)
     return kind.from_pretrained(model_dir, subfolder="transformer", torch_dtype=dtype)
 
 
@@ -90,7 +79,8 @@ def load_vae(model_dir: str, dtype=torch.bfloat16):
     """The checkpoint's VAE alone (the trainer's sample grids need no text encoder)."""
     import diffusers
 
-    return getattr(diffusers, VAES[family_of(model_dir)]).from_pretrained(model_dir, subfolder="vae", torch_dtype=dtype)
+    vae = getattr(diffusers, training_family(family_of(model_dir)).vae)
+    return vae.from_pretrained(model_dir, subfolder="vae", torch_dtype=dtype)
 
 
 def load_pipeline_without_transformer(model_dir: str, dtype=torch.bfloat16):
@@ -101,61 +91,13 @@ def load_pipeline_without_transformer(model_dir: str, dtype=torch.bfloat16):
 
 def latent_codec(family: str, vae):
     """(encode, decode) between pixels (B, 3, H, W) in [-1, 1] and the latents the trainer stores."""
-    if family == "flux2":
-        mean = vae.bn.running_mean.view(1, -1, 1, 1)
-        std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps)
-
-        def encode(pixels):
-            latents = vae.encode(pixels).latent_dist.mode()
-            b, c, h, w = latents.shape  # 2x2 patches, as Flux2Pipeline._patchify_latents
-            latents = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-            latents = latents.reshape(b, c * 4, h // 2, w // 2)
-            return (latents - mean.to(latents)) / std.to(latents)
-
-        def decode(latents):
-            latents = latents * std.to(latents) + mean.to(latents)
-            b, c, h, w = latents.shape
-            latents = latents.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, h * 2, w * 2)
-            return vae.decode(latents).sample
-
-        return encode, decode
-    if family == "qwen_image":  # a video VAE: one frame
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1)
-        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1)
-
-        def encode(pixels):
-            latents = vae.encode(pixels.unsqueeze(2)).latent_dist.mode()[:, :, 0]
-            return (latents - mean.to(latents)) / std.to(latents)
-
-        def decode(latents):
-            return vae.decode((latents * std.to(latents) + mean.to(latents)).unsqueeze(2)).sample[:, :, 0]
-
-        return encode, decode
-    shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
-    return (lambda pixels: (vae.encode(pixels).latent_dist.mode() - shift) * scale,
-            lambda latents: vae.decode(latents / scale + shift).sample)
+    return training_family(family).latent_codec(vae)
 
 
 def text_encoder(family: str, pipe, device):
-    """captions -> {"prompt_embeds" (U, T, D)[, "pooled_prompt_embeds" (U, P)][, "prompt_mask" (U, T)]}.
-
-    Qwen-Image-Edit's text encoder also sees the reference photo at inference; the shards hold the
-    captions' text-only embeddings (README, "Training a Gen-AFFECT adapter")."""
-    def encode(captions: list[str]) -> dict:
-        if family == "flux":
-            embeds, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, device=device)
-            return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-        if family == "sd3":
-            embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, prompt_3=None, device=device,
-                                                      do_classifier_free_guidance=False)
-            return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-        if family == "flux2":
-            return {"prompt_embeds": pipe.encode_prompt(prompt=captions, device=device)[0]}
-        embeds, mask = pipe.encode_prompt(prompt=captions, device=device)  # the mask is None when nothing is padded
-        return {"prompt_embeds": embeds,
-                "prompt_mask": torch.ones(embeds.shape[:2], dtype=torch.int64) if mask is None else mask}
-
-    return encode
+    """captions -> {"prompt_embeds" (U, T, D)[, "pooled_prompt_embeds" (U, P)][, "prompt_mask" (U, T)]}."""
+    encode_text = training_family(family).encode_text
+    return lambda captions: encode_text(pipe, captions, device)
 
 
 def decoder(family: str, vae, device):

@@ -1,6 +1,6 @@
 """The Gen-AFFECT adapter hosted on a diffusers transformer by forward hooks.
 
-Which blocks exist and what they return comes from the family's record (``models/backbones.py``):
+Which blocks exist and what they return comes from the family's record (``models/generation/backbones.py``):
 double blocks of every family, and FLUX.1's and Chroma's single blocks, return ``(context, image)``;
 FLUX.2's single blocks return one ``[text ; image]`` tensor. The hook after each block the adapter
 patches adds the adapter's residual to the *generated* image tokens (an editor's reference latents,

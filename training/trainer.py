@@ -28,6 +28,7 @@ from ..models.generation.backbones import diffusers_family
 from ..models.generation.dit_adapter import DiTAdapter, load_dit_adapter
 from . import diffusers_call
 from .diffusers_host import DiffusersHost, adapter_config_for
+from .families import training_family
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ class FlowMatchingLoss(nn.Module):
         self.host = DiffusersHost(transformer, adapter)
         self.guidance = guidance
         self.family = adapter.config.family
-        if self.family not in diffusers_call.PATCH:
-            raise NotImplementedError(f"training on {self.family} is not built; the trainer trains "
-                                      f"{', '.join(diffusers_call.PATCH)}.")
+        training_family(self.family)  # refuses a family the trainer cannot train, saying which it can
 
     @property
     def transformer(self) -> nn.Module:

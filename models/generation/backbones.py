@@ -1,14 +1,16 @@
 """The diffusion backbones GenAffect hosts its patches on: one record per family, read by everything
 that needs to know "which model is this?" (consistent attention, the DiT adapter and its nodes, the
-diffusers host used by training and parity tests, the trainer).
+diffusers host used by training and parity tests, the trainer, the benchmarks).
 
 A record says how ComfyUI's class and diffusers' class of the family are recognised, how the tokens
 of its joint attention are laid out (text first; reference-image tokens, as instruction editors use
-them, appended after the generated image's), which blocks ComfyUI lets a node replace, and how the
-DiT adapter is hosted on it. Adding a family is one record here, a layout if its tokens are ordered
-differently, and a tiny test model (README, "Architecture notes").
+them, appended after the generated image's), which blocks ComfyUI lets a node replace, where ComfyUI's
+model keeps its width, the family's latent patch, and how the DiT adapter is hosted on it. The trainer's
+half of a record (pipelines, VAE, latent codec, text and transformer calls) is ``training/families.py``,
+keyed by the same name. Adding a family is one record here, its trainer record there, a layout if its
+tokens are ordered differently, and a tiny test model on each side (docs/families.md).
 
-No ComfyUI import: ComfyUI classes are named by their module path, as strings.
+No ComfyUI or diffusers import: their classes are named by module path or class name, as strings.
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ class Backbone:
     adapter_every: tuple[int, int] = (2, 4)  # the DiT adapter after every n-th double / single block
     distilled_guidance: bool = False  # reads FLUX's distilled guidance from its prompts (Flux Guidance)
     text_mask: bool = False  # honours a prompt padding mask in its conditioning ("attention_mask")
+    # DiTs: latent pixels per token side as the family's checkpoints come (ComfyUI's patch_size, the diffusers
+    # pipelines' packing; a ComfyUI variant may differ - Chroma Radiance patches pixels - so ComfyUI hosts read
+    # the loaded model's own patch_size)
+    patch_size: int | None = None
+    comfy_width: str = "hidden_size"  # ComfyUI diffusion-model attribute holding the width of its blocks
+    comfy_registers: str | None = None  # ... counting learned tokens its attention puts before the image's
 
     @property
     def hosts_adapter(self) -> bool:
@@ -80,19 +88,20 @@ BACKBONES = (
              ("comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel",)),
     Backbone("flux", "FLUX.1 (dev, schnell, Kontext)", "dit", ("comfy.ldm.flux.model.Flux",), "flux",
              "FluxTransformer2DModel", "double_blocks", "single_blocks",
-             diffusers_single="single_transformer_blocks", distilled_guidance=True),
+             diffusers_single="single_transformer_blocks", distilled_guidance=True, patch_size=2),
     Backbone("flux2", "FLUX.2 (klein, dev)", "dit", ("comfy.ldm.flux.model.Flux",), "flux2",
              "Flux2Transformer2DModel", "double_blocks", "single_blocks",
              diffusers_single="single_transformer_blocks", diffusers_single_joined=True, adapter_every=(1, 4),
-             distilled_guidance=True),
+             distilled_guidance=True, patch_size=1),
     Backbone("qwen_image", "Qwen-Image (and Qwen-Image-Edit 2509/2511)", "dit",
              ("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",), "qwen_image",
-             "QwenImageTransformer2DModel", "transformer_blocks", adapter_every=(3, 1), text_mask=True),
+             "QwenImageTransformer2DModel", "transformer_blocks", adapter_every=(3, 1), text_mask=True, patch_size=2,
+             comfy_width="inner_dim"),
     Backbone("chroma", "Chroma", "dit", ("comfy.ldm.chroma.model.Chroma",), "chroma",
              "ChromaTransformer2DModel", "double_blocks", "single_blocks",
-             diffusers_single="single_transformer_blocks"),
+             diffusers_single="single_transformer_blocks", patch_size=2),
     Backbone("sd3", "Stable Diffusion 3 / 3.5", "dit", ("comfy.ldm.modules.diffusionmodules.mmdit.MMDiT",), None,
-             "SD3Transformer2DModel", "joint_blocks"),
+             "SD3Transformer2DModel", "joint_blocks", patch_size=2, comfy_registers="register_length"),
 )
 
 # Families ComfyUI runs that GenAffect cannot host, and why (checked in ComfyUI 0.33's code).

@@ -1,5 +1,5 @@
 """Consistent attention installed on a ComfyUI MODEL clone: SD1.x/SDXL UNets and the diffusion
-transformers of ``models/backbones.py`` (FLUX.1 and Kontext, FLUX.2, Qwen-Image and its Edit models,
+transformers of ``models/generation/backbones.py`` (FLUX.1 and Kontext, FLUX.2, Qwen-Image and its Edit models,
 Chroma, SD3).
 
 How each host is reached (checked on ComfyUI 0.33):
@@ -243,8 +243,8 @@ def install(model, settings: ConsistencySettings, *, start_percent: float = 0.0,
         options = patched.model_options.setdefault("transformer_options", {})
         options["optimized_attention_override"] = JointAttentionShare(
             settings, options.get("optimized_attention_override"))
-        patch_size = getattr(diffusion_model, "patch_size", None) or diffusion_model.x_embedder.patch_size[0]
-        recorder = LayoutRecorder(settings, host, sigma_range, patch_size=patch_size,
-                                  registers=getattr(diffusion_model, "register_length", 0))
+        geometry = patching.dit_geometry(model, host)
+        recorder = LayoutRecorder(settings, host, sigma_range, patch_size=geometry.patch_size,
+                                  registers=geometry.registers)
     patched.add_wrapper_with_key(APPLY_MODEL, WRAPPER_KEY, recorder)
     return patched

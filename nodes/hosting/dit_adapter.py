@@ -1,7 +1,7 @@
 """The Gen-AFFECT DiT adapter installed on a ComfyUI diffusion-transformer MODEL clone as block replacements.
 
 ComfyUI's DiTs run ``patches_replace["dit"][("double_block", i)]`` / ``("single_block", i)`` in place of
-their blocks (FLUX.1, FLUX.2, Chroma: both kinds; Qwen-Image, SD3: double only; ``models/backbones.py``).
+their blocks (FLUX.1, FLUX.2, Chroma: both kinds; Qwen-Image, SD3: double only; ``models/generation/backbones.py``).
 Each replacement runs the original block, then adds the adapter's residual to the positive rows'
 *generated* image tokens: not to text, and not to the reference images an instruction editor appends
 after them. This is the same post-block residual the trainer hosts on diffusers models with forward
@@ -25,11 +25,7 @@ def backbone_sizes(model) -> dict:
     backbone = patching.backbone_of(model)
     patching.require(backbone, "dit", "the Gen-AFFECT DiT adapter patches diffusion transformers",
                      "For Arc2Face (SD1.5) use GenAffect Apply Expression Adapter.")
-    diffusion_model = model.get_model_object("diffusion_model")
-    single = getattr(diffusion_model, backbone.single_blocks) if backbone.single_blocks else ()
-    hidden = getattr(diffusion_model, "hidden_size", None) or diffusion_model.inner_dim  # Qwen-Image: inner_dim
-    return dict(family=backbone.name, hidden_size=hidden,
-                double_blocks=len(getattr(diffusion_model, backbone.double_blocks)), single_blocks=len(single))
+    return patching.dit_geometry(model, backbone).sizes()
 
 
 class AdapterTokens:

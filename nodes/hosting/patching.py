@@ -1,9 +1,11 @@
-"""What every patch needs from a ComfyUI model: which family it is (``models/backbones.py``), the
-noise range a patch acts in, the layout of a model call's batch and tokens, and ComfyUI's attention."""
+"""What every patch needs from a ComfyUI model: which family it is and its geometry, read where the family's
+record says (``models/generation/backbones.py``), the noise range a patch acts in, the layout of a model call's
+batch and tokens, and ComfyUI's attention."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 from ...models.errors import GenAffectInputError
 from ...models.generation.backbones import Backbone, TokenLayout, comfy_family
@@ -19,6 +21,36 @@ def backbone_of(model) -> Backbone:
     config = getattr(model.model, "model_config", None)
     image_model = (getattr(config, "unet_config", None) or {}).get("image_model")
     return comfy_family(class_paths(model.get_model_object("diffusion_model")), image_model)
+
+
+@dataclass(frozen=True)
+class DiTGeometry:
+    """A loaded ComfyUI diffusion transformer's sizes (what an adapter is made for), latent patch and learned tokens
+    before the image's, read from the attributes its family's record names."""
+
+    backbone: Backbone
+    hidden_size: int
+    double_blocks: int
+    single_blocks: int
+    patch_size: int
+    registers: int
+
+    def sizes(self) -> dict:
+        """family, hidden size and block counts, as an adapter's configuration states them."""
+        return dict(family=self.backbone.name, hidden_size=self.hidden_size, double_blocks=self.double_blocks,
+                    single_blocks=self.single_blocks)
+
+
+def dit_geometry(model, backbone: Backbone) -> DiTGeometry:
+    """The geometry of ComfyUI MODEL ``model``, a diffusion transformer of family ``backbone``. The patch is the loaded
+    model's own (a variant may patch differently from the family's checkpoints: Chroma Radiance patches pixels)."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    single = getattr(diffusion_model, backbone.single_blocks) if backbone.single_blocks else ()
+    return DiTGeometry(
+        backbone=backbone, hidden_size=getattr(diffusion_model, backbone.comfy_width),
+        double_blocks=len(getattr(diffusion_model, backbone.double_blocks)), single_blocks=len(single),
+        patch_size=diffusion_model.patch_size,
+        registers=getattr(diffusion_model, backbone.comfy_registers) if backbone.comfy_registers else 0)
 
 
 def require(backbone: Backbone, kind: str, what: str, advice: str) -> None:

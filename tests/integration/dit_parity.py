@@ -18,7 +18,7 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [os.getcwd(), os.path.join(REPO, "training"), os.path.join(REPO, "tests", "support")]  # ComfyUI, helpers
+sys.path[:0] = [os.getcwd(), os.path.join(REPO, "tools"), os.path.join(REPO, "tests", "support")]  # ComfyUI, helpers
 SCRATCH = sys.argv[-1]
 sys.argv = [sys.argv[0], "--cpu"]  # what ComfyUI's argument parser sees
 
@@ -36,7 +36,7 @@ def main(scratch: str) -> dict:
     import_pack()
     from genaffect.models.generation.dit_adapter import DiTAdapter, expression_input
     from genaffect.nodes.hosting import dit_adapter
-    from genaffect.training.diffusers_call import grid_ids, pack
+    from genaffect.training.latent_packing import grid_ids, pack
     from genaffect.training.diffusers_host import DiffusersHost, adapter_config_for
 
     torch.manual_seed(0)

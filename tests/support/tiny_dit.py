@@ -45,6 +45,9 @@ def tiny_qwen_image(seed: int = 0):
                                        axes_dims_rope=(4, 6, 6)).eval()
 
 
+# family -> its tiny diffusers transformer: each family the trainer trains has one (tests/test_families.py)
+TINY = {"flux": tiny_flux, "flux2": tiny_flux2, "qwen_image": tiny_qwen_image, "sd3": tiny_sd3}
+
 GENERATED = 16  # a 4x4 grid of generated-image tokens
 TEXT = 6
 
