@@ -120,7 +120,7 @@ def flux2_text(pipe, captions, device) -> dict:
 
 def qwen_image_text(pipe, captions, device) -> dict:
     """Qwen-Image-Edit's text encoder also sees the reference photo at inference; the shards hold the captions'
-    text-only embeddings (README, "Training a Gen-AFFECT adapter")."""
+    text-only embeddings (docs/training.md)."""
     embeds, mask = pipe.encode_prompt(prompt=captions, device=device)  # the mask is None when nothing is padded
     return {"prompt_embeds": embeds,
             "prompt_mask": torch.ones(embeds.shape[:2], dtype=torch.int64) if mask is None else mask}
