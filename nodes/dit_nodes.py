@@ -6,7 +6,7 @@ import torch
 
 from ..models.errors import GenAffectInputError, ModelFileError
 from ..models.generation.consistent_attention import ConsistencySettings
-from ..models.generation.dit_adapter import DiTAdapter, adapter_expression_input, load_dit_adapter
+from ..models.generation.dit_adapter import DiTAdapter, load_dit_adapter
 from . import comfy_host, sockets
 from .hosting import consistent_attention, dit_adapter, patching
 from .patch_node import ModelPatchNode

@@ -4,7 +4,6 @@ expression error over the readable blendshapes, and the calibration script end t
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -19,8 +19,7 @@ from PIL import Image, ImageDraw
 from ..errors import GenAffectInputError
 from ..expression.batch import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch, split_list
 from ..expression.expression_edit import SLIDER_NAMES, apply_edits
-from ..expression.expression_library import preset_names, presets
-from ..expression.expression_text import describe_batch
+from ..expression.expression_library import presets
 from ..files.packaged_data import data_path
 from .pictures import draw_sheet, fit_text, font_of_size
 
