@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,24 @@ from pack_loader import import_pack  # noqa: E402  (ComfyUI imports a pack the s
 import_pack(PACK_NAME)
 
 import tiny_insightface  # noqa: E402
+
+
+class _RepositoryFolderIsNotATestPackage:
+    """pytest would collect the repository folder (it has ComfyUI's __init__.py) as a package and import that
+    file under the folder's name, which fails when the name is not a Python identifier (a clone in
+    `genaffect-main`) and otherwise imports the whole pack a second time. The pack is imported above under one
+    name; the folder is collected as a plain directory. Registered as a plugin because the repository folder
+    is collected before any conftest inside it applies."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        if Path(path) == Path(REPO):
+            return pytest.Dir.from_parent(parent, path=Path(path))
+        return None
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_RepositoryFolderIsNotATestPackage(), "genaffect-repository-folder")
 
 
 @pytest.fixture

@@ -203,3 +203,15 @@ def test_every_node_has_a_help_page_where_the_frontend_asks_first_and_one_for_ev
         if os.path.isdir(os.path.join(docs, entry)):
             for page in os.listdir(os.path.join(docs, entry)):
                 assert LOCALE_PAGE.fullmatch(page), f"js/docs/{entry}/{page} is not <locale>.md (en, zh, zh-TW, ...)"
+
+
+def test_the_suite_runs_from_a_checkout_whose_folder_name_is_not_a_python_identifier(tmp_path):
+    """A clone in `genaffect-main`: pytest must not import the repository's ComfyUI __init__.py as a test package
+    (it failed every test with ImportError)."""
+    import shutil
+
+    copy = tmp_path / "genaffect-main"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.jpg", "*.png", "benchmarks"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_images.py",
+                           "-k", "uint8 or empty"], cwd=copy, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
