@@ -35,6 +35,11 @@ def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list
         )
     if images.shape[0] == 0:
         raise GenAffectInputError(f"{what}: the image batch is empty; connect at least one image.")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise GenAffectInputError(
+            f"{what}: the images are {images.shape[2]}x{images.shape[1]} pixels, empty. The node that made them "
+            "produced no pixels (a crop or resize to 0?); give it a size of at least one pixel."
+        )
     channels = images.shape[-1]
     if channels not in (1, 2, 3, 4):
         raise GenAffectInputError(
@@ -93,3 +98,20 @@ def rgb_uint8_to_image_batch(frames: list[np.ndarray]) -> torch.Tensor:
 
 def too_small_for_a_face(image: np.ndarray) -> bool:
     return min(image.shape[0], image.shape[1]) < MIN_FACE_IMAGE_SIDE
+
+
+def read_photo(path: str) -> np.ndarray:
+    """An image file as RGB uint8 (grayscale, palette and RGBA become RGB). A file that is not a readable image -
+    damaged, truncated, not an image, or a decompression bomb (more pixels than PIL's limit, ~89 million) - raises
+    :class:`GenAffectInputError` naming it, so tools over folders of photos can report it and go on."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # decoding it could take gigabytes
+            with Image.open(path) as image:
+                return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise GenAffectInputError(f"{path} is not a readable image ({type(error).__name__}: {error})") from None

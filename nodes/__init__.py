@@ -23,6 +23,7 @@ from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectF
 from .guard_nodes import GenAffectSamplingGuard
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
+from .number_inputs import refuse_bad_numbers
 
 # Every node once, in menu order, with the name ComfyUI shows.
 NODES = (
@@ -56,5 +57,6 @@ NODES = (
     (GenAffectDiTSampler, "GenAffect DiT Sampler"),
 )
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls, _ in NODES}
+# Every node checks its number inputs when it runs: NaN and linked values pass ComfyUI's range check (number_inputs.py).
+NODE_CLASS_MAPPINGS = {cls.__name__: refuse_bad_numbers(cls) for cls, _ in NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in NODES}

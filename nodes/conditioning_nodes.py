@@ -17,11 +17,53 @@ log = logging.getLogger(__name__)
 NOT_A_BLEND = 0.25  # an expression losing more than this share of its blendshapes to the fit is reported
 
 
+BLENDED = ("pooled_output", "attention_mask")  # what the blend computes; every other entry must be the same for all
+
+
 def _single(conditioning, what: str):
-    if not isinstance(conditioning, list) or len(conditioning) != 1 or conditioning[0][0].shape[0] != 1:
-        raise GenAffectInputError(f"the {what} conditioning must be one plain prompt (one text-encode node, not "
-                                  "combined, area or batched prompts).")
-    return conditioning[0]
+    """(tensor (1, T, D), extras) of one plain prompt, as a text-encode node outputs it."""
+    entry = conditioning[0] if isinstance(conditioning, list) and len(conditioning) == 1 else None
+    plain = (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], torch.Tensor)
+             and entry[0].ndim == 3 and entry[0].shape[0] == 1 and entry[0].is_floating_point()
+             and isinstance(entry[1], dict))
+    if not plain:
+        raise GenAffectInputError(f"the {what} conditioning must be one plain prompt (one text-encode node's output, "
+                                  "not combined, area, masked or batched prompts).")
+    tensor, extras = entry
+    mask = extras.get("attention_mask")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(tensor.shape[:2])
+                             or not bool(((mask == 0) | (mask == 1)).all())):
+        raise GenAffectInputError(f"the {what} conditioning's attention_mask is not a 0/1 mask of its "
+                                  f"{tensor.shape[1]} tokens; connect the text-encode node's output directly.")
+    pooled = extras.get("pooled_output")
+    if pooled is not None and (not isinstance(pooled, torch.Tensor) or pooled.ndim != 2 or pooled.shape[0] != 1):
+        raise GenAffectInputError(f"the {what} conditioning's pooled_output is not one pooled text vector; connect "
+                                  "the text-encode node's output directly.")
+    return tensor, extras
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # noqa: BLE001  (objects whose == is not a truth value)
+        return False
+
+
+def _same_settings(neutral_extras: dict, extras: dict, name: str) -> None:
+    """Everything but the blended text (areas, masks, timestep ranges, guidance, reference photos, ...) must be the
+    same on the neutral and each target: the blend keeps the neutral's, so a difference would be dropped silently."""
+    for key in sorted(set(neutral_extras) | set(extras), key=str):
+        if key in BLENDED:
+            continue
+        if key not in neutral_extras or key not in extras or not _same_value(neutral_extras[key], extras[key]):
+            where = "only the neutral" if key not in extras else "only " + name if key not in neutral_extras else \
+                f"the neutral and {name} differently"
+            raise GenAffectInputError(f"'{key}' is set on {where}; the blend moves only the text, so encode the "
+                                      "neutral and every target the same way (same photo, area, mask, guidance).")
 
 
 class GenAffectConditioningIntensity:
@@ -60,6 +102,9 @@ class GenAffectConditioningIntensity:
 
     def blend(self, neutral, targets, target_expressions, expression, max_alpha):
         neutral_tensor, neutral_extras = _single(first_value(neutral), "neutral")
+        if not isinstance(targets, list) or not targets:
+            raise GenAffectInputError("no target conditionings: encode one instruction per target expression and "
+                                      "connect them to targets.")
         parts = [_single(c, f"target {i + 1}") for i, c in enumerate(targets)]
         target_rows = first_value(target_expressions).require("blendshapes", "Conditioning Intensity")
         wanted = first_value(expression)
@@ -69,6 +114,9 @@ class GenAffectConditioningIntensity:
         pooled = "pooled_output" in neutral_extras
         for index, (tensor, extras) in enumerate([(neutral_tensor, neutral_extras)] + parts):
             name = "the neutral" if index == 0 else f"target {index}"
+            if tensor.dtype != neutral_tensor.dtype:
+                raise GenAffectInputError(f"{name} conditioning is {tensor.dtype}, the neutral {neutral_tensor.dtype}: "
+                                          "encode the neutral and every target with the same text encoder node.")
             if not bool(torch.isfinite(tensor).all()):
                 raise GenAffectInputError(f"{name} conditioning holds NaN or infinite values; the text encoder that "
                                           "made it failed (often fp16 overflow); fix that node.")
@@ -84,6 +132,13 @@ class GenAffectConditioningIntensity:
                 raise GenAffectInputError(f"target {index + 1} was encoded with another reference photo than the "
                                           "neutral; encode the neutral and every target with the same photo (one VAE "
                                           "Encode).")
+            if extras.get("pooled_output") is not None and \
+                    extras["pooled_output"].shape != neutral_extras["pooled_output"].shape:
+                raise GenAffectInputError(f"target {index + 1}'s pooled text vector is "
+                                          f"{list(extras['pooled_output'].shape)}, the neutral's "
+                                          f"{list(neutral_extras['pooled_output'].shape)}: encode all with the same "
+                                          "text encoder node.")
+            _same_settings(neutral_extras, extras, f"target {index + 1}")
         alphas, residuals = conditioning_blend.fit_alphas(wanted.require("blendshapes", "Conditioning Intensity"),
                                                           target_rows, first_value(max_alpha))
         conditionings, lines = [], []

@@ -137,7 +137,12 @@ class GenAffectExpressionSheet:
             if len(targets) not in (1, len(frames)):
                 raise GenAffectInputError(f"{len(targets)} expressions for {len(frames)} images; give one per image "
                                           "or one for all, or turn target_faces off.")
-            frames = [with_target_glyph(frame, targets[i % len(targets)]) for i, frame in enumerate(frames)]
+            on_progress = comfy_host.progress_callback(len(frames))
+            framed = []
+            for i, frame in enumerate(frames):
+                framed.append(with_target_glyph(frame, targets[i % len(targets)]))
+                on_progress(i + 1, len(frames))
+            frames = framed
         columns = columns or math.ceil(math.sqrt(len(frames)))
         return (rgb_uint8_to_image_batch([draw_sheet(frames, captions, columns, title)]),)
 
@@ -147,13 +152,13 @@ def _metric_lines(metrics_json: str, count: int) -> list[str]:
                                       "output here.")
     try:
         images = json.loads(metrics_json)["images"]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise not_metrics from error
     if not isinstance(images, list) or not all(isinstance(image, dict) for image in images):
         raise not_metrics
     if len(images) != count:
         raise GenAffectInputError(f"the metrics describe {len(images)} images but the sheet has {count}; measure the same batch.")
-    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
+    number = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)  # noqa: E731
     lines = []
     for index, image in enumerate(images):
         if not image.get("face_found"):

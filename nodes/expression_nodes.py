@@ -150,20 +150,22 @@ class GenAffectExpressionToPrompt:
             "required": {
                 "expression": EXPRESSION_INPUT,
                 "prefix": ("STRING", {"default": "close-up portrait photo of a person,", "multiline": False,
-                                      "tooltip": "Words before each description (style 'description' only)."}),
+                                      "tooltip": "Words before each description (style 'description' only), on one line."}),
                 "suffix": ("STRING", {"default": "", "multiline": False,
-                                      "tooltip": "Words after each description (style 'description' only)."}),
+                                      "tooltip": "Words after each description (style 'description' only), on one line."}),
             },
             "optional": {  # optional, so workflows saved before the edit styles still load
                 "style": (list(cls.STYLES), {"default": "description",
                                              "tooltip": "A prompt for text-to-image models, or an edit instruction "
                                                         "worded for the editor you run."}),
                 "keep": ("STRING", {"default": expression_text.KEEP, "multiline": True,
-                                    "tooltip": "Edit styles: what the editor must keep; replaces {keep}."}),
+                                    "tooltip": "Edit styles: what the editor must keep; replaces {keep}. Line breaks become "
+                                               "spaces ('text' lists one instruction per line)."}),
                 "template": ("STRING", {"default": "Give the person this facial expression: {expression}. Keep {keep}.",
                                         "multiline": True,
                                         "tooltip": "Style 'edit: own template': your wording, with {expression} "
-                                                   "where the description goes and optionally {keep}."}),
+                                                   "where the description goes and optionally {keep}. Line breaks "
+                                                   "become spaces."}),
             },
         }
 

@@ -118,3 +118,37 @@ def test_mediapipes_neutral_score_of_an_estimated_face_does_not_change_the_alpha
     estimated[0] = 0.9  # MediaPipe's "_neutral" score, which presets leave at 0
     alphas, residual = conditioning_blend.fit_alphas(estimated[None], targets)
     assert np.allclose(alphas, [[0.5, 0.0]], atol=1e-6) and residual[0] < 1e-6
+
+
+@pytest.mark.parametrize("neutral, targets, message", [
+    ([], None, "the neutral conditioning must be one plain prompt"),
+    ([[torch.zeros(1, 5, 8)]], None, "the neutral conditioning must be one plain prompt"),
+    ([[torch.zeros(1, 5, 8), None]], None, "the neutral conditioning must be one plain prompt"),
+    ([[torch.zeros(5, 8), {}]], None, "the neutral conditioning must be one plain prompt"),
+    ("a prompt", None, "the neutral conditioning must be one plain prompt"),
+    (encoded(5, 1, area=(64, 64, 0, 0)), None, "'area' is set on only the neutral"),
+    (encoded(5, 1, mask=torch.ones(1, 8, 8)), None, "'mask' is set on only the neutral"),
+    (encoded(5, 1, start_percent=0.0, end_percent=0.5), None, "'end_percent' is set on only the neutral"),
+    (encoded(5, 1), [encoded(6, 2, hooks=object())], "'hooks' is set on only target 1"),
+    (encoded(5, 1), [encoded(6, 2, guidance=4.0)], "'guidance' is set on the neutral and target 1 differently"),
+    (encoded(5, 1, attention_mask=torch.ones(1, 3, dtype=torch.int64)), None, "attention_mask is not a 0/1 mask of its 5"),
+    (encoded(5, 1, pooled=True), [[[torch.randn(1, 6, 8), {**PHOTO, "guidance": 2.5,
+                                                            "pooled_output": torch.zeros(1, 7)}]]],
+     r"pooled text vector is \[1, 7\], the neutral's \[1, 5\]"),
+    ([[torch.zeros(1, 5, 8, dtype=torch.bfloat16), {**PHOTO, "guidance": 2.5}]], None, "torch.float32, the neutral"),
+    (encoded(5, 1), [], "no target conditionings"),
+    (encoded(5, 1), ["a prompt"], "the target 1 conditioning must be one plain prompt"),
+])
+def test_conditionings_that_are_not_plain_text_encoder_output_are_refused_naming_which_and_why(neutral, targets,
+                                                                                             message):
+    """A blend moves only the text: anything else on one side (an area, a mask, a timestep range, guidance, hooks) would
+    be dropped or kept from the neutral silently, so it must be the same on all of them."""
+    targets = [encoded(6, 2)] if targets is None else targets
+    with pytest.raises(GenAffectInputError, match=message):
+        run(neutral, targets, "happy", preset("happy", 0.5))
+
+
+def test_settings_shared_by_the_neutral_and_every_target_are_kept():
+    shared = {"area": (64, 64, 0, 0), "strength": 1.0}
+    out, _ = run(encoded(5, 1, **shared), [encoded(6, 2, **shared)], "happy", preset("happy", 0.5))
+    assert out[0][0][1]["area"] == (64, 64, 0, 0) and out[0][0][1]["guidance"] == 2.5

@@ -44,7 +44,7 @@ def test_bad_core_payloads_and_a_missing_face_source_are_explained():
     images = to_image_tensor(faces_image(dict(cx=128, cy=128, half=40)))
     with pytest.raises(GenAffectInputError, match="connect an expression estimator .* or face_landmarks"):
         ESTIMATE().estimate(images, "largest", 0, "skip")
-    with pytest.raises(GenAffectInputError, match="FACE_LANDMARKS describes 2 frames for 1 images"):
+    with pytest.raises(GenAffectInputError, match="face_landmarks \\(FACE_LANDMARKS\\) describes 2 frames for 1 images"):
         ESTIMATE().estimate(images, "largest", 0, "skip", face_landmarks={"frames": [[], []]})
     face = core_face(*make_face(0.5, 0.3), width=256, height=256)
     for broken, message in (({**face, "transformation_matrix": None}, "no transformation_matrix"),

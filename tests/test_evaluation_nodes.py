@@ -99,3 +99,15 @@ def test_sheet_refuses_malformed_metrics_entries_with_a_clear_error(metrics, mes
     images = to_image_tensor(blank_image(64, 64), blank_image(64, 64))
     with pytest.raises(GenAffectInputError, match=message):
         SHEET().build(images, 0, "", metrics_json=json.dumps(metrics))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "not the JSON output of GenAffect Face Metrics"),  # nested past Python's limit
+    ('{"images": [{"face_found": true, "identity_cosine": NaN}, {"face_found": false}]}', "identity_cosine nan"),
+    ('{"images": [{"face_found": true, "identity_cosine": 0.5, "blendshape_l1": Infinity}, {"face_found": false}]}',
+     "blendshape_l1 inf"),
+])
+def test_metrics_json_nested_too_deep_or_holding_nan_is_refused(text, message):
+    images = to_image_tensor(blank_image(64, 64), blank_image(64, 64))
+    with pytest.raises(GenAffectInputError, match=message):
+        SHEET().build(images, 0, "", metrics_json=text)

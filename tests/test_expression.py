@@ -321,3 +321,49 @@ def test_interpolating_expressions_that_share_no_representation_is_refused():
     flame_only = ExpressionBatch(labels=["f"], flame=np.zeros((1, 55), np.float32))
     with pytest.raises(GenAffectInputError, match="share no representation"):
         GenAffectExpressionInterpolate().interpolate(blendshapes_only, flame_only, 3, "linear")
+
+
+def test_editor_intensity_exaggerates_flame_only_up_to_three_standard_deviations_and_says_so(caplog):
+    """Blendshapes saturate at 1; FLAME's coefficients have no such ceiling, so chained editors at intensity 2 grew
+    them without bound (16x after four). They now stop at FLAME's +-3 standard deviations (or the input's own size)."""
+    flame = np.zeros((1, FLAME_SIZE), np.float32)
+    flame[0, :50] = np.linspace(-2.5, 2.5, 50)
+    batch = ExpressionBatch(labels=["x"], blendshapes=np.zeros((1, 52), np.float32), flame=flame)
+    edited = batch
+    with caplog.at_level("WARNING"):
+        for _ in range(4):
+            edited = expression_edit.apply_edits(edited, {}, intensity=2.0)
+    assert np.abs(edited.flame[0, :50]).max() == pytest.approx(3.0)
+    assert "kept within 3.0" in caplog.text
+    scaled = expression_edit.apply_edits(batch, {}, intensity=1.2).flame[0, :50]
+    assert np.allclose(scaled, np.clip(flame[0, :50] * 1.2, -3.0, 3.0))  # within the limit the scaling is exact
+    big = flame.copy()
+    big[0, 0] = -4.0  # an estimate already beyond 3 is never shrunk by an exaggeration
+    assert expression_edit.apply_edits(ExpressionBatch(["y"], blendshapes=np.zeros((1, 52), np.float32), flame=big), {},
+                                       intensity=2.0).flame[0, 0] == pytest.approx(-4.0)
+
+
+@pytest.mark.parametrize("field", ["prefix", "suffix"])
+def test_a_line_break_in_prefix_or_suffix_is_refused_since_text_lists_one_prompt_per_line(field):
+    with pytest.raises(GenAffectInputError, match=f"^{field} holds a line break"):
+        GenAffectExpressionToPrompt().describe(preset_batch("neutral, happy"), **{"prefix": "", "suffix": "",
+                                                                                  field: "a photo\nof"})
+
+
+def test_line_breaks_typed_in_the_keep_and_template_boxes_become_spaces():
+    prompts, text = GenAffectExpressionToPrompt().describe(
+        preset_batch("neutral, happy"), "", "", style="edit: own template", keep="the hair\nthe clothes",
+        template="Make this face:\n  {expression}.\r\nKeep {keep}.")
+    assert len(text.splitlines()) == len(prompts) == 2
+    assert prompts[0].startswith("Make this face: ") and prompts[0].endswith(". Keep the hair the clothes.")
+
+
+@pytest.mark.parametrize("steps", [2.5, "4", float("nan"), 1])
+def test_interpolate_steps_must_be_a_whole_number_of_at_least_two(steps):
+    with pytest.raises(GenAffectInputError, match="^steps is "):
+        expression_edit.interpolate(preset_batch("neutral"), preset_batch("happy"), steps)
+    assert len(expression_edit.interpolate(preset_batch("neutral"), preset_batch("happy"), 3.0)) == 3
+
+
+def preset_batch(names: str) -> ExpressionBatch:
+    return GenAffectExpressionPreset().build(names, 1.0)[0]

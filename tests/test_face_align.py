@@ -80,3 +80,15 @@ def test_align_face_node_skips_photos_without_a_face(tiny_pack):
         GenAffectAlignFace().align(analyzer, frames, 128, "largest", 0, "error")
     with pytest.raises(GenAffectInputError, match="No face found in any of the 1 photo"):
         GenAffectAlignFace().align(analyzer, to_image_tensor(blank_image()), 128, "largest", 0, "skip")
+
+
+@pytest.mark.parametrize("size", [0, -64, 2.5, float("nan"), 100_000])
+def test_an_aligned_size_that_is_not_a_sensible_whole_number_of_pixels_is_refused_naming_it(tiny_pack, size):
+    from genaffect.models.face.face_align import align_photos
+
+    analyzer, _ = GenAffectFaceAnalyzerLoader().load("antelopev2", "pack default", "auto", 256, 0.5)
+    photo = faces_image(dict(cx=128, cy=128, half=40))
+    with pytest.raises(GenAffectInputError, match="^size is "):
+        align_photos(analyzer, [photo], size=size)  # the engine, as scripts call it
+    with pytest.raises(GenAffectInputError, match="^size is "):
+        GenAffectAlignFace().align(analyzer, to_image_tensor(photo), size, "largest", 0, "skip")  # the node

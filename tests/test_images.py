@@ -87,3 +87,37 @@ def test_images_outside_0_1_are_refused_saying_what_was_received_never_turned_wh
 def test_frames_of_different_sizes_cannot_form_one_batch():
     with pytest.raises(GenAffectInputError, match="differ in size"):
         rgb_uint8_to_image_batch([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 5, 3), np.uint8)])
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 0, 3), (1, 64, 0, 3), (1, 0, 64, 3), (2, 0, 0, 3)])
+def test_an_image_without_pixels_is_refused_naming_the_input(shape):
+    with pytest.raises(GenAffectInputError, match=r"^Face Metrics images: the images are \d+x\d+ pixels, empty"):
+        image_batch_to_rgb_uint8(torch.zeros(shape), what="Face Metrics images")
+
+
+def test_a_photo_file_that_cannot_be_read_is_refused_naming_it(tmp_path):
+    """Damaged, truncated, not an image, or a decompression bomb: the tools over folders of photos report it and go on."""
+    import io
+    import struct
+    import zlib
+
+    from genaffect.models.images import read_photo
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, "JPEG")
+    (tmp_path / "truncated.jpg").write_bytes(buffer.getvalue()[:5000])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)  # 400 million pixels claimed, a few bytes stored
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+                                        + chunk(b"IEND", b""))
+    for name in ("truncated.jpg", "empty.png", "text.png", "bomb.png"):
+        with pytest.raises(GenAffectInputError, match=f"{name} is not a readable image"):
+            read_photo(str(tmp_path / name))
+    Image.fromarray(data.astronaut()).save(tmp_path / "good.png")
+    assert np.array_equal(read_photo(str(tmp_path / "good.png")), data.astronaut())

@@ -43,6 +43,9 @@ FLAME_EYELIDS = slice(50, 52)
 FLAME_JAW = slice(52, 55)
 FLAME_SIZE = 55
 JAW_SIDE = 0.2  # SMIRK clamps the two sideways jaw values to +-0.2
+# FLAME's expression coefficients are in standard deviations of the scans its basis was built from: +-3 covers them,
+# so an edit (the Editor's intensity above 1) exaggerates up to this and no further.
+FLAME_EXPRESSION_LIMIT = 3.0
 BLENDSHAPE_SLACK = 1e-4  # float rounding of values computed in 0..1
 
 # Which node fills each representation, for error messages.

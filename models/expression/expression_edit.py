@@ -10,16 +10,18 @@ reading, and transitions and mixes blend them like the blendshapes.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import GenAffectInputError
+from ..errors import GenAffectInputError, checked_number
 from .batch import (
     ARRAYS,
     BLENDSHAPE_INDEX,
     FLAME_EXPRESSION,
+    FLAME_EXPRESSION_LIMIT,
     FLAME_EYELIDS,
     FLAME_JAW,
     JAW_SIDE,
@@ -29,6 +31,7 @@ from .batch import (
 )
 from .expression_library import estimator_at_intensity, estimator_space
 
+log = logging.getLogger(__name__)
 EASINGS = ("linear", "ease in-out", "ease in", "ease out")
 REGIONS = ("brows", "eyes", "cheeks", "nose", "mouth", "jaw")
 JAW_OPEN_RADIANS = 0.25  # FLAME jaw opening for jaw_open = 1 (SMIRK's estimates rarely exceed ~0.3)
@@ -106,7 +109,17 @@ def apply_edits(batch: ExpressionBatch, edits: dict[str, float], intensity: floa
 
 def _edit_flame(flame: np.ndarray, edits: dict[str, float], intensity: float) -> np.ndarray:
     flame = flame.copy()
-    flame[:, FLAME_EXPRESSION] *= float(intensity)
+    coefficients = flame[:, FLAME_EXPRESSION]
+    # Intensity above 1 exaggerates up to FLAME_EXPRESSION_LIMIT (or the input's own size, never shrunk), so chained
+    # editors cannot grow a face out of the space the adapters were trained on; the log says when it limited.
+    limit = np.maximum(np.abs(coefficients), FLAME_EXPRESSION_LIMIT)
+    scaled = coefficients * float(intensity)
+    bounded = np.clip(scaled, -limit, limit)
+    if not np.array_equal(bounded, scaled):
+        log.warning("GenAffect Expression Editor: intensity %.2f would push FLAME-55 expression coefficients to %.2f; "
+                    "kept within %.1f (FLAME's +-3 standard deviations).", float(intensity),
+                    float(np.abs(scaled).max()), float(limit.max()))
+    flame[:, FLAME_EXPRESSION] = bounded
     # Which eyelid value is which side is not documented by SMIRK: both move by the mean blink edit.
     blink = (edits.get("blink_left", 0.0) + edits.get("blink_right", 0.0)) / 2
     flame[:, FLAME_EYELIDS] = np.clip(flame[:, FLAME_EYELIDS] + blink, 0.0, 1.0)
@@ -148,8 +161,7 @@ def interpolate(a: ExpressionBatch, b: ExpressionBatch, steps: int, easing: str 
     A and B hold one expression each, or the same number (pairs row by row); a single one is
     paired with every row of the other. Only representations present in both are interpolated.
     """
-    if steps < 2:
-        raise GenAffectInputError(f"steps must be at least 2 (the two endpoints), got {steps}.")
+    steps = checked_number("steps", steps, whole=True, low=2)  # the two endpoints at least
     if len(a) != len(b) and 1 not in (len(a), len(b)):
         raise GenAffectInputError(
             f"expression A has {len(a)} expressions and B has {len(b)}; give the same number, or one on either side."

@@ -168,11 +168,7 @@ def estimate_expressions(
     the estimator's MediaPipe landmarker, or from ComfyUI core's FACE_LANDMARKS for the same images
     (``core_landmarks``); SMIRK, when the estimator has it, adds FLAME-55 either way."""
     if core_landmarks is not None:
-        frames = core_landmarks.get("frames") if isinstance(core_landmarks, dict) else None
-        if frames is None or len(frames) != len(images_rgb):
-            raise GenAffectInputError(
-                f"FACE_LANDMARKS describes {len(frames) if frames is not None else 'no'} frames for {len(images_rgb)} "
-                "images; run ComfyUI's MediaPipe Face Landmarker on the same images.")
+        core = face_landmarks.core_frames(core_landmarks, len(images_rgb))
     elif estimator is None:
         raise GenAffectInputError("connect an expression estimator (GenAffect Expression Estimator Loader) or "
                                   "face_landmarks from ComfyUI's MediaPipe Face Landmarker node.")
@@ -184,7 +180,7 @@ def estimate_expressions(
     flame_parts: list[np.ndarray] = []
     def detect(index, rgb):  # MediaPipe's faces (the wheel's or core's), in the chosen order
         if core_landmarks is not None:
-            faces = face_landmarks.faces_from_core(core_landmarks["frames"][index], rgb.shape[:2])
+            faces = face_landmarks.faces_from_core(core[index], rgb.shape[:2], f" frame {index}")
         else:
             faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
         return [faces[i] for i in face_landmarks.face_order(faces, face_order)]

@@ -9,6 +9,7 @@ raised"). "Left" and "right" are the subject's own sides. Regions are described 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,9 +111,27 @@ def describe(blendshapes: np.ndarray) -> str:
     return ", ".join(phrases) if phrases else NEUTRAL_TEXT
 
 
+LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")  # what str.splitlines() splits on
+
+
+def one_line(name: str, text: str) -> str:
+    """``text`` when it holds no line break: prompts are given one per line, so a break inside one would make
+    two prompts of it downstream."""
+    if LINE_BREAK.search(text):
+        raise GenAffectInputError(f"{name} holds a line break; the prompts are listed one per line, so each must be "
+                                  f"one line. Write {name} on one line.")
+    return text
+
+
+def joined_lines(text: str) -> str:
+    """A multi-line text box's text as one line: each line break (and the spaces around it) becomes one space."""
+    return re.sub(r"\s*" + LINE_BREAK.pattern + r"+\s*", " ", text).strip()
+
+
 def describe_batch(blendshapes: np.ndarray, prefix: str = "", suffix: str = "") -> list[str]:
-    """One prompt per row, with optional words before and after the description."""
-    return [" ".join(part for part in (prefix.strip(), describe(row), suffix.strip()) if part) for row in blendshapes]
+    """One prompt per row, with optional words before and after the description (each one line)."""
+    words = (one_line("prefix", prefix).strip(), one_line("suffix", suffix).strip())
+    return [" ".join(part for part in (words[0], describe(row), words[1]) if part) for row in blendshapes]
 
 
 # Edit instructions for instruction editors: what to change (the description above) and what to keep.
@@ -131,7 +150,8 @@ PLACEHOLDER = "{expression}"
 def instruction_batch(blendshapes: np.ndarray, template: str, keep: str = KEEP) -> list[str]:
     """One edit instruction per row: ``template`` with ``{expression}`` replaced by the row's description
     and ``{keep}`` by ``keep``. A template may be a family name of :data:`EDIT_TEMPLATES` or the user's own."""
-    template = EDIT_TEMPLATES.get(template, template)
+    template = joined_lines(EDIT_TEMPLATES.get(template, template))  # multi-line boxes, one instruction per line
+    keep = joined_lines(keep)
     if PLACEHOLDER not in template:
         raise GenAffectInputError(f"the edit template must contain {PLACEHOLDER} where the expression goes; got "
                                   f"{template!r}.")

@@ -90,40 +90,86 @@ def faces_from_result(result) -> list[dict]:
 
 
 CORE_CANONICAL = 192  # ComfyUI core's landmarks_3d are in its 192-pixel face crop's units
+CORE_INPUT = "face_landmarks"  # the name of the FACE_LANDMARKS input on every node that takes it
+CORE_FIX = "connect ComfyUI's MediaPipe Face Landmarker node, run on the same images, directly"
 
 
-def faces_from_core(faces: list[dict], image_size: tuple[int, int]) -> list[dict]:
+def _core_error(where: str, what: str) -> GenAffectInputError:
+    return GenAffectInputError(f"{CORE_INPUT}{where}: {what}; {CORE_FIX}.")
+
+
+def core_frames(value, images: int) -> list:
+    """The per-frame face lists of ComfyUI core's FACE_LANDMARKS (``{"frames": [[face, ...], ...], ...}``), one
+    frame per image, checked down to each face being a dict (:func:`faces_from_core` checks the faces)."""
+    if not isinstance(value, dict) or "frames" not in value:
+        raise _core_error("", f"is a {type(value).__name__} without 'frames', not ComfyUI's FACE_LANDMARKS")
+    frames = value["frames"]
+    if not isinstance(frames, (list, tuple)):
+        raise _core_error("", f"its frames are a {type(frames).__name__}, not a list")
+    if len(frames) != images:
+        raise GenAffectInputError(f"{CORE_INPUT} (FACE_LANDMARKS) describes {len(frames)} frames for {images} images; "
+                                  "run ComfyUI's MediaPipe Face Landmarker on the same images.")
+    for number, frame in enumerate(frames):
+        if not isinstance(frame, (list, tuple)) or not all(isinstance(face, dict) for face in frame):
+            raise _core_error(f" frame {number}", "is not a list of faces (dicts)")
+    return list(frames)
+
+
+def _core_array(face: dict, key: str, shape: tuple, where: str) -> np.ndarray:
+    try:
+        array = np.asarray(face[key], dtype=np.float64)
+    except KeyError:
+        raise _core_error(where, f"has no {key}") from None
+    except (TypeError, ValueError):
+        raise _core_error(where, f"its {key} are not numbers") from None
+    if array.shape != shape:
+        raise _core_error(where, f"its {key} have shape {list(array.shape)}, expected {list(shape)}")
+    if not np.all(np.isfinite(array)):
+        raise _core_error(where, f"its {key} hold NaN or infinite values")
+    return array
+
+
+def faces_from_core(faces: list[dict], image_size: tuple[int, int], where: str = "") -> list[dict]:
     """ComfyUI core's FACE_LANDMARKS faces of one frame (its MediaPipe Face Landmarker node, pure PyTorch:
     blendshapes by name, landmarks_xy in pixels, landmarks_3d in its crop's units, a presence logit, the
     facial transformation matrix) -> the face dicts :func:`faces_from_result` makes from the mediapipe
     wheel. x and y are normalised by the image size; z, which MediaPipe gives in about the units of x, is
-    the crop's depth scaled by the face's width in the image (an approximation: core does not give it)."""
+    the crop's depth scaled by the face's width in the image (an approximation: core does not give it).
+    Anything malformed is refused naming the input, the frame and the face (``where`` names the frame)."""
     height, width = image_size
     converted = []
-    for face in faces:
-        names = set(face.get("blendshapes", {}))
-        if names != set(BLENDSHAPE_INDEX):
+    for number, face in enumerate(faces):
+        at = f"{where} face {number}"
+        scores = face.get("blendshapes")
+        if not isinstance(scores, dict) or set(scores) != set(BLENDSHAPE_INDEX):
+            names = set(scores) if isinstance(scores, dict) else set()
             raise GenAffectInputError(
-                f"FACE_LANDMARKS has {len(names)} blendshapes ({sorted(names - set(BLENDSHAPE_INDEX))[:3]} unknown); "
-                f"connect ComfyUI's MediaPipe Face Landmarker node, which gives MediaPipe's {NUM_BLENDSHAPES}.")
-        if face.get("transformation_matrix") is None:
-            raise GenAffectInputError("FACE_LANDMARKS has no transformation_matrix for the head pose; connect ComfyUI's "
-                                      "MediaPipe Face Landmarker node directly.")
+                f"{CORE_INPUT}{at}: FACE_LANDMARKS has {len(names)} blendshapes "
+                f"({sorted(map(str, names - set(BLENDSHAPE_INDEX)))[:3]} unknown); {CORE_FIX}, which gives MediaPipe's "
+                f"{NUM_BLENDSHAPES}.")
         blendshapes = np.zeros(NUM_BLENDSHAPES, dtype=np.float32)
-        for name, score in face["blendshapes"].items():
+        for name, score in scores.items():
+            if isinstance(score, bool) or not isinstance(score, (int, float, np.floating)) or not 0.0 <= score <= 1.0:
+                raise _core_error(at, f"blendshape {name} is {score!r:.30}, not a score in 0..1")
             blendshapes[BLENDSHAPE_INDEX[name]] = score
-        xy = np.asarray(face["landmarks_xy"], dtype=np.float32)
-        depth = np.asarray(face["landmarks_3d"], dtype=np.float32)[:, 2]
-        if xy.shape != (NUM_LANDMARKS, 2) or depth.shape != (NUM_LANDMARKS,):
-            raise GenAffectInputError(f"FACE_LANDMARKS gives {xy.shape[0]} landmarks; expected {NUM_LANDMARKS}.")
+        if face.get("transformation_matrix") is None:
+            raise _core_error(at, "has no transformation_matrix for the head pose")
+        matrix = _core_array(face, "transformation_matrix", (4, 4), at)
+        if np.any(np.linalg.norm(matrix[:3, :3], axis=0) == 0):
+            raise _core_error(at, "its transformation_matrix has no rotation (a zero column)")
+        xy = _core_array(face, "landmarks_xy", (NUM_LANDMARKS, 2), at).astype(np.float32)
+        depth = _core_array(face, "landmarks_3d", (NUM_LANDMARKS, 3), at)[:, 2].astype(np.float32)
+        presence = face.get("presence")
+        if isinstance(presence, bool) or not isinstance(presence, (int, float, np.floating)) or not np.isfinite(presence):
+            raise _core_error(at, f"its presence is {presence!r:.30}, not a number")
         face_width = float(np.ptp(xy[:, 0]))
         landmarks = np.stack([xy[:, 0] / width, xy[:, 1] / height,
                               depth / CORE_CANONICAL * face_width / width], axis=1).astype(np.float32)
         converted.append({
             "blendshapes": blendshapes,
             "landmarks": landmarks,
-            "head_pose": head_pose_degrees(np.asarray(face["transformation_matrix"])),
-            "presence": 0.5 * (1.0 + math.tanh(float(face["presence"]) / 2)),  # core gives the logit: its sigmoid
+            "head_pose": head_pose_degrees(matrix),
+            "presence": 0.5 * (1.0 + math.tanh(float(presence) / 2)),  # core gives the logit: its sigmoid
         })
     return converted
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GenAffectInputError, NoFaceFoundError
+from ..errors import GenAffectInputError, NoFaceFoundError, checked_number
 from ..images import rgb_to_bgr
 from .face_choice import SkippedImage, describe_skipped, faces_per_image
 from .identity import order_faces
 
 ALIGNED_SIZE = 512  # Arc2Face's resolution
+MAX_ALIGNED_SIZE = 4096  # an aligned face larger than this is a typo, and would need gigabytes
 
 
 def ffhq_square(keypoints: np.ndarray) -> np.ndarray:
@@ -79,6 +80,7 @@ def align_photos(analyzer, images_rgb: list[np.ndarray], *, face_order: str = "l
 
     ``analyzer`` is a GA_FACE_ANALYZER (only its detector runs). No face in any photo is an error.
     """
+    size = checked_number("size", size, whole=True, low=16, high=MAX_ALIGNED_SIZE)
     aligned, skipped = [], []
     detect = lambda _, rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
     for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
