@@ -19,7 +19,10 @@ let editorData = null; // {model, blendshape_names, presets, sliders}, fetched o
 async function loadEditorData() {
   if (!editorData) {
     const response = await api.fetchApi(`${ROUTE}/data`);
-    if (!response.ok) throw new Error(`${ROUTE}/data answered ${response.status}`);
+    if (!response.ok) {
+      const answer = await response.json().catch(() => ({})); // a damaged pack says how to restore it
+      throw new Error(`${ROUTE}/data answered ${response.status}${answer.error ? ": " + answer.error : ""}`);
+    }
     editorData = await response.json();
     // for tests and curious users: the geometry the browser draws, for any vector
     window.GenAffectFaceModel = {

@@ -26,6 +26,7 @@ from genaffect.models.expression.expression_library import (
     presets,
     readable_blendshapes,
 )
+from genaffect.models.errors import PackDataError
 from genaffect.models.files.packaged_data import data_path
 
 BASIC = ["neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted"]
@@ -88,15 +89,15 @@ def test_a_broken_file_is_refused_with_the_fix():
     names = list(library())
     check_estimator_targets(data, names)
     missing = dict(data, targets={k: v for k, v in data["targets"].items() if k != "pout"})
-    with pytest.raises(ValueError, match="targets missing for \\['pout'\\].*calibrate_expressions.py"):
+    with pytest.raises(PackDataError, match="targets missing for \\['pout'\\].*calibrate_expressions.py"):
         check_estimator_targets(missing, names)
     outside = json.loads(json.dumps(data))
     outside["targets"]["happy"]["blendshapes"][5] = 1.5
-    with pytest.raises(ValueError, match="'happy' must be 52 values in 0..1"):
+    with pytest.raises(PackDataError, match="'happy' must be 52 values in 0..1"):
         check_estimator_targets(outside, names)
     unknown = json.loads(json.dumps(data))
     unknown["readable"]["names"] = ["smile"]
-    with pytest.raises(ValueError, match="readable.names"):
+    with pytest.raises(PackDataError, match="readable.names"):
         check_estimator_targets(unknown, names)
 
 
@@ -229,3 +230,54 @@ def test_the_calibration_script_runs_end_to_end_on_painted_faces(tmp_path):
     calibrate_expressions.main(["--rederive", "--output", str(output)])
     assert json.loads(output.read_text())["targets"] == written["targets"]
     assert BLENDSHAPE_NAMES == tuple(written["blendshape_names"])
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "latin-1", "a list", "targets a list", "NaN",
+                                    "strings", "None", "gains text", "a folder"])
+def test_a_damaged_or_missing_targets_file_stops_preset_and_editor_naming_it_and_the_fix(damage, tmp_path, monkeypatch):
+    import shutil
+
+    from genaffect.models.errors import PackDataError
+    from genaffect.models.files import packaged_data
+    from genaffect.nodes.expression_nodes import GenAffectExpressionEditor, GenAffectExpressionPreset
+
+    shutil.copytree(packaged_data.DATA_DIR, tmp_path / "data")
+    path = tmp_path / "data" / expression_library.ESTIMATOR_TARGETS
+    data = _data()
+    first = next(iter(data["targets"]))
+    if damage == "missing":
+        path.unlink()
+    elif damage == "empty":
+        path.write_text("")
+    elif damage == "truncated":
+        path.write_text(path.read_text()[:5000])
+    elif damage == "latin-1":
+        path.write_bytes(path.read_text().replace("neutral", "neutr\xe9").encode("latin-1"))
+    elif damage == "a list":
+        path.write_text("[]")
+    else:
+        if damage == "targets a list":
+            data["targets"] = list(data["targets"].values())
+        elif damage == "NaN":
+            data["targets"][first]["blendshapes"][3] = float("nan")
+        elif damage == "strings":
+            data["targets"][first]["blendshapes"] = ["a"] * 52
+        elif damage == "None":
+            data["targets"][first] = None
+        elif damage == "gains text":
+            data["gains"] = {name: "high" for name in data["gains"]}
+        elif damage == "a folder":
+            path.unlink()
+            path.mkdir()
+        if damage != "a folder":
+            path.write_text(json.dumps(data))
+    monkeypatch.setattr(packaged_data, "DATA_DIR", str(tmp_path / "data"))
+    expression_library.estimator_space.cache_clear()
+    try:
+        for make in (lambda: GenAffectExpressionPreset().build("happy", 1.0),
+                     lambda: GenAffectExpressionEditor().edit(1.0)):
+            with pytest.raises(PackDataError, match="estimator_targets.json.*Reinstall or update the pack"):
+                make()
+    finally:
+        monkeypatch.undo()
+        expression_library.estimator_space.cache_clear()

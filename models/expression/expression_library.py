@@ -15,21 +15,22 @@ readings). The same file lists the blendshapes the estimator can read at all.
 from __future__ import annotations
 
 import difflib
-import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..errors import GenAffectInputError
-from ..files.packaged_data import data_path
+from ..errors import GenAffectInputError, PackDataError
+from ..files.packaged_data import RESTORE, parsing, read_json
 from .batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, MOVEMENT_NAMES, NUM_BLENDSHAPES, ExpressionBatch
 
 _AU_CODE = re.compile(r"^([LR]?)(\d+)$")
 _SIDE_SUFFIX = {"L": "Left", "R": "Right"}
 ESTIMATOR_TARGETS = "estimator_targets.json"
 ESTIMATOR_FORMAT = "genaffect.estimator_targets"
+MAX_EXPRESSIONS = 10_000  # one image each: a typed list longer than this is a mistake, not a batch
 RECALIBRATE = ("run tools/calibrate_expressions.py (--rederive needs no photos: it refreshes the targets of "
                "the presets without photos from the recipes and the stored gains)")
 
@@ -52,49 +53,48 @@ class LibraryExpression:
     pixelsmile: tuple[str, ...] = ()  # PixelSmile categories it is made of (none, one, or a pairwise blend)
 
 
-def _read(name: str) -> dict:
-    with open(data_path(name), encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 @lru_cache(maxsize=1)
 def action_units() -> dict[str, ActionUnit]:
-    table = _read("action_units.json")["action_units"]
-    units = {}
-    for number, entry in table.items():
-        for shape, weight in entry["blendshapes"].items():
-            if shape not in BLENDSHAPE_INDEX or not 0.0 < weight <= 1.0:
-                raise ValueError(f"action_units.json: AU{number} has a bad blendshape {shape}={weight}")
-        units[number] = ActionUnit(number, entry["name"], tuple(entry["blendshapes"].items()), entry.get("needs_side", False))
+    with parsing("action_units.json"):
+        table = read_json("action_units.json")["action_units"]
+        units = {}
+        for number, entry in table.items():
+            for shape, weight in entry["blendshapes"].items():
+                if shape not in BLENDSHAPE_INDEX or not 0.0 < weight <= 1.0:
+                    raise ValueError(f"AU{number} has a bad blendshape {shape}={weight}")
+            units[number] = ActionUnit(number, entry["name"], tuple(entry["blendshapes"].items()),
+                                       entry.get("needs_side", False))
     return units
 
 
 @lru_cache(maxsize=1)
 def library() -> dict[str, LibraryExpression]:
-    data = _read("expressions.json")
-    entries = {}
-    for entry in data["expressions"]:
-        if entry["name"] in entries:
-            raise ValueError(f"expressions.json: {entry['name']!r} is defined twice")
-        if entry["source"] not in data["sources"]:
-            raise ValueError(f"expressions.json: {entry['name']!r} cites unknown source {entry['source']!r}")
-        recipe = tuple(entry["aus"].items())
-        blendshapes_from_aus(recipe, context=entry["name"])  # validates codes and intensities
-        categories = tuple(entry["pixelsmile"])
-        allowed = set(data["pixelsmile"]["categories"]) | {data["pixelsmile"]["neutral"]}
-        if len(categories) > 2 or not set(categories) <= allowed:
-            raise ValueError(f"expressions.json: {entry['name']!r} has PixelSmile categories {list(categories)}; "
-                             f"at most two of {sorted(allowed)}")
-        entries[entry["name"]] = LibraryExpression(
-            entry["name"], recipe, data["sources"][entry["source"]], entry["description"], tuple(entry["tags"]),
-            categories,
-        )
+    with parsing("expressions.json"):
+        data = read_json("expressions.json")
+        entries = {}
+        for entry in data["expressions"]:
+            if entry["name"] in entries:
+                raise ValueError(f"{entry['name']!r} is defined twice")
+            if entry["source"] not in data["sources"]:
+                raise ValueError(f"{entry['name']!r} cites unknown source {entry['source']!r}")
+            recipe = tuple(entry["aus"].items())
+            blendshapes_from_aus(recipe, context=entry["name"])  # validates codes and intensities
+            categories = tuple(entry["pixelsmile"])
+            allowed = set(data["pixelsmile"]["categories"]) | {data["pixelsmile"]["neutral"]}
+            if len(categories) > 2 or not set(categories) <= allowed:
+                raise ValueError(f"{entry['name']!r} has PixelSmile categories {list(categories)}; at most two of "
+                                 f"{sorted(allowed)}")
+            entries[entry["name"]] = LibraryExpression(
+                entry["name"], recipe, data["sources"][entry["source"]], entry["description"], tuple(entry["tags"]),
+                categories,
+            )
     return entries
 
 
 def pixelsmile() -> dict:
     """PixelSmile's categories, its neutral word and its instruction template (``expressions.json``)."""
-    return _read("expressions.json")["pixelsmile"]
+    with parsing("expressions.json"):
+        return read_json("expressions.json")["pixelsmile"]
 
 
 def parse_au(code: str) -> tuple[str, str]:
@@ -134,21 +134,35 @@ def preset_names() -> list[str]:
     return list(library())
 
 
+def check_names(names: list[str]) -> dict[str, LibraryExpression]:
+    """The library, after checking that ``names`` are 1 to :data:`MAX_EXPRESSIONS` of its presets."""
+    entries = library()
+    if not names:
+        raise GenAffectInputError("choose at least one expression.")
+    if len(names) > MAX_EXPRESSIONS:
+        raise GenAffectInputError(f"{len(names)} expressions asked for; a batch holds at most {MAX_EXPRESSIONS} (one "
+                                  "image each). Shorten the list.")
+    for name in dict.fromkeys(names):
+        if name not in entries:
+            close = difflib.get_close_matches(name[:200], list(entries), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else f" The library has: {', '.join(entries)}."
+            raise GenAffectInputError(f"{name[:200]!r} is not in the expression library.{hint}")
+    return entries
+
+
 def presets(names: list[str], intensity: float = 1.0) -> ExpressionBatch:
     """A batch with one row per named library expression: the recipes' blendshapes scaled by ``intensity``, and
     beside them the presets' estimator-space targets at that intensity (:func:`estimator_at_intensity`)."""
-    entries = library()
-    for name in names:
-        if name not in entries:
-            close = difflib.get_close_matches(name, list(entries), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else f" The library has: {', '.join(entries)}."
-            raise GenAffectInputError(f"{name!r} is not in the expression library.{hint}")
-    if not names:
-        raise GenAffectInputError("choose at least one expression.")
-    rows = [blendshapes_from_aus(entries[n].aus, n) * float(intensity) for n in names]
-    targets = estimator_at_intensity(np.stack([estimator_target(n) for n in names]), intensity)
-    return ExpressionBatch(labels=list(names), blendshapes=np.clip(np.stack(rows), 0.0, 1.0),
-                           estimator_blendshapes=targets)
+    entries = check_names(names)
+    intensity = float(intensity)
+    if not math.isfinite(intensity) or intensity < 0:
+        raise GenAffectInputError(f"intensity must be a number of 0 or more, got {intensity}.")
+    unique = list(dict.fromkeys(names))  # each preset's rows computed once, however often it is named
+    position = {name: i for i, name in enumerate(unique)}
+    rows = [position[name] for name in names]
+    recipes = np.stack([blendshapes_from_aus(entries[n].aus, n) for n in unique])[rows] * intensity
+    targets = estimator_at_intensity(np.stack([estimator_target(n) for n in unique])[rows], intensity)
+    return ExpressionBatch(labels=list(names), blendshapes=np.clip(recipes, 0.0, 1.0), estimator_blendshapes=targets)
 
 
 @dataclass(frozen=True)
@@ -171,36 +185,59 @@ class EstimatorSpace:
         return np.zeros(NUM_BLENDSHAPES, np.float32)
 
 
+def _numbers(value, count: int | None = None) -> np.ndarray | None:
+    """``value`` as a float32 vector when it is a list of finite real numbers (``count`` of them), else None."""
+    if not isinstance(value, list) or (count is not None and len(value) != count):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    return np.asarray(value, dtype=np.float32)
+
+
 def check_estimator_targets(data: dict, preset_names) -> EstimatorSpace:
     """Validate the estimator-targets data (a dict as stored) against the library's presets."""
     def bad(message):
-        raise ValueError(f"{ESTIMATOR_TARGETS}: {message}; {RECALIBRATE}.")
+        raise PackDataError(f"{ESTIMATOR_TARGETS}: {message}. {RESTORE} Or rebuild it: {RECALIBRATE}.")
 
+    if not isinstance(data, dict):
+        bad(f"it holds a {type(data).__name__}, not a JSON object")
     if data.get("format") != ESTIMATOR_FORMAT:
         bad(f"format is {data.get('format')!r}, expected {ESTIMATOR_FORMAT!r}")
-    if tuple(data.get("blendshape_names", ())) != BLENDSHAPE_NAMES:
+    names = data.get("blendshape_names")
+    if not isinstance(names, (list, tuple)) or tuple(names) != BLENDSHAPE_NAMES:
         bad("blendshape_names is not MediaPipe's 52 names in their order")
-    readable = tuple(data.get("readable", {}).get("names", ()))
-    if not readable or not set(readable) <= set(MOVEMENT_NAMES) or len(set(readable)) != len(readable):
-        bad(f"readable.names must be a non-empty list of distinct movement blendshapes, got {list(readable)}")
+    readable = data.get("readable", {}).get("names", ()) if isinstance(data.get("readable"), dict) else None
+    if (not isinstance(readable, list) or not readable or not all(isinstance(n, str) for n in readable)
+            or not set(readable) <= set(MOVEMENT_NAMES) or len(set(readable)) != len(readable)):
+        bad(f"readable.names must be a non-empty list of distinct movement blendshapes, got {readable!r:.200}")
+    readable = tuple(readable)
     gains = np.zeros(NUM_BLENDSHAPES, np.float32)
-    for name, gain in data.get("gains", {}).items():
-        if name not in readable or not (np.isfinite(gain) and gain >= 0):
-            bad(f"gain {name}={gain} (gains are >= 0, for readable blendshapes only)")
-        gains[BLENDSHAPE_INDEX[name]] = gain
+    stored_gains = data.get("gains", {})
+    if not isinstance(stored_gains, dict):
+        bad(f"gains must map blendshape names to numbers, got a {type(stored_gains).__name__}")
+    for name, gain in stored_gains.items():
+        value = _numbers([gain])
+        if name not in readable or value is None or value[0] < 0:
+            bad(f"gain {name}={gain!r:.40} (gains are numbers >= 0, for readable blendshapes only)")
+        gains[BLENDSHAPE_INDEX[name]] = value[0]
     stored = data.get("targets", {})
+    if not isinstance(stored, dict):
+        bad(f"targets must map preset names to their targets, got a {type(stored).__name__}")
     missing, extra = [n for n in preset_names if n not in stored], [n for n in stored if n not in preset_names]
     if missing or extra:
         bad(f"targets missing for {missing}, targets for presets the library does not have: {extra}")
     targets, calibrated = {}, {}
     for name in preset_names:
         entry = stored[name]
-        vector = np.asarray(entry.get("blendshapes", ()), dtype=np.float32)
-        if vector.shape != (NUM_BLENDSHAPES,) or not np.all(np.isfinite(vector)) or vector.min() < 0 or vector.max() > 1:
+        if not isinstance(entry, dict):
+            bad(f"the target of {name!r} is a {type(entry).__name__}, not an object")
+        vector = _numbers(entry.get("blendshapes"), NUM_BLENDSHAPES)
+        if vector is None or vector.min() < 0 or vector.max() > 1:
             bad(f"the target of {name!r} must be {NUM_BLENDSHAPES} values in 0..1")
         if not isinstance(entry.get("photo_calibrated"), bool):
             bad(f"{name!r} must say whether it is photo_calibrated (true/false)")
-        if entry["photo_calibrated"] and not (entry.get("photos", 0) >= 1 and entry.get("people", 0) >= 1):
+        counts = _numbers([entry.get("photos", 0), entry.get("people", 0)])
+        if entry["photo_calibrated"] and not (counts is not None and counts.min() >= 1):
             bad(f"{name!r} is photo-calibrated but names no photos/people")
         targets[name], calibrated[name] = vector, entry["photo_calibrated"]
     indices = np.array([BLENDSHAPE_INDEX[n] for n in readable], dtype=np.int64)
@@ -209,7 +246,8 @@ def check_estimator_targets(data: dict, preset_names) -> EstimatorSpace:
 
 @lru_cache(maxsize=1)
 def estimator_space() -> EstimatorSpace:
-    return check_estimator_targets(_read(ESTIMATOR_TARGETS), list(library()))
+    restore = f"{RESTORE} Or rebuild it: {RECALIBRATE}."
+    return check_estimator_targets(read_json(ESTIMATOR_TARGETS, restore), list(library()))
 
 
 def readable_blendshapes() -> tuple[str, ...]:
