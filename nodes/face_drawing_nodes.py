@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models.drawing.face_drawing import draw_expressions
 from ..models.expression import expression_text
 from ..models.images import rgb_uint8_to_image_batch
-from . import sockets
+from . import comfy_host, sockets
 
 
 class GenAffectDrawExpressions:
@@ -38,5 +38,6 @@ class GenAffectDrawExpressions:
     def draw(self, expression, face_size, columns, prompts, title):
         blendshapes = expression.require("blendshapes", "GenAffect Draw Expressions")
         texts = expression_text.describe_batch(blendshapes) if prompts else None
-        sheet = draw_expressions(expression, face_size, columns, title, texts)
+        sheet = draw_expressions(expression, face_size, columns, title, texts,
+                                 on_progress=comfy_host.progress_callback(len(expression)))
         return (rgb_uint8_to_image_batch([sheet]),)

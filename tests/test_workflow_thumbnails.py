@@ -18,7 +18,7 @@ NAMES = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
 @pytest.mark.parametrize("name", NAMES)
 def test_each_workflow_has_an_up_to_date_jpeg_thumbnail(name):
     path = os.path.join(WORKFLOWS, name + ".jpg")
-    assert os.path.isfile(path), f"make it: python -m models.face_drawing --workflow workflows/{name}.json --out {path}"
+    assert os.path.isfile(path), f"make it: python -m models.face_drawing --workflow workflows/{name}.json --out {path} --overwrite"
     with Image.open(path) as picture:
         assert picture.format == "JPEG" and picture.size == (512, 384)
         shown = np.asarray(picture.convert("RGB"), dtype=np.int16)

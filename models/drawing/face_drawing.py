@@ -9,23 +9,24 @@ draws the preset library with it, no model downloaded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import GenAffectInputError
+from ..errors import GenAffectInputError, checked_number
 from ..expression.batch import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch, split_list
 from ..expression.expression_edit import SLIDER_NAMES, apply_edits
 from ..expression.expression_library import presets
-from ..files.packaged_data import data_path
-from .pictures import draw_sheet, fit_text, font_of_size
+from ..files.packaged_data import data_path, parsing, read_json
+from .pictures import draw_sheet, fit_text, font_of_size, sheet_size
 
-MODEL_PATH = data_path("face_model.json")
+MODEL_FILE = "face_model.json"
+MODEL_PATH = data_path(MODEL_FILE)
 SHAPE_KINDS = ("polygon", "line", "ellipse")
 SUPERSAMPLE = 3  # drawn 3x larger, then reduced: PIL draws without anti-aliasing
+MAX_FACE_SIZE = 2048  # pixels a side (drawn at 3x that); larger is a typo
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class FaceModel:
 
 @lru_cache(maxsize=1)
 def face_model_data() -> dict:
-    """The face model as stored (what the browser draws from); read once. Do not modify it."""
-    with open(MODEL_PATH, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The face model as stored (what the browser draws from), checked; read once. Do not modify it."""
+    data = read_json(MODEL_FILE)
+    with parsing(MODEL_FILE):
+        parse_face_model(data)
+    return data
 
 
 @lru_cache(maxsize=1)
@@ -86,6 +89,7 @@ def _hex(colour: str) -> tuple[int, int, int]:
 
 def draw_face(blendshapes, size: int = 256, background=(245, 245, 245)) -> np.ndarray:
     """The face for one vector of 52 blendshapes, as an RGB uint8 array of ``size`` x ``size``."""
+    size = checked_number("size", size, whole=True, low=8, high=MAX_FACE_SIZE)
     model = face_model()
     geometry = model.geometry(blendshapes)
     index = {name: i for i, name in enumerate(model.point_names)}
@@ -127,20 +131,42 @@ def with_target_glyph(image: np.ndarray, blendshapes, share: float = 0.25) -> np
 
 
 def draw_expressions(batch: ExpressionBatch, size: int = 192, columns: int = 0, title: str = "",
-                     prompts: list[str] | None = None) -> np.ndarray:
-    """A labelled sheet of the face model for every expression of a batch (with its prompt text, if given)."""
+                     prompts: list[str] | None = None, on_progress=None) -> np.ndarray:
+    """A labelled sheet of the face model for every expression of a batch (with its prompt text, if given).
+    A sheet too large to hold is refused before any face is drawn; ``on_progress(done, total)`` after each face
+    (ComfyUI's bar and Cancel)."""
     blendshapes = batch.require("blendshapes", "the face drawing")
-    faces = [draw_face(row, size) for row in blendshapes]
     captions = [[label] + ([prompts[i]] if prompts else []) for i, label in enumerate(batch.labels)]
-    columns = columns or max(1, int(np.ceil(np.sqrt(len(faces)))))
+    columns = columns or max(1, int(np.ceil(np.sqrt(len(blendshapes)))))
+    sheet_size(len(blendshapes), size, size, columns, len(captions[0]), bool(title))
+    faces = []
+    for row in blendshapes:
+        faces.append(draw_face(row, size))
+        if on_progress is not None:
+            on_progress(len(faces), len(blendshapes))
     return draw_sheet(faces, captions, columns, title)
 
 
 def workflow_expressions(workflow: dict) -> tuple[str, ExpressionBatch]:
     """The title (its Read me note's first line) and the expressions a saved ComfyUI workflow names: its
     Expression Presets' names (each once, in order) and its Expression Editors' sliders on a neutral face;
-    a workflow whose expressions come from photos gives a neutral face."""
-    nodes = sorted(workflow.get("nodes", []), key=lambda node: node.get("order", 0))
+    a workflow whose expressions come from photos gives a neutral face. A file that is not a workflow as ComfyUI
+    saves it is refused, saying what is wrong."""
+    nodes = workflow.get("nodes") if isinstance(workflow, dict) else None
+    if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
+        raise GenAffectInputError("this is not a ComfyUI workflow as the frontend saves it (an object whose 'nodes' is "
+                                  "a list of nodes); save the workflow again from ComfyUI.")
+    try:
+        return _workflow_expressions(nodes)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        if isinstance(error, GenAffectInputError):
+            raise
+        raise GenAffectInputError(f"a node of this workflow is malformed ({type(error).__name__}: {error}); save the "
+                                  "workflow again from ComfyUI.") from None
+
+
+def _workflow_expressions(nodes: list[dict]) -> tuple[str, ExpressionBatch]:
+    nodes = sorted(nodes, key=lambda node: node.get("order", 0))
     notes = [node["widgets_values"][0] for node in nodes if node.get("type") == "Note" and node.get("widgets_values")]
     title = notes[0].splitlines()[0].removeprefix("GenAffect - ") if notes else ""
     names, rows, labels = [], [], []
@@ -171,11 +197,16 @@ def draw_thumbnail(title: str, batch: ExpressionBatch, width: int = 512, height:
     canvas = Image.new("RGB", (width, height), (245, 245, 245))
     draw = ImageDraw.Draw(canvas)
     font = font_of_size(18)
-    words, lines = title.split(), [""]
-    for word in words:  # two lines at most
-        if draw.textlength(lines[-1] + " " + word, font=font) > width - 16 and len(lines) < 2:
-            lines.append("")
-        lines[-1] = (lines[-1] + " " + word).strip()
+    lines = [""]
+    for word in title[:4 * width].split():  # two lines at most (4 characters a pixel is more than can show)
+        candidate = (lines[-1] + " " + word).strip()
+        if draw.textlength(candidate, font=font) > width - 16:
+            if len(lines) == 2:
+                lines[-1] = candidate  # the second line is full: fit_text cuts it below
+                break
+            lines.append(word)
+        else:
+            lines[-1] = candidate
     for n, line in enumerate(lines):
         draw.text((8, 6 + n * 22), fit_text(draw, line, font, width - 16), fill=(40, 40, 40), font=font)
     small = font_of_size(12)

@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import GenAffectInputError
 from ..face.face_analyzer import Detection
 
 CHOSEN = (60, 220, 90)
@@ -89,6 +90,7 @@ def draw_expression_preview(
                 canvas[np.clip(points[:, 1] + dy, 0, height - 1), np.clip(points[:, 0] + dx, 0, width - 1)] = LANDMARK_DOT
     size = _font(height).size
     left = width + 6
+    caption = fit_text(_MEASURE, caption, font_of_size(size), panel_width - 12)  # a label may be any length
     if blendshapes is not None:
         bar_height = max(3, size // 2)
         row = size + bar_height + 8  # the name and value, with the bar under them
@@ -109,6 +111,9 @@ def draw_expression_preview(
                 break
             _put_text(canvas, (left, y), f"{names[i + 1]} {movements[i]:.2f}", TEXT, size)
     return canvas
+
+
+_MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))  # measures text for fit_text where nothing is drawn yet
 
 
 @lru_cache(maxsize=4096)
@@ -191,6 +196,27 @@ def draw_metrics_chart(
     return np.asarray(picture)
 
 
+MAX_SHEET_PIXELS = 64_000_000  # ~190 MB as RGB and 770 MB as ComfyUI's float IMAGE: beyond it, refuse, not swap
+
+
+def sheet_size(count: int, height: int, width: int, columns: int, caption_lines: int, title: bool,
+               padding: int = 8) -> tuple[int, int]:
+    """(width, height) of the sheet :func:`draw_sheet` lays out, refused beyond :data:`MAX_SHEET_PIXELS` before
+    anything is drawn."""
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    font_size = font_of_size(max(12, height // 22)).size
+    caption_height = caption_lines * (font_size + 4) + padding if caption_lines else 0
+    title_height = font_size + 2 * padding if title else 0
+    size = (columns * (width + padding) + padding, title_height + rows * (height + caption_height + padding) + padding)
+    if size[0] * size[1] > MAX_SHEET_PIXELS:
+        raise GenAffectInputError(
+            f"{count} images of {width}x{height} in {columns} columns make a {size[0]}x{size[1]} sheet "
+            f"({size[0] * size[1] / 1e6:.0f} megapixels); the most is {MAX_SHEET_PIXELS / 1e6:.0f}. Draw fewer or "
+            "smaller images, or split the batch.")
+    return size
+
+
 def draw_sheet(
     images_rgb: list[np.ndarray],
     captions: list[list[str]],
@@ -198,20 +224,22 @@ def draw_sheet(
     title: str = "",
     padding: int = 8,
 ) -> np.ndarray:
-    """Equal-sized images in a grid, each with its caption lines underneath, and an optional title."""
+    """Equal-sized images in a grid, each with its caption lines underneath, and an optional title; every text
+    is cut to the width it has."""
     count = len(images_rgb)
     height, width = images_rgb[0].shape[:2]
     columns = max(1, min(columns, count))
-    rows = -(-count // columns)
+    lines = max(len(lines) for lines in captions) if captions else 0
+    sheet_width, sheet_height = sheet_size(count, height, width, columns, lines, bool(title), padding)
     font = font_of_size(max(12, height // 22))
     line_height = font.size + 4
-    caption_height = max(len(lines) for lines in captions) * line_height + padding if captions else 0
+    caption_height = lines * line_height + padding if lines else 0
     title_height = font.size + 2 * padding if title else 0
     cell_width, cell_height = width + padding, height + caption_height + padding
-    sheet = Image.new("RGB", (columns * cell_width + padding, title_height + rows * cell_height + padding), BACKGROUND)
+    sheet = Image.new("RGB", (sheet_width, sheet_height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((padding, padding), title, fill=TEXT, font=font)
+        draw.text((padding, padding), fit_text(draw, title, font, sheet_width - 2 * padding), fill=TEXT, font=font)
     for i, image in enumerate(images_rgb):
         left = padding + (i % columns) * cell_width
         top = title_height + padding + (i // columns) * cell_height
@@ -221,10 +249,23 @@ def draw_sheet(
     return np.asarray(sheet)
 
 
+ELLIPSIS = "..."
+
+
 def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """``text`` cut with an ellipsis so that it is no wider than ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
+    """``text`` cut with an ellipsis so that it is no wider than ``width`` pixels, in O(log n) measurements: a
+    binary search over the length of the kept prefix. Only the first 2 x ``width`` characters are searched: a
+    longer prefix would need characters under half a pixel wide (zero-width marks are then cut, which only
+    shortens what is shown)."""
+    width = max(int(width), 0)
+    searched = text[:2 * width + 1]
+    if len(searched) == len(text) and draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
+    low, high = 0, len(searched) - (len(searched) == len(text))  # text[:low] + ... fits (or low is 0)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if draw.textlength(searched[:middle] + ELLIPSIS, font=font) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return searched[:low] + ELLIPSIS
