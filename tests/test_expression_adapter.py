@@ -157,3 +157,19 @@ def test_pickle_with_code_is_refused_by_weights_only(tmp_path):
 def test_missing_adapter_file_names_the_download(tmp_path):
     with pytest.raises(ModelFileError, match="huggingface.co/FoivosPar/Arc2Face.*models/arc2face/exp_adapter"):
         load_expression_adapter(str(tmp_path / "exp_adapter.bin"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("layout", ["bin", "safetensors"])
+def test_an_adapter_file_with_non_finite_weights_is_refused_naming_the_weight(tmp_path, value, layout):
+    state = published_adapter(cross_attention_widths(tiny_unet()))
+    state["ip_adapter"]["3.to_v_ip.weight"][0, 0] = value
+    path = write_bin(tmp_path, state)
+    if layout == "safetensors":
+        from safetensors.torch import save_file
+
+        flat = {f"{group}.{key}": tensor for group in state for key, tensor in state[group].items()}
+        path = str(tmp_path / "exp_adapter.safetensors")
+        save_file(flat, path)
+    with pytest.raises(ModelFileError, match=r"weight ip_adapter\.3\.to_v_ip\.weight holds NaN or infinite values"):
+        load_expression_adapter(path)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelFileError
-from ..files.weight_files import read_weights, write_safetensors
+from ..files.weight_files import check_weights, read_weights, write_safetensors
 from .batch import JAW_SIDE
 
 CHECKPOINT_PREFIX = "smirk_encoder.expression_encoder."
@@ -219,12 +219,7 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str
             f"{path} does not match SMIRK's expression encoder (tf_mobilenetv3_large_minimal_100 + linear to 55): "
             + "; ".join(problems) + ". Use the published SMIRK_em1.pt or its conversion by GenAffect."
         )
-    for key, value in state.items():  # batch-norm step counters are integers; every weight is floating point
-        if not key.endswith("num_batches_tracked") and not torch.is_floating_point(value):
-            raise ModelFileError(f"{path}: {key} is stored as {value.dtype}, not floating point (a quantised file?). "
-                                 f"{HINT}")
-        if torch.is_floating_point(value) and not torch.isfinite(value).all():
-            raise ModelFileError(f"{path}: {key} holds NaN or infinite values; the file is damaged. {HINT}")
+    check_weights(state, path, HINT, counters=("num_batches_tracked",))  # batch-norm step counters are integers
 
 
 def load_expression_encoder(path: str, device: str | torch.device = "cpu") -> ExpressionEncoder:

@@ -49,6 +49,19 @@ def read_weights(path: str, hint: str) -> dict[str, torch.Tensor]:
     return flat
 
 
+def check_weights(state: dict[str, torch.Tensor], path: str, hint: str, counters: tuple[str, ...] = ()) -> None:
+    """Refuse a weight that is not floating point (a quantised file) or holds NaN or infinite values, naming the
+    first; names ending in ``counters`` (batch-norm step counts) are integers by design."""
+    for name, tensor in state.items():
+        if name.endswith(counters) and counters:
+            continue
+        if not torch.is_floating_point(tensor):
+            raise ModelFileError(f"{path}: weight {name} is stored as {tensor.dtype}, not floating point (a quantised "
+                                 f"file?). {hint}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: weight {name} holds NaN or infinite values; the file is damaged. {hint}")
+
+
 def write_safetensors(state: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> str:
     """Write ``state`` to ``path`` (its folder made if needed) through a temporary name, so a crash leaves
     no half file."""
@@ -108,9 +121,7 @@ def load_checked(module: torch.nn.Module, path: str, dtype: torch.dtype, hint: s
     from safetensors.torch import load_file
 
     state = load_file(path)
-    for name, tensor in state.items():
-        if not torch.isfinite(tensor).all():
-            raise ModelFileError(f"{path}: weight {name} holds NaN or infinite values; the file is damaged. {hint}")
+    check_weights(state, path, hint)
     module = module.to(dtype).to_empty(device="cpu")  # a meta module changes dtype for free
     module.load_state_dict(state, strict=True)
     return module

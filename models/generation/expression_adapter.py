@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import GenAffectInputError, ModelFileError
-from ..files.weight_files import read_weights, write_safetensors
+from ..files.weight_files import check_weights, read_weights, write_safetensors
 from .attention import attention_flat
 from .batch_rows import condition_rows
 
@@ -152,6 +152,7 @@ def split_published(state: dict[str, torch.Tensor], path: str) -> tuple[dict, di
 
 def adapter_from_state(state: dict[str, torch.Tensor], path: str) -> ExpressionAdapter:
     image_proj, ip_adapter = split_published(state, path)
+    check_weights(state, path, HINT)
     projection = build_projection(image_proj, path)
     numbers = sorted({int(k.split(".", 1)[0]) for k in ip_adapter if k.split(".", 1)[0].isdigit()})
     layers, context_width = [], None

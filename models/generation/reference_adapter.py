@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import GenAffectInputError, ModelFileError
-from ..files.weight_files import read_weights
+from ..files.weight_files import check_weights, read_weights
 from .attention import attention_flat
 from .batch_rows import condition_rows
 
@@ -55,6 +55,7 @@ def reference_lora_from_state(state: dict[str, torch.Tensor], source: str) -> Re
             f"(keys like 'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight'); "
             f"found {len(foreign)} other key(s), e.g. {shown}. {HINT}"
         )
+    check_weights(weights, source, HINT)
     modules = tuple(sorted({_module_of(k) for k in weights}))
     for module in modules:
         if not any(f"{module}{end}" in weights for end in (".lora.down.weight", ".lora_A.weight")):
