@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -16,7 +17,8 @@ from genaffect.models.expression.batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES
 from genaffect.models.expression.expression_library import preset_names, presets
 from genaffect.models.face_drawing import main
 from genaffect.nodes.expression_nodes import GenAffectExpressionEditor, GenAffectExpressionPreset
-from genaffect.nodes.web_routes import editor_data, preview
+from genaffect.nodes.web_routes import answer_preview, editor_data, preview
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(REPO, "tests", "data", "face_model_golden.json")
@@ -121,9 +123,11 @@ def test_the_editor_preview_is_what_the_nodes_output():
     answer = preview({"node": "GenAffectExpressionPreset", "inputs": {"expressions": "happy, sad", "intensity": 1}})
     assert answer["count"] == 2 and np.allclose(answer["blendshapes"],
                                                 GenAffectExpressionPreset().build("happy, sad", 1.0)[0].blendshapes)
-    refused = preview({"node": "GenAffectExpressionPreset", "inputs": {"expressions": "hapy", "intensity": 1}})
-    assert "hapy" in refused["error"]
-    assert "error" in preview({"node": "SomethingElse", "inputs": {}})
+    refused, status = answer_preview(json.dumps({"node": "GenAffectExpressionPreset",
+                                                 "inputs": {"expressions": "hapy", "intensity": 1}}).encode())
+    assert status == 400 and "hapy" in refused["error"]
+    refused, status = answer_preview(b'{"node": "SomethingElse", "inputs": {}}')
+    assert status == 400 and "SomethingElse" in refused["error"]
 
 
 def test_the_gallery_sets_an_editors_sliders_to_reproduce_a_preset_made_of_slider_shapes():
@@ -135,3 +139,42 @@ def test_the_gallery_sets_an_editors_sliders_to_reproduce_a_preset_made_of_slide
     sliders = expression_edit.sliders_from_blendshapes(vector)
     rebuilt = GenAffectExpressionEditor().edit(1.0, **sliders)[0].blendshapes[0]
     np.testing.assert_allclose(rebuilt, vector, atol=1e-3)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--workflow", "{tmp}/missing.json"], "missing.json: No such file or directory"),
+    (["--workflow", "{tmp}/broken.json"], "broken.json is not a JSON workflow"),
+    (["--workflow", "{tmp}/list.json"], "list.json: this is not a ComfyUI workflow as the frontend saves it"),
+    (["--workflow", "{tmp}/badnode.json"], "badnode.json: a node of this workflow is malformed"),
+    (["--workflow", "{tmp}/unknown.json"], "'grinning badger' is not in the expression library"),
+    (["--workflow", "{tmp}"], "Is a directory"),
+    (["--expressions", "grinning badger"], "'grinning badger' is not in the expression library"),
+    (["--size", "0"], "--size is 0; it must be a whole number from 16 to 1024"),
+    (["--size", "100000"], "--size is 100000"),
+    (["--out", "{tmp}/no/such/folder/x.png"], "the folder .*no/such/folder does not exist"),
+    (["--out", "{tmp}/x.xyz"], ".xyz is not a picture format Pillow writes"),
+    (["--out", "{tmp}"], "is a folder; give a file name"),
+    (["--out", "{tmp}/exists.png"], "exists.png already exists; choose another name, or pass --overwrite"),
+])
+def test_the_drawing_command_explains_ordinary_mistakes_without_a_traceback(arguments, message, tmp_path, capsys):
+    from genaffect.models.errors import run_command
+
+    (tmp_path / "broken.json").write_text("{nope")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "badnode.json").write_text(json.dumps({"nodes": [{"type": "Note", "widgets_values": 5}]}))
+    (tmp_path / "unknown.json").write_text(json.dumps({"nodes": [
+        {"type": "GenAffectExpressionPreset", "widgets_values": ["grinning badger", 1.0]}]}))
+    (tmp_path / "exists.png").write_bytes(b"my own picture")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "new.png")]
+    assert run_command(main, argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert (tmp_path / "exists.png").read_bytes() == b"my own picture"
+
+
+def test_the_drawing_command_replaces_a_picture_when_told(tmp_path):
+    out = tmp_path / "sheet.png"
+    out.write_bytes(b"old")
+    assert main(["--expressions", "happy", "--out", str(out), "--size", "32", "--overwrite"]) == 0
+    assert Image.open(out).size[0] > 32

@@ -92,28 +92,25 @@ def find_photos(root: str, preset_names) -> list[Photo]:
     return photos
 
 
-def read_rgb(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:  # grayscale, palette and RGBA photos all become RGB
-        return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-
-
 def measure_photos(photos: list[Photo], estimator, min_face: int = MIN_FACE, on_progress=None):
-    """(readings (M, 52), the photos they belong to, {reason: count} of the photos skipped)."""
-    from genaffect.models.errors import NoFaceFoundError
+    """(readings (M, 52), the photos they belong to, {reason: count} of the photos skipped, the files that are not
+    readable images)."""
+    from genaffect.models.errors import GenAffectInputError, NoFaceFoundError
     from genaffect.models.expression.expression_estimator import estimate_expressions
+    from genaffect.models.images import read_photo
 
-    readings, kept, skipped = [], [], {}
+    readings, kept, skipped, unreadable = [], [], {}, []
 
     def skip(reason):
         skipped[reason] = skipped.get(reason, 0) + 1
 
     for count, photo in enumerate(photos, 1):
         try:
-            rgb = read_rgb(photo.path)
-        except OSError:
+            rgb = read_photo(photo.path)
+        except GenAffectInputError as error:  # damaged, not an image, or a decompression bomb: said, and go on
+            print(f"skipped: {error}", file=sys.stderr)
             skip("unreadable image file")
+            unreadable.append(photo.path)
             continue
         try:
             estimation = estimate_expressions(estimator, [rgb], on_no_face="skip")
@@ -129,7 +126,7 @@ def measure_photos(photos: list[Photo], estimator, min_face: int = MIN_FACE, on_
         kept.append(photo)
         if on_progress is not None:
             on_progress(count, len(photos))
-    return np.array(readings, dtype=np.float32).reshape(-1, 52), kept, skipped
+    return np.array(readings, dtype=np.float32).reshape(-1, 52), kept, skipped, unreadable
 
 
 def person_median(readings: np.ndarray, persons: list[str]) -> np.ndarray:
@@ -317,20 +314,22 @@ EVALUATION = ("blendshape L1 = mean |reading - target| over the readable blendsh
 
 
 def read_photos(photos: list[Photo], photos_root: str, estimator, min_face: int, cache: str | None, on_progress):
-    """(readings, the photos kept, {reason: count} skipped): from ``cache`` when it exists, else measured (and
-    written to ``cache`` when one is named)."""
+    """(readings, the photos kept, {reason: count} skipped, the unreadable files relative to ``photos_root``): from
+    ``cache`` when it exists, else measured (and written to ``cache`` when one is named)."""
     if cache and os.path.isfile(cache):
         stored = np.load(cache, allow_pickle=False)
         readings, skipped = stored["readings"], json.loads(str(stored["skipped"]))
+        unreadable = json.loads(str(stored["unreadable"])) if "unreadable" in stored else []
         keep = set(stored["paths"].tolist())
         kept = [p for p in photos if os.path.relpath(p.path, photos_root) in keep]
         order = {path: i for i, path in enumerate(stored["paths"].tolist())}
-        return readings[[order[os.path.relpath(p.path, photos_root)] for p in kept]], kept, skipped
-    readings, kept, skipped = measure_photos(photos, estimator, min_face, on_progress)
+        return readings[[order[os.path.relpath(p.path, photos_root)] for p in kept]], kept, skipped, unreadable
+    readings, kept, skipped, unreadable = measure_photos(photos, estimator, min_face, on_progress)
+    unreadable = [os.path.relpath(path, photos_root) for path in unreadable]
     if cache:
-        np.savez(cache, readings=readings, skipped=json.dumps(skipped),
+        np.savez(cache, readings=readings, skipped=json.dumps(skipped), unreadable=json.dumps(unreadable),
                  paths=np.array([os.path.relpath(p.path, photos_root) for p in kept]))
-    return readings, kept, skipped
+    return readings, kept, skipped, unreadable
 
 
 def preset_targets(readings: np.ndarray, kept: list[Photo], presets, min_people: int):
@@ -368,7 +367,7 @@ def calibrate(photos_root: str, estimator, *, estimator_about: dict, provenance=
 
     recipes = _recipes()
     photos = find_photos(photos_root, list(recipes))
-    readings, kept, skipped = read_photos(photos, photos_root, estimator, min_face, cache, on_progress)
+    readings, kept, skipped, unreadable = read_photos(photos, photos_root, estimator, min_face, cache, on_progress)
     if not kept:
         raise SystemExit(f"none of the {len(photos)} photos had a usable face ({skipped}).")
     persons = [p.person for p in kept]
@@ -389,7 +388,8 @@ def calibrate(photos_root: str, estimator, *, estimator_about: dict, provenance=
         "created": datetime.date.today().isoformat(),
         "estimator": estimator_about,
         "photos": {"provenance": provenance, "photos_found": len(photos), "photos_used": len(kept),
-                   "people": len(set(persons)), "skipped": skipped, "min_face_px": min_face,
+                   "people": len(set(persons)), "skipped": skipped,
+                   **({"unreadable": unreadable} if unreadable else {}), "min_face_px": min_face,
                    "min_people_per_preset": min_people_per_preset, "presets_with_too_few_people": too_few,
                    "committed": False},
         "statistic": STATISTIC,
@@ -434,8 +434,10 @@ def write(data: dict, output: str) -> None:
     text = json.dumps(data, indent=1, ensure_ascii=False)
     # one line per vector or name list: the file stays readable and its diffs show which preset changed
     text = re.sub(r"\[\s*\n\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + re.sub(r",\s*\n\s*", ", ", m.group(1)) + "]", text)
-    with open(output, "w", encoding="utf-8") as handle:
+    partial = output + ".partial"  # written whole, then renamed: a crash never leaves the pack's file half written
+    with open(partial, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
+    os.replace(partial, output)
 
 
 def report(data: dict) -> str:
@@ -451,9 +453,16 @@ def report(data: dict) -> str:
 
 
 def rederive(path: str) -> dict:
-    """Refresh the targets of the presets without photos in the targets file ``path`` from its stored gains."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
+    """Refresh the targets of the presets without photos in the targets file ``path`` from its stored gains; a file
+    that cannot be read is refused and left as it is."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as error:  # missing, not UTF-8, not JSON
+        raise SystemExit(f"{path} cannot be read ({type(error).__name__}: {error}); --rederive refreshes an existing "
+                         "targets file (restore it first, e.g. git checkout models/data).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+        raise SystemExit(f"{path} is not an estimator-targets file (no targets); restore it first.")
     data["targets"] = derived_targets(data)
     write(data, path)
     print(f"refreshed the presets without photos in {path}")
@@ -518,4 +527,7 @@ def main(argv=None, estimator=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import_pack()
+    from genaffect.models.errors import run_command
+
+    sys.exit(run_command(main))

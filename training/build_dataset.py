@@ -34,6 +34,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-frames", type=int, default=200, help="frames kept per video at most")
     parser.add_argument("--caption", default=None, help="caption of files without a .txt beside them")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--overwrite", action="store_true", help="replace a data set already in --output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -54,10 +55,13 @@ def main(argv=None) -> None:
         args.photos, args.output, analyzer, estimator, encode_images, encode_text, size=args.size,
         shard_size=args.shard_size, frame_step=args.frame_step, max_frames=args.max_frames,
         default_caption=args.caption or dataset.DEFAULT_CAPTION, family=family,
-        on_progress=lambda done, total: print(f"\r{done}/{total} files", end="", flush=True))
+        on_progress=lambda done, total: print(f"\r{done}/{total} files", end="", flush=True), overwrite=args.overwrite)
     print(f"\n{summary['faces']} faces of {len(summary['persons'])} persons in {len(summary['shards'])} shards "
           f"({len(summary['skipped'])} frames skipped, listed in {args.output}/dataset.json)")
 
 
 if __name__ == "__main__":
-    main()
+    import_pack()
+    from genaffect.models.errors import run_command
+
+    raise SystemExit(run_command(main))

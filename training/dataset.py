@@ -29,6 +29,7 @@ from ..models.face.face_align import align_ffhq
 from ..models.face.identity import extract_identity
 from ..models.files.weight_files import write_safetensors
 from ..models.generation.dit_adapter import expression_input
+from ..models.images import read_photo
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ class Source:
     caption: str
 
 
-def find_sources(root: str, default_caption: str = DEFAULT_CAPTION) -> list[Source]:
-    """Every image and video under ``root``, with its person (first sub-folder) and caption, sorted."""
+def find_sources(root: str, default_caption: str = DEFAULT_CAPTION, skipped: list[str] | None = None) -> list[Source]:
+    """Every image and video under ``root``, with its person (first sub-folder) and caption, sorted. A file whose
+    caption cannot be read as UTF-8 text is left out and said in ``skipped``."""
     if not os.path.isdir(root):
         raise GenAffectInputError(f"{root} is not a folder; give the folder holding one sub-folder per person.")
     sources = []
@@ -62,8 +64,14 @@ def find_sources(root: str, default_caption: str = DEFAULT_CAPTION) -> list[Sour
             caption_file = os.path.join(directory, stem + ".txt")
             caption = default_caption
             if os.path.isfile(caption_file):
-                with open(caption_file, encoding="utf-8") as handle:
-                    caption = handle.read().strip() or default_caption
+                try:
+                    with open(caption_file, encoding="utf-8") as handle:
+                        caption = handle.read().strip() or default_caption
+                except (OSError, UnicodeDecodeError) as error:
+                    if skipped is not None:
+                        skipped.append(f"{os.path.join(directory, name)}: its caption {caption_file} is not readable "
+                                       f"UTF-8 text ({type(error).__name__}); save it as UTF-8")
+                    continue
             sources.append(Source(person, os.path.join(directory, name), caption))
     if not sources:
         raise GenAffectInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
@@ -74,10 +82,7 @@ def find_sources(root: str, default_caption: str = DEFAULT_CAPTION) -> list[Sour
 def read_frames(path: str, frame_step: int = 10, max_frames: int = 200):
     """(frame number, RGB uint8) of an image (one frame) or of every ``frame_step``-th video frame."""
     if path.lower().endswith(IMAGE_EXTENSIONS):
-        from PIL import Image
-
-        with Image.open(path) as image:  # grayscale, palette and RGBA photos all become RGB
-            yield 0, np.asarray(image.convert("RGB"))
+        yield 0, read_photo(path)  # an unreadable file raises GenAffectInputError naming it
         return
     import cv2
 
@@ -97,6 +102,16 @@ def read_frames(path: str, frame_step: int = 10, max_frames: int = 200):
             number += 1
     finally:
         video.release()
+
+
+def frames_or_report(path: str, frame_step: int, max_frames: int, skipped: list[str]):
+    """:func:`read_frames`, with a file that cannot be read (a damaged or truncated photo, a decompression bomb)
+    said in ``skipped`` and the build going on with the next file."""
+    try:
+        yield from read_frames(path, frame_step, max_frames)
+    except GenAffectInputError as error:
+        log.warning("GenAffect: skipped %s", error)
+        skipped.append(str(error))
 
 
 @dataclass
@@ -174,6 +189,13 @@ def write_shard(path: str, faces: list[Face], latents: torch.Tensor, persons: li
     return write_safetensors(state, path, metadata)
 
 
+def _data_set_files(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if (n.startswith("shard-") and n.endswith(".safetensors")) or n == "dataset.json")
+
+
 def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
     """RGB uint8 images -> (B, 3, H, W) in [-1, 1], what diffusers VAEs encode."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -181,17 +203,28 @@ def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
 
 def build_dataset(root: str, output: str, analyzer, estimator, encode_images, encode_text, *, size: int = 512,
                   shard_size: int = 256, frame_step: int = 10, max_frames: int = 200,
-                  default_caption: str = DEFAULT_CAPTION, family: str | None = None, on_progress=None) -> dict:
+                  default_caption: str = DEFAULT_CAPTION, family: str | None = None, on_progress=None,
+                  overwrite: bool = False) -> dict:
     """Analyse every image and video under ``root`` and write shards to ``output``; returns the summary.
 
     ``encode_images(pixels (B, 3, H, W) in [-1, 1]) -> latents`` and ``encode_text(captions) ->
     {"prompt_embeds" (U, T, D)[, "pooled_prompt_embeds" (U, P)][, "prompt_mask" (U, T)]}`` are the
-    backbone's VAE and text encoders (``training/backbones.py``); ``family`` is recorded in each shard.
+    backbone's VAE and text encoders (``training/backbones.py``); ``family`` is recorded in each shard. A data
+    set already in ``output`` is replaced only with ``overwrite`` (its shards are removed first, so none is left
+    over to mix with the new ones).
     """
-    sources = find_sources(root, default_caption)
+    existing = _data_set_files(output)
+    if existing and not overwrite:
+        raise GenAffectInputError(f"{output} already holds a data set ({len(existing)} files, e.g. "
+                                  f"{os.path.basename(existing[0])}); choose an empty folder, or pass --overwrite to "
+                                  "replace it.")
+    for path in existing:
+        os.remove(path)
+    unusable: list[str] = []
+    sources = find_sources(root, default_caption, unusable)
     persons = sorted({source.person for source in sources})
     pending: list[Face] = []
-    summary = {"persons": persons, "faces": 0, "skipped": [], "shards": [], "size": size}
+    summary = {"persons": persons, "faces": 0, "skipped": unusable, "shards": [], "size": size}
 
     def flush(final: bool = False):
         while len(pending) >= shard_size or (final and pending):
@@ -214,7 +247,7 @@ def build_dataset(root: str, output: str, analyzer, estimator, encode_images, en
         frames.clear()
 
     for number, source in enumerate(sources):
-        for frame, rgb in read_frames(source.path, frame_step, max_frames):
+        for frame, rgb in frames_or_report(source.path, frame_step, max_frames, summary["skipped"]):
             origin = source.path if frame == 0 and source.path.lower().endswith(IMAGE_EXTENSIONS) else \
                 f"{source.path}#{frame}"
             frames.append((source, origin, rgb))
@@ -234,6 +267,69 @@ def build_dataset(root: str, output: str, analyzer, estimator, encode_images, en
     log.info("GenAffect: %d faces of %d persons in %d shards; %d frames skipped.", summary["faces"], len(persons),
              len(summary["shards"]), len(summary["skipped"]))
     return summary
+
+
+SHARD_FLOATS = {"latents": 4, "identity": 2, "prompt_embeds": 3, "pooled_prompt_embeds": 2, "blendshapes": 2,
+                "flame": 2}  # float tensors and their number of dimensions
+SHARD_INTEGERS = ("person", "caption", "prompt_mask")
+SHARD_REQUIRED = ("latents", "identity", "person", "caption", "prompt_embeds")
+
+
+def check_shard(path: str) -> int:
+    """Check one shard before training reads it: a safetensors file in the shard format holding every tensor it
+    needs, with consistent shapes, floating-point values that are all finite (a NaN would spread through the
+    training silently), expressions in range and captions that exist. Returns its number of faces."""
+    from safetensors import SafetensorError, safe_open
+
+    rebuild = "rebuild the data set with training/build_dataset.py"
+
+    def bad(what):
+        return GenAffectInputError(f"{path}: {what}; {rebuild}.")
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            if metadata.get("format") != SHARD_FORMAT:
+                raise GenAffectInputError(f"{path} is not a GenAffect training shard (format "
+                                          f"{metadata.get('format')!r}); {rebuild}.")
+            missing = [key for key in SHARD_REQUIRED if key not in handle.keys()]
+            if missing:
+                raise bad(f"it has no {', '.join(missing)}")
+            if not {"blendshapes", "flame"} & set(handle.keys()):
+                raise bad("it holds no expressions (blendshapes or flame)")
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            faces, captions = shapes["latents"][0] if shapes["latents"] else 0, shapes["prompt_embeds"][0] if \
+                shapes["prompt_embeds"] else 0
+            if faces == 0:
+                raise bad("it holds no faces")
+            expected = {"latents": (faces,), "identity": (faces, 512), "person": (faces,), "caption": (faces,),
+                        "blendshapes": (faces, 52), "flame": (faces, 55), "pooled_prompt_embeds": (captions,),
+                        "prompt_mask": (captions,)}
+            for key, shape in shapes.items():
+                start = expected.get(key, ())
+                if shape[:len(start)] != start or len(shape) != SHARD_FLOATS.get(key, len(shape)) or \
+                        (key in ("person", "caption") and len(shape) != 1):
+                    raise bad(f"{key} has shape {list(shape)}, which does not fit {faces} faces and {captions} captions")
+            for key in shapes:
+                tensor = handle.get_tensor(key)
+                if key in SHARD_FLOATS:
+                    if not tensor.is_floating_point():
+                        raise bad(f"{key} is stored as {tensor.dtype}, not floating point")
+                    if not bool(torch.isfinite(tensor).all()):
+                        raise bad(f"{key} holds NaN or infinite values")
+                elif key in SHARD_INTEGERS and tensor.is_floating_point():
+                    raise bad(f"{key} is stored as {tensor.dtype}, not integers")
+                if key == "blendshapes" and (tensor.min() < 0 or tensor.max() > 1):
+                    raise bad("blendshapes run outside 0..1")
+                if key == "caption" and (tensor.min() < 0 or tensor.max() >= captions):
+                    raise bad(f"caption numbers run to {int(tensor.max())} but it holds {captions} captions")
+                if key == "person" and tensor.min() < 0:
+                    raise bad("person numbers are negative")
+    except SafetensorError as error:
+        raise bad(f"not a readable safetensors file ({error})") from None
+    except OSError as error:
+        raise bad(f"cannot be read ({error})") from None
+    return faces
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -262,17 +358,19 @@ class ShardDataset(torch.utils.data.Dataset):
             raise GenAffectInputError(f"no shard-*.safetensors in {folder}; build the data set with "
                                       "training/build_dataset.py first.")
         self.rows: list[tuple[int, int]] = []
-        identities, persons, keys, families = [], [], [], set()
+        identities, persons, keys, families, latent_shapes = [], [], [], set(), set()
         for number, path in enumerate(self.paths):
+            check_shard(path)
             with safe_open(path, framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                if metadata.get("format") != SHARD_FORMAT:
-                    raise GenAffectInputError(f"{path} is not a GenAffect training shard.")
-                families.add(metadata.get("family"))
+                families.add((handle.metadata() or {}).get("family"))
                 identities.append(handle.get_tensor("identity"))
                 persons.append(handle.get_tensor("person"))
                 keys.append(frozenset(handle.keys()))
+                latent_shapes.add(tuple(handle.get_slice("latents").get_shape()[1:]))
             self.rows += [(number, row) for row in range(len(persons[-1]))]
+        if len(latent_shapes) != 1:
+            raise GenAffectInputError(f"the shards in {folder} hold latents of different sizes {sorted(latent_shapes)}; "
+                                      "build all shards of one data set with the same --model and --size.")
         expressions = {frozenset(k & {"blendshapes", "flame"}) for k in keys}
         if len(expressions) != 1 or not next(iter(expressions)):
             raise GenAffectInputError(f"the shards in {folder} carry different expressions "

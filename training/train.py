@@ -49,6 +49,7 @@ def main(argv=None) -> None:
     export.add_argument("--to", required=True, help="the file to write, e.g. ComfyUI/models/genaffect/x.safetensors")
     export.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
                         help="precision of the file (default bf16: half the size of the fp32 training weights)")
+    export.add_argument("--overwrite", action="store_true", help="replace the file at --to if there is one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
         import torch
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-        print(trainer.export_adapter(args.source, args.to, dtype))
+        print(trainer.export_adapter(args.source, args.to, dtype, overwrite=args.overwrite))
         return
     settings = trainer.TrainSettings(**{f.name: getattr(args, f.name) for f in fields(trainer.TrainSettings)})
     data = ShardDataset(args.data, cross_pairs=not args.no_cross_pairs,  # checked before the weights load
@@ -73,4 +74,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import_pack()
+    from genaffect.models.errors import run_command
+
+    raise SystemExit(run_command(main))

@@ -275,10 +275,19 @@ def _sample(accelerator, module: FlowMatchingLoss, settings: TrainSettings, step
     save_grid(pixels, os.path.join(settings.output, "samples", f"step-{step:06d}.png"))
 
 
-def export_adapter(source: str, destination: str, dtype: torch.dtype | None = None) -> str:
+def export_adapter(source: str, destination: str, dtype: torch.dtype | None = None, overwrite: bool = False) -> str:
     """Copy a trained adapter into the node's folder: ``source`` is a training output folder (its final file,
     else its latest checkpoint), a checkpoint folder or an adapter file; ``dtype`` (e.g. bf16) halves the
-    file. The source is checked by loading it."""
+    file. The source is checked by loading it. An existing ``destination`` is replaced only with ``overwrite``."""
+    if os.path.isdir(destination):
+        raise GenAffectInputError(f"{destination} is a folder; give the file to write, e.g. "
+                                  f"{os.path.join(destination, 'my_adapter.safetensors')}.")
+    if os.path.exists(destination) and not overwrite:
+        raise GenAffectInputError(f"{destination} already exists; choose another name, or pass --overwrite to "
+                                  "replace it.")
+    if not os.path.exists(source):
+        raise GenAffectInputError(f"{source} does not exist; give a training output folder, a checkpoint folder or "
+                                  "an adapter file.")
     path = source
     if os.path.isdir(source):
         candidates = [os.path.join(source, ADAPTER_FILE)] + [os.path.join(c, ADAPTER_FILE)
