@@ -121,6 +121,17 @@ class GenAffectArc2FaceLoader:
         }
 
     @classmethod
+    def VALIDATE_INPUTS(cls, weight_dtype):
+        """Before a run: every required Arc2Face file is there (all missing ones listed at once, with addresses)."""
+        def precision():
+            if weight_dtype not in WEIGHT_DTYPES:
+                raise GenAffectInputError(f"weight_dtype {weight_dtype!r:.40} is not one of {', '.join(WEIGHT_DTYPES)}.")
+
+        roots = comfy_host.model_roots("arc2face")
+        return comfy_host.validation_answer(precision,
+                                            lambda: arc2face.locate_files(roots, [comfy_host.models_dir()] + roots))
+
+    @classmethod
     def IS_CHANGED(cls, **_):
         roots = comfy_host.model_roots("arc2face")
         try:

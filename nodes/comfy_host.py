@@ -8,9 +8,14 @@ and cancellation are no-ops.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import shutil
 
 from ..models.files.model_catalog import MODEL_FOLDERS
+from ..models.files.packaged_data import EXAMPLE_PHOTO, data_path
+
+log = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "GENAFFECT_MODELS_DIR"
 
@@ -34,6 +39,25 @@ def register_model_folders() -> None:
         return
     for name in MODEL_FOLDERS:
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
+
+
+def provide_example_photo() -> None:
+    """Put the templates' example photo into ComfyUI's input folder, where their Load Image nodes look (ComfyUI has one
+    input folder and no way for a pack to add another). Copied once, never over a file of that name; a read-only
+    input folder only costs the templates their photo (logged)."""
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        return
+    target = os.path.join(folder_paths.get_input_directory(), EXAMPLE_PHOTO)
+    if os.path.exists(target):
+        return
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(data_path(EXAMPLE_PHOTO), target + ".partial")
+        os.replace(target + ".partial", target)
+    except OSError as error:
+        log.warning("GenAffect: could not put the templates' example photo in %s (%s); load a photo of your own.",
+                    os.path.dirname(target), error)
 
 
 def models_dir() -> str:
@@ -91,6 +115,21 @@ def model_file_path(folder: str, name: str, extensions: tuple[str, ...]) -> str 
         if os.path.isfile(path):
             return path
     return None
+
+
+def validation_answer(*checks) -> bool | str:
+    """A loader's VALIDATE_INPUTS answer: True, or the message of every check that fails (each raises the pack's
+    error with the download address and folder). ComfyUI validates every node before a run, so all missing files
+    of a workflow are listed at once instead of one per run."""
+    from ..models.errors import GenAffectInputError, ModelFileError
+
+    messages = []
+    for check in checks:
+        try:
+            check()
+        except (GenAffectInputError, ModelFileError) as error:
+            messages.append(str(error))
+    return "\n".join(messages) or True
 
 
 def torch_device():

@@ -53,16 +53,25 @@ class GenAffectDiTAdapterLoader:
             "tooltip": "An adapter .safetensors exported by training/train.py, in models/genaffect/."})}}
 
     @classmethod
+    def VALIDATE_INPUTS(cls, adapter_name):
+        """Before a run: the adapter file is there (the menu lists an example name when there is none)."""
+        return comfy_host.validation_answer(lambda: _adapter_path(adapter_name))
+
+    @classmethod
     def IS_CHANGED(cls, adapter_name):
         return comfy_host.file_identity(comfy_host.model_file_path(FOLDER, adapter_name, EXTENSIONS))
 
     def load(self, adapter_name):
-        path = comfy_host.model_file_path(FOLDER, adapter_name, EXTENSIONS)
-        if path is None or adapter_name.startswith("mappings/"):
-            raise ModelFileError(f"{adapter_name} is not in models/genaffect/ "
-                                 f"({', '.join(comfy_host.model_roots(FOLDER))}). {TRAINING_HINT}")
-        adapter = load_dit_adapter(path)
+        adapter = load_dit_adapter(_adapter_path(adapter_name))
         return (adapter, adapter.describe())
+
+
+def _adapter_path(adapter_name: str) -> str:
+    path = comfy_host.model_file_path(FOLDER, adapter_name, EXTENSIONS)
+    if path is None or adapter_name.startswith("mappings/"):
+        raise ModelFileError(f"{adapter_name} is not in models/genaffect/ "
+                             f"({', '.join(comfy_host.model_roots(FOLDER))}). {TRAINING_HINT}")
+    return path
 
 
 def adapter_inputs() -> dict:

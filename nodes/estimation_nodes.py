@@ -64,26 +64,17 @@ class GenAffectExpressionEstimatorLoader:
         }
 
     @classmethod
+    def VALIDATE_INPUTS(cls, landmarker, smirk):
+        """Before a run: both files are there (ComfyUI then lists every missing file of the workflow at once)."""
+        return comfy_host.validation_answer(lambda: _landmarker_path(landmarker), lambda: _smirk_path(smirk))
+
+    @classmethod
     def IS_CHANGED(cls, landmarker, smirk, **_):
         return comfy_host.file_identity(comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS),
                                         comfy_host.model_file_path("smirk", smirk, SMIRK_EXTENSIONS))
 
     def load(self, landmarker, smirk, max_faces, min_confidence, convert_smirk_to_safetensors=False):
-        task_path = comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS)
-        if task_path is None:
-            entry = expression_estimator.LANDMARKER_ENTRY
-            raise ModelFileError(
-                f"{landmarker} is not in models/mediapipe/ ({', '.join(comfy_host.model_roots('mediapipe'))}). "
-                f"Download {entry.url} ({entry.size_mb} MB) into that folder, then press R in ComfyUI to refresh."
-            )
-        smirk_path = None
-        if smirk != NO_SMIRK:
-            smirk_path = comfy_host.model_file_path("smirk", smirk, SMIRK_EXTENSIONS)
-            if smirk_path is None:
-                raise ModelFileError(
-                    f"{smirk} is not in models/smirk/ ({', '.join(comfy_host.model_roots('smirk'))}). "
-                    f"Get SMIRK_em1.pt from {SMIRK_ENTRY.url} and put it there, or choose '{NO_SMIRK}'."
-                )
+        task_path, smirk_path = _landmarker_path(landmarker), _smirk_path(smirk)
         estimator = expression_estimator.load_estimator(
             task_path, smirk_path, comfy_host.torch_device(), max_faces=max_faces, min_confidence=min_confidence
         )
@@ -95,6 +86,29 @@ class GenAffectExpressionEstimatorLoader:
             info += f"\nsafetensors copy: {target}"
         log.info("GenAffect expression estimator:\n%s", info)
         return (estimator, info)
+
+
+def _landmarker_path(landmarker: str) -> str:
+    task_path = comfy_host.model_file_path("mediapipe", landmarker, TASK_EXTENSIONS)
+    if task_path is None:
+        entry = expression_estimator.LANDMARKER_ENTRY
+        raise ModelFileError(
+            f"{landmarker} is not in models/mediapipe/ ({', '.join(comfy_host.model_roots('mediapipe'))}). "
+            f"Download {entry.url} ({entry.size_mb} MB) into that folder, then press R in ComfyUI to refresh."
+        )
+    return task_path
+
+
+def _smirk_path(smirk: str) -> str | None:
+    if smirk == NO_SMIRK:
+        return None
+    smirk_path = comfy_host.model_file_path("smirk", smirk, SMIRK_EXTENSIONS)
+    if smirk_path is None:
+        raise ModelFileError(
+            f"{smirk} is not in models/smirk/ ({', '.join(comfy_host.model_roots('smirk'))}). "
+            f"Get SMIRK_em1.pt from {SMIRK_ENTRY.url} and put it there, or choose '{NO_SMIRK}'."
+        )
+    return smirk_path
 
 
 class GenAffectEstimateExpression:
@@ -164,6 +178,7 @@ def _previews(frames, estimation: expression_estimator.Estimation):
     batch = estimation.expression
     pictures = []
     for index, frame in enumerate(frames):
+        comfy_host.check_interrupted()  # a long video's previews take a while
         row = rows.get(index)
         if row is None:
             pictures.append(draw_expression_preview(frame, None, None, BLENDSHAPE_NAMES, f"#{index} skipped: {reasons[index]}"))

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..models.drawing.pictures import draw_detections
-from ..models.errors import ModelFileError
+from ..models.errors import GenAffectInputError, ModelFileError
 from ..models.face import face_align, face_analyzer, face_choice, identity
 from ..models.files import insightface_packs, onnx_providers
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
@@ -53,6 +53,19 @@ class GenAffectFaceAnalyzerLoader:
         }
 
     @classmethod
+    def VALIDATE_INPUTS(cls, pack, recognition):
+        """Before a run: the pack is there and, for Arc2Face, its arcface.onnx (ComfyUI then lists all at once)."""
+        roots = comfy_host.model_roots("insightface")
+        found = insightface_packs.find_packs(roots).get(pack)
+
+        def recognizer():
+            if recognition == ARC2FACE:  # searched beside the pack only when the pack is there
+                face_analyzer.require_arc2face_recognizer(found or roots[0], comfy_host.model_roots("arc2face"))
+
+        return comfy_host.validation_answer(lambda: _recognition(recognition),
+                                            lambda: insightface_packs.locate_pack(pack, roots), recognizer)
+
+    @classmethod
     def IS_CHANGED(cls, pack, recognition, **_):
         try:
             pack_dir = insightface_packs.locate_pack(pack, comfy_host.model_roots("insightface"))
@@ -64,7 +77,7 @@ class GenAffectFaceAnalyzerLoader:
                                         *(recognizers if recognition == ARC2FACE else []))
 
     def load(self, pack, recognition, provider, detection_size, detection_threshold):
-        pack_dir = insightface_packs.locate_pack(pack, comfy_host.model_roots("insightface"))
+        pack_dir = _pack_and_recognizer(pack, recognition)
         analyzer = face_analyzer.load_face_analyzer(
             pack,
             pack_dir,
@@ -77,6 +90,20 @@ class GenAffectFaceAnalyzerLoader:
         info = analyzer.describe()
         log.info("GenAffect face analyzer:\n%s", info)
         return (analyzer, info)
+
+
+def _recognition(recognition: str) -> None:
+    if recognition not in (PACK_DEFAULT, ARC2FACE):
+        raise GenAffectInputError(f"recognition {recognition!r:.60} is not one of {PACK_DEFAULT!r}, {ARC2FACE!r}.")
+
+
+def _pack_and_recognizer(pack: str, recognition: str) -> str:
+    """The pack's folder; the pack missing, or Arc2Face's arcface.onnx when it is asked for, raises with the fix."""
+    _recognition(recognition)
+    pack_dir = insightface_packs.locate_pack(pack, comfy_host.model_roots("insightface"))
+    if recognition == ARC2FACE:
+        face_analyzer.require_arc2face_recognizer(pack_dir, comfy_host.model_roots("arc2face"))
+    return pack_dir
 
 
 class GenAffectExtractIdentity:
@@ -189,6 +216,7 @@ def _previews(frames: list[np.ndarray], detections, result: identity.Identity) -
     skipped = {s.image_index: s.reason for s in result.skipped}
     pictures = []
     for index, (frame, found) in enumerate(zip(frames, detections)):
+        comfy_host.check_interrupted()
         ref = kept.get(index)
         chosen = found[ref.detection_index] if ref is not None else None
         if ref is not None:

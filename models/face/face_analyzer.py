@@ -226,16 +226,21 @@ def load_face_analyzer(
     return analyzer
 
 
+def require_arc2face_recognizer(pack_dir: str, arc2face_roots: list[str]) -> str:
+    """Arc2Face's arcface.onnx (:func:`find_arc2face_recognizer`), or :class:`ModelFileError` with where to get it."""
+    found = find_arc2face_recognizer(pack_dir, arc2face_roots)
+    if found is None:
+        target = arc2face_roots[0] if arc2face_roots else "ComfyUI/models/arc2face"
+        raise ModelFileError(
+            f"Face analyzer: Arc2Face's {ARC2FACE_RECOGNIZER} was not found. Download it from "
+            f"{ARC2FACE_RECOGNIZER_URL} (261 MB) into {target}."
+        )
+    return found
+
+
 def _choose_recognizer(pack_dir: str, tasks: dict[str, str | None], use_arc2face: bool, arc2face_roots: list[str]) -> str:
     if use_arc2face:
-        found = find_arc2face_recognizer(pack_dir, arc2face_roots)
-        if found is None:
-            target = arc2face_roots[0] if arc2face_roots else "ComfyUI/models/arc2face"
-            raise ModelFileError(
-                f"Face analyzer: Arc2Face's {ARC2FACE_RECOGNIZER} was not found. Download it from "
-                f"{ARC2FACE_RECOGNIZER_URL} (261 MB) into {target}."
-            )
-        return found
+        return require_arc2face_recognizer(pack_dir, arc2face_roots)
     recognizers = [p for p, t in tasks.items() if t == "recognition"]
     # Arc2Face's README drops arcface.onnx into the pack; "pack default" still means the pack's own model.
     own = [p for p in recognizers if os.path.basename(p) != ARC2FACE_RECOGNIZER]
