@@ -53,6 +53,7 @@ def test_loaders_of_downloadable_files_carry_the_download_metadata_comfyui_offer
     from genaffect.models.files.model_catalog import CATALOG
 
     fetchable = {entry.path: entry for entry in CATALOG if entry.download_url}
+    files = {entry.path: entry for entry in CATALOG}  # SMIRK_em1.pt is got from a page: offered with that link
     with open(path) as handle:
         nodes = json.load(handle)["nodes"]
     for node in nodes:
@@ -61,7 +62,7 @@ def test_loaders_of_downloadable_files_carry_the_download_metadata_comfyui_offer
             assert set(model) == {"name", "url", "directory"} and model["url"].startswith("https://"), model
         names = {model["name"] for model in offered}
         values = [v for v in node.get("widgets_values", []) if isinstance(v, str)]
-        wanted = {value for value in values if value in fetchable}
+        wanted = {value for value in values if value in files}
         if node["type"] == "GenAffectExpressionEstimatorLoader":
             wanted.add("face_landmarker.task")
         if node["type"] == "GenAffectArc2FaceLoader":
@@ -70,6 +71,28 @@ def test_loaders_of_downloadable_files_carry_the_download_metadata_comfyui_offer
             wanted.add("arcface.onnx")
         assert wanted <= names, (node["type"], sorted(wanted - names))
         for model in offered:
-            entry = fetchable.get(model["name"])
+            entry = files.get(model["name"])
             if entry is not None:  # the catalog is the one source of GenAffect's files
-                assert (model["url"], model["directory"]) == (entry.download_url, entry.folder), model
+                assert (model["url"], model["directory"]) == (entry.link, entry.folder), model
+
+
+FRONTEND_TEXT_ZOOM = 0.6  # below it ComfyUI's frontend draws nodes as empty boxes, without titles or widgets
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_every_workflow_opens_at_a_zoom_where_the_frontend_draws_text(path):
+    with open(path) as handle:
+        scale = json.load(handle)["extra"]["ds"]["scale"]
+    assert scale >= FRONTEND_TEXT_ZOOM, scale
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_every_load_image_starts_on_the_photo_the_pack_provides(path):
+    """No template needs a file nobody has: Load Image names the example photo that the pack puts in ComfyUI's
+    input folder when it loads (nodes/comfy_host.provide_example_photo)."""
+    from genaffect.models.files.packaged_data import EXAMPLE_PHOTO, data_path
+
+    with open(path) as handle:
+        images = [node["widgets_values"][0] for node in json.load(handle)["nodes"] if node["type"] == "LoadImage"]
+    assert all(image == EXAMPLE_PHOTO for image in images), images
+    assert os.path.isfile(data_path(EXAMPLE_PHOTO))

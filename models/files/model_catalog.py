@@ -37,6 +37,12 @@ class ModelFile:
             return self.url
         return None
 
+    @property
+    def link(self) -> str:
+        """Where a workflow's model metadata points: the file itself, or the page it is got from (the frontend then
+        shows the file's folder and a link instead of "Unknown")."""
+        return self.download_url or self.url.split()[0]
+
 
 INSIGHTFACE_LICENCE = "non-commercial research only (insightface)"
 
