@@ -7,7 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# The tests' models are tiny: with more than one thread per process, torch's thread synchronisation costs more than
+# the work (a training test: 5x the CPU time on a busy 2-core machine). Set before torch loads, and inherited by
+# the subprocesses tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_NAME = "genaffect"

@@ -21,6 +21,8 @@ from genaffect.models.generation.consistent_attention import (
     token_grid,
 )
 
+pytestmark = pytest.mark.torch_only  # torch alone: .ci/run's numpy-1.26 environment leaves it out (pytest.ini)
+
 
 LAYOUTS = {  # where the image tokens sit: all (UNet), after the text (FLUX), before the text (SD3)
     "unet": lambda length, text: slice(0, length),

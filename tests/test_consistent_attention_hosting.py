@@ -26,6 +26,8 @@ from genaffect.nodes.hosting.consistent_attention import (
     salt_of,
 )
 
+pytestmark = pytest.mark.torch_only  # torch alone: .ci/run's numpy-1.26 environment leaves it out (pytest.ini)
+
 
 def comfy_attention(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False,
                     **kwargs):

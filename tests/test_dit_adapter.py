@@ -46,6 +46,7 @@ def tokens_for(adapter, batch=2):
         return adapter.encoder(identity, expression)
 
 
+@pytest.mark.torch_only
 @pytest.mark.parametrize("family", list(BACKBONES))
 def test_untrained_adapter_and_strength_zero_leave_the_output_bit_identical(family):
     model, references = BACKBONES[family](), REFERENCES.get(family, 0)
@@ -68,6 +69,7 @@ def test_untrained_adapter_and_strength_zero_leave_the_output_bit_identical(fami
     assert (with_identity - plain).abs().max() > 1e-4 and (with_both - with_identity).abs().max() > 1e-4
 
 
+@pytest.mark.torch_only
 @pytest.mark.parametrize("family", ["flux2", "qwen_image"])
 def test_trained_adapter_adds_its_residual_to_generated_image_tokens_only(family):
     """At every patched block the hook's change is zero on text and reference tokens (FLUX.2's single
@@ -104,6 +106,7 @@ def test_trained_adapter_adds_its_residual_to_generated_image_tokens_only(family
     assert patched == len(adapter.after_double) + len(adapter.after_single)
 
 
+@pytest.mark.torch_only
 @pytest.mark.parametrize("family", list(BACKBONES))
 def test_bf16_backbone_and_adapter_run_together_and_match_fp32(family):
     """GPUs run these models in bf16: the adapter's encoder takes fp32 identities and expressions and must

@@ -18,6 +18,8 @@ from tiny_sd15 import CONTEXT, FLAME_SIZE, cross_attention_widths, published_ada
 
 pytest.importorskip("diffusers")
 
+pytestmark = pytest.mark.torch_only  # torch alone: .ci/run's numpy-1.26 environment leaves it out (pytest.ini)
+
 
 class DecoupledProcessor:
     """Hosts our attention in a diffusers UNet the way ComfyUI's attn2 replacement does: q, k, v are

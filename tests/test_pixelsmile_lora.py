@@ -15,6 +15,8 @@ pytest.importorskip("peft")
 
 from tiny_dit import tiny_qwen_image  # noqa: E402
 
+pytestmark = pytest.mark.torch_only  # torch alone: .ci/run's numpy-1.26 environment leaves it out (pytest.ini)
+
 # pixelsmile/configs/example.yaml at Ammmob/PixelSmile 9046246: rank 64, alpha 128, these 12 modules
 TARGETS = ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_out.0", "to_add_out",
            "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2"]

@@ -16,6 +16,8 @@ from tiny_sd15 import CONTEXT, ArcReferenceProcessor, published_reference_lora, 
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
+pytestmark = pytest.mark.torch_only  # torch alone: .ci/run's numpy-1.26 environment leaves it out (pytest.ini)
+
 
 class OurReferenceProcessor:
     """Our attention hosted the way ComfyUI's attn1 patch + replacement host it: the layer projects

@@ -24,6 +24,8 @@ from genaffect.training.trainer import FlowMatchingLoss, collate, fixed_batch, t
 from training_shards import ADAPTER, random_text, settings, synthetic_shards  # noqa: E402
 from tiny_dit import TEXT_WIDTH, as_trained, tiny_flux, tiny_flux2, tiny_qwen_image  # noqa: E402
 
+pytestmark = pytest.mark.torch_only  # torch alone: .ci/run's numpy-1.26 environment leaves it out (pytest.ini)
+
 # family -> (tiny transformer, stored latent channels, latent side)
 HOSTS = {"flux": (tiny_flux, 4, 8), "flux2": (tiny_flux2, 16, 4), "qwen_image": (tiny_qwen_image, 4, 8)}
 
@@ -184,7 +186,8 @@ def test_masked_text_of_different_lengths_is_padded_and_masked():
 @pytest.mark.parametrize("family", ["flux2", "qwen_image"])
 def test_edit_training_lowers_the_loss_and_learns_from_the_identity(tmp_path, family):
     dataset = ShardDataset(edit_shards(tmp_path / "data", family), references=True)
-    result = train(HOSTS[family][0](), dataset, settings(tmp_path / "run", steps=80), **ADAPTER)
+    result = train(HOSTS[family][0](), dataset, settings(tmp_path / "run", steps=80, gradient_checkpointing=False),
+                   **ADAPTER)  # checkpointing is exercised on this family by the bf16 run below
     assert result["last_loss"] <= 0.8 * result["first_loss"], result  # measured: flux2 0.71, qwen_image 0.54
     adapter = load_dit_adapter(result["adapter"])
     assert adapter.config.family == family
