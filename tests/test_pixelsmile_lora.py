@@ -1,4 +1,4 @@
-"""What PixelSmile's LoRA is at training and in its authors' inference (docs/pixelsmile_lora.md): saved the way
+"""What PixelSmile's LoRA is at training and in its authors' inference (docs/pixelsmile-lora.md): saved the way
 Ammmob/PixelSmile's train.py saves it, on a tiny Qwen-Image transformer (diffusers' class) with PixelSmile's LoRA
 config (12 target modules, lora_alpha = 2 x rank), and loaded the way its infer.py loads it. ComfyUI's side (all 12
 modules, scale = strength) is checked in the integration lane (test_edit_hosts.py)."""
