@@ -62,8 +62,10 @@ def test_pixelsmiles_saved_lora_loads_in_diffusers_on_8_of_its_12_modules_at_hal
     # infer.py: pipe.load_lora_weights(path) = lora_state_dict + load_lora_into_transformer
     loaded = tiny_qwen_image(0)
     state_dict, metadata = QwenImageEditPlusPipeline.lora_state_dict(str(tmp_path), return_lora_metadata=True)
-    QwenImageEditPlusPipeline.load_lora_into_transformer(state_dict, transformer=loaded, adapter_name="pixelsmile",
-                                                         metadata=metadata)
+    with pytest.warns(RuntimeWarning, match="additional target modules") as warned:  # PEFT says so itself
+        QwenImageEditPlusPipeline.load_lora_into_transformer(state_dict, transformer=loaded, adapter_name="pixelsmile",
+                                                             metadata=metadata)
+    assert "transformer_blocks.0.attn.to_q" in str(warned[0].message)
     at_inference = _deltas(loaded, "pixelsmile")
     dropped = {name.split(".", 2)[2] for name in set(at_training) - set(at_inference)}
     assert len(at_inference) == 8 * blocks and dropped == {"attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"}

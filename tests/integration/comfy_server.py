@@ -18,6 +18,10 @@ COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 # A real MediaPipe face_landmarker.task, when the tester has one (see CONTRIBUTING.md, "Real models").
 REAL_LANDMARKER = os.path.join(os.environ.get("GENAFFECT_TEST_MODELS", ""), "mediapipe", "face_landmarker.task")
 HAS_REAL_LANDMARKER = os.path.isfile(REAL_LANDMARKER)
+# The checkout under test is linked into the server's custom nodes under this name, and only it (and the test's
+# stand-in text encoder) is loaded: a ComfyUI that already has the pack installed in its own custom_nodes (under
+# any name) would otherwise load it twice and list its templates twice.
+LANE_PACK = "genaffect_under_test"
 MODEL_FOLDERS = ("insightface", "mediapipe", "diffusion_models", "text_encoders", "vae", "loras", "arc2face", "genaffect",
                  "smirk")
 

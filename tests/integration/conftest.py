@@ -23,6 +23,7 @@ from comfy_server import (
     COMFYUI_DIR,
     COMFYUI_PYTHON,
     HAS_REAL_LANDMARKER,
+    LANE_PACK,
     MODEL_FOLDERS,
     REAL_LANDMARKER,
     REPO,
@@ -38,6 +39,8 @@ def comfy(tmp_path_factory):
         pytest.skip("set COMFYUI_DIR to a ComfyUI checkout to run the integration tests (see CONTRIBUTING.md)")
     work = tmp_path_factory.mktemp("comfyui")
     (work / "custom_nodes").mkdir()
+    os.symlink(REPO, work / "custom_nodes" / LANE_PACK, target_is_directory=True)
+    # a copy "installed" the usual way beside it, as on a machine that has the pack: it must not load
     os.symlink(REPO, work / "custom_nodes" / "genaffect", target_is_directory=True)
     os.symlink(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stand_in_text_encoder"),
                work / "custom_nodes" / "stand_in_text_encoder", target_is_directory=True)
@@ -70,6 +73,8 @@ def comfy(tmp_path_factory):
         "--user-directory", str(work / "user"), "--input-directory", str(work / "input"),
         "--extra-model-paths-config", str(work / "extra_model_paths.yaml"),
         "--fp32-text-enc",  # on CPU ComfyUI runs text encoders in fp16; parity tests compare with fp32 references
+        # only the checkout under test and the stand-in, whatever else the ComfyUI checkout has installed
+        "--disable-all-custom-nodes", "--whitelist-custom-nodes", LANE_PACK, "stand_in_text_encoder",
     ]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log, stderr=subprocess.STDOUT)

@@ -210,12 +210,26 @@ def pixelsmile_lora(model, scratch: str) -> dict:
     from editor_models import pixelsmile_lora as lora_state
     from safetensors.torch import save_file
 
+    import comfy.lora
+
     blocks = len(model.model.diffusion_model.transformer_blocks)
     path = os.path.join(scratch, "PixelSmile-like.safetensors")
-    save_file(lora_state(blocks), path)
+    state = lora_state(blocks)
+    save_file(state, path)
     patched, _ = comfy.sd.load_lora_for_models(model, None, comfy.utils.load_torch_file(path, safe_load=True), 1.0, 0)
+    # how far each patched weight moves at strength 1 and 2, as a multiple of the file's B @ A (no alpha stored)
+    scales = set()
+    for key, patches in patched.patches.items():
+        stem = "transformer." + key[len("diffusion_model."):-len(".weight")]
+        down, up = ((state[f"{stem}.lora.down.weight"], state[f"{stem}.lora.up.weight"]) if f"{stem}.lora.down.weight"
+                    in state else (state[f"{stem}.lora_A.weight"], state[f"{stem}.lora_B.weight"]))
+        update = up.float() @ down.float()
+        weight = torch.zeros_like(update)
+        for strength in (1.0, 2.0):
+            moved = comfy.lora.calculate_weight([(strength, *patches[0][1:])], weight.clone(), key) - weight
+            scales.add((strength, round(float(moved.norm() / update.norm()), 3)))
     return {"modules": blocks * len(PIXELSMILE_MODULES), "patched": len(patched.patches),
-            "unpatched_model_untouched": len(model.patches) == 0}
+            "unpatched_model_untouched": len(model.patches) == 0, "scales": sorted(scales)}
 
 
 def qwen_padded_prompts(model) -> dict:

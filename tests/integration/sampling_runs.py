@@ -52,6 +52,7 @@ def adapter_workflow(comfy, identity_strength=1.0, expression_strength=1.0, rate
     by_type["EmptySD3LatentImage"][1]["inputs"].update(width=64, height=64)
     by_type["GenAffectExpressionPreset"][1]["inputs"]["expressions"] = "happy, sad, surprised"
     by_type["GenAffectFaceAnalyzerLoader"][1]["inputs"].update(provider="CPU", detection_size=256)
+    by_type["LoadImage"][1]["inputs"]["image"] = "example.png"  # painted faces the tiny detector finds
     by_type["GenAffectDiTSampler"][1]["inputs"].update(steps=2, identity_strength=identity_strength,
                                                         expression_strength=expression_strength, rate=rate)
     return prompt

@@ -288,7 +288,8 @@ def small_workflow_prompt(comfy, name: str) -> dict:
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == "LoadImage":
-            inputs["image"] = "example.png" if inputs["image"] == "person.png" else "astronaut.png"
+            photo = node["_meta"]["title"] in ("Identity photo", "Photo to edit")  # the person; the rest drive
+            inputs["image"] = "example.png" if photo else "astronaut.png"
         elif kind == "GenAffectFaceAnalyzerLoader":
             inputs.update(provider="CPU", detection_size=256)
         elif kind == "GenAffectAlignFace":

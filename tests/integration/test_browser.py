@@ -16,14 +16,14 @@ import urllib.request
 
 import numpy as np
 import pytest
-from comfy_server import REPO
+from comfy_server import LANE_PACK, REPO
 from PIL import Image
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (browser tests)")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install chromium, or set CHROMIUM")
 WORKFLOWS = sorted(f for f in os.listdir(os.path.join(REPO, "workflows")) if f.endswith(".json"))
-PACK_FILES = ("/extensions/genaffect/", "genaffect")
+PACK_FILES = (f"/extensions/{LANE_PACK}/", "genaffect")
 
 
 def _set_setting(comfy, key: str, value) -> None:
@@ -112,8 +112,38 @@ def _move_slider(page: Page, node_id: int, name: str, value: float, redraws: int
                                 arg=[node_id, redraws], timeout=30_000)
 
 
-def test_every_example_workflow_opens_whole_in_view_with_no_missing_node_link_widget_or_overlap(comfy, browser,
-                                                                                                 artifacts):
+TITLE_LEFT, TITLE_TOP = 260, 180  # where each node's title is brought in turn (clear of the side and top bars)
+
+
+def _title_pixels(page: Page, node_index: int, scale: float | None = None) -> np.ndarray:
+    """The screen pixels of a node's title bar, the node brought into view at the zoom it opened with (or at
+    ``scale``): what a person sees of its title."""
+    box = page.js("""([index, left, top, scale]) => {
+        const canvas = window.app.canvas, ds = canvas.ds, node = window.app.graph.nodes[index];
+        if (scale) ds.scale = scale;
+        const [x, y, w, h] = node.getBounding();  // title bar included
+        ds.offset = [left / ds.scale - x, top / ds.scale - y];
+        canvas.setDirty(true, true);
+        canvas.draw(true, true);
+        const title = window.LiteGraph.NODE_TITLE_HEIGHT * ds.scale;
+        // from past the status dot at the bar's left to the end of the bar (at most 500 px)
+        return { left: title, width: Math.min(w * ds.scale, 500) - title, height: title };
+    }""", [node_index, TITLE_LEFT, TITLE_TOP, scale])
+    shot = page.page.screenshot(clip={"x": TITLE_LEFT + box["left"], "y": TITLE_TOP + 2,
+                                      "width": max(box["width"] - 4, 8), "height": max(box["height"] - 4, 4)})
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("L")).astype(int)
+
+
+def _has_text(pixels: np.ndarray) -> bool:
+    """Glyphs on the title bar: enough pixels far from the bar's own colour."""
+    return int((np.abs(pixels - np.median(pixels)) > 60).sum()) >= 12
+
+
+def test_every_example_workflow_opens_readable_with_no_missing_node_link_widget_or_overlap(comfy, browser,
+                                                                                           artifacts):
+    """Each template opens with its Read me in view and every node drawn with its title's text at the zoom it
+    opens with (below the frontend's threshold, 0.6 by default, nodes are drawn as empty boxes: four templates opened
+    like that); no node, link or widget value is missing and no nodes overlap."""
     page = Page(browser, comfy, vue_nodes=False)
     failures = {}
     try:
@@ -146,7 +176,7 @@ def test_every_example_workflow_opens_whole_in_view_with_no_missing_node_link_wi
                 const canvas = window.app.canvas, ds = canvas.ds, element = canvas.canvas;
                 const boxes = window.app.graph.nodes.map((node) => {
                     const [x, y, w, h] = node.getBounding();  // title bar included
-                    return { title: node.title, x, y, w, h };
+                    return { title: node.title, type: node.type, x, y, w, h };
                 });
                 const overlaps = [];
                 boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b) => {
@@ -155,15 +185,24 @@ def test_every_example_workflow_opens_whole_in_view_with_no_missing_node_link_wi
                     }
                 }));
                 // the canvas element spans the window; the side bar (left) and the top bar cover part of it
-                const outside = boxes.filter((b) => (b.x + ds.offset[0]) * ds.scale < 50
-                    || (b.y + ds.offset[1]) * ds.scale < 40
-                    || (b.x + b.w + ds.offset[0]) * ds.scale > element.clientWidth
-                    || (b.y + b.h + ds.offset[1]) * ds.scale > element.clientHeight).map((b) => b.title);
-                return { overlaps, outside };
+                const inView = (b) => (b.x + ds.offset[0]) * ds.scale >= 50 && (b.y + ds.offset[1]) * ds.scale >= 40
+                    && (b.x + b.w + ds.offset[0]) * ds.scale <= element.clientWidth
+                    && (b.y + b.h + ds.offset[1]) * ds.scale <= element.clientHeight;
+                const readMe = boxes.find((b) => b.type === "Note" || b.type === "MarkdownNote");
+                return { overlaps, read_me_in_view: !readMe || inView(readMe) };
             }""")
-            if layout != {"overlaps": [], "outside": []}:
-                failures[name] = layout
-            page.page.screenshot(path=os.path.join(artifacts, name.replace(".json", ".png")))
+            page.page.screenshot(path=os.path.join(artifacts, name.replace(".json", ".png")))  # as it opens
+            saved = workflow["extra"]["ds"]
+            blank = [node["title"] if node.get("title") else node["type"]
+                     for index, node in enumerate(page.js("() => window.app.graph.nodes.map((n) => ({title: n.title, "
+                                                          "type: n.type}))"))
+                     if not _has_text(_title_pixels(page, index))]
+            page.js("""(ds) => { window.app.canvas.ds.scale = ds.scale; window.app.canvas.ds.offset = ds.offset;
+                                 window.app.canvas.setDirty(true, true); }""", saved)
+            if layout != {"overlaps": [], "read_me_in_view": True} or blank:
+                failures[name] = {**layout, "drawn_without_text": blank}
+        # the check finds what a person would see below the threshold: the same nodes as empty boxes
+        assert not any(_has_text(_title_pixels(page, index, scale=0.4)) for index in range(3))
         assert failures == {}
         assert page.pack_errors() == []
     finally:

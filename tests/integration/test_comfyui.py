@@ -20,7 +20,7 @@ from PIL import Image
 
 from genaffect import NODE_CLASS_MAPPINGS
 
-from comfy_server import HAS_REAL_LANDMARKER, REPO
+from comfy_server import HAS_REAL_LANDMARKER, LANE_PACK, REPO
 
 
 def test_every_node_is_registered_with_its_declared_inputs(comfy):
@@ -36,20 +36,37 @@ def test_every_node_is_registered_with_its_declared_inputs(comfy):
     assert info["GenAffectFaceAnalyzerLoader"]["input"]["required"]["pack"][0] == ["antelopev2"]
 
 
-def test_the_pack_imports_without_failure(comfy):
-    log = comfy.log()
-    assert "custom_nodes/genaffect" in log.replace(os.sep, "/")
+def test_the_pack_imports_once_without_failure_beside_an_installed_copy(comfy):
+    """The server's custom nodes hold the checkout under test and a copy installed the usual way (custom_nodes/
+    genaffect, as on a machine that has the pack): only the checkout loads."""
+    log = comfy.log().replace(os.sep, "/")
+    assert f"custom_nodes/{LANE_PACK}" in log and "Skipping genaffect due to disable_all_custom_nodes" in log
     assert "IMPORT FAILED" not in log and "Cannot import" not in log, log[-3000:]
+    assert comfy.get("/object_info/GenAffectAlignFace")["GenAffectAlignFace"]["python_module"] == \
+        f"custom_nodes.{LANE_PACK}"
 
 
-def test_example_workflow_is_served_as_a_template(comfy):
+def test_example_workflow_is_served_as_a_template_once(comfy):
     templates = comfy.get("/api/workflow_templates")
     expected = {os.path.splitext(name)[0] for name in os.listdir(os.path.join(REPO, "workflows"))}
-    assert expected <= set(templates.get("genaffect", [])), templates
+    assert expected <= set(templates.get(LANE_PACK, [])), templates
+    assert [pack for pack, names in templates.items() if expected & set(names)] == [LANE_PACK]
+
+
+def test_every_template_photo_is_in_the_input_folder_and_offered_by_load_image(comfy):
+    """The pack put its example photo into ComfyUI's input folder when it loaded: no template needs a file nobody
+    has."""
+    offered = comfy.get("/object_info/LoadImage")["LoadImage"]["input"]["required"]["image"][0]
+    for name in os.listdir(os.path.join(REPO, "workflows")):
+        if name.endswith(".json"):
+            with open(os.path.join(REPO, "workflows", name)) as handle:
+                photos = [n["widgets_values"][0] for n in json.load(handle)["nodes"] if n["type"] == "LoadImage"]
+            assert set(photos) <= set(offered), (name, photos)
 
 
 def test_identity_workflow_runs_and_returns_its_previews(comfy):
     prompt = comfy.workflow_prompt("identity_from_photos")
+    next(node for node in prompt.values() if node["class_type"] == "LoadImage")["inputs"]["image"] = "example.png"
     loader = next(node for node in prompt.values() if node["class_type"] == "GenAffectFaceAnalyzerLoader")
     loader["inputs"]["provider"] = "CPU"
     loader["inputs"]["detection_size"] = 256
@@ -114,10 +131,11 @@ def test_the_no_download_workflow_draws_the_library_sheet_and_the_sculpted_face(
 
 
 def test_comfyui_lists_every_workflow_as_a_template_and_serves_its_thumbnail(comfy):
-    listed = comfy.get("/workflow_templates")["genaffect"]
+    listed = comfy.get("/workflow_templates")[LANE_PACK]
     assert sorted(listed) == sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "workflows")) if f.endswith(".json"))
     for name in listed:
-        with urllib.request.urlopen(f"{comfy.url}/api/workflow_templates/genaffect/{name}.jpg", timeout=30) as response:
+        with urllib.request.urlopen(f"{comfy.url}/api/workflow_templates/{LANE_PACK}/{name}.jpg",
+                                    timeout=30) as response:
             assert response.status == 200 and Image.open(io.BytesIO(response.read())).size == (512, 384)
 
 

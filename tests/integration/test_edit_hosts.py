@@ -59,9 +59,12 @@ def test_comfyui_qwen_image_with_the_adapter_matches_diffusers_with_the_trainers
 
 
 def test_a_lora_in_pixelsmiles_layout_patches_every_module_through_comfyuis_own_loader(results):
-    """PixelSmile's LoRA needs no mapping of ours: ComfyUI maps its diffusers keys onto Qwen-Image."""
+    """PixelSmile's LoRA needs no mapping of ours: ComfyUI maps its diffusers keys onto Qwen-Image, all 12 modules,
+    and moves each weight by strength x B @ A (no alpha in the file): strength 2 is the update PixelSmile trained
+    with alpha / rank = 2 (docs/pixelsmile-lora.md)."""
     lora = results["pixelsmile_lora"]
     assert lora["patched"] == lora["modules"] == 12 and lora["unpatched_model_untouched"]
+    assert lora["scales"] == [[1.0, 1.0], [2.0, 2.0]]
 
 
 def test_prompts_of_different_lengths_on_qwen_image_are_padded_and_masked_so_each_image_is_as_alone(results):
