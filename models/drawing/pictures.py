@@ -229,11 +229,11 @@ def draw_sheet(
     count = len(images_rgb)
     height, width = images_rgb[0].shape[:2]
     columns = max(1, min(columns, count))
-    lines = max(len(lines) for lines in captions) if captions else 0
-    sheet_width, sheet_height = sheet_size(count, height, width, columns, lines, bool(title), padding)
+    caption_lines = max(len(lines) for lines in captions) if captions else 0
+    sheet_width, sheet_height = sheet_size(count, height, width, columns, caption_lines, bool(title), padding)
     font = font_of_size(max(12, height // 22))
     line_height = font.size + 4
-    caption_height = lines * line_height + padding if lines else 0
+    caption_height = caption_lines * line_height + padding if caption_lines else 0
     title_height = font.size + 2 * padding if title else 0
     cell_width, cell_height = width + padding, height + caption_height + padding
     sheet = Image.new("RGB", (sheet_width, sheet_height), BACKGROUND)

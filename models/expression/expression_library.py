@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import GenAffectInputError, PackDataError
+from ..errors import GenAffectInputError, PackDataError, checked_number
 from ..files.packaged_data import RESTORE, parsing, read_json
 from .batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, MOVEMENT_NAMES, NUM_BLENDSHAPES, ExpressionBatch
 
@@ -154,9 +154,7 @@ def presets(names: list[str], intensity: float = 1.0) -> ExpressionBatch:
     """A batch with one row per named library expression: the recipes' blendshapes scaled by ``intensity``, and
     beside them the presets' estimator-space targets at that intensity (:func:`estimator_at_intensity`)."""
     entries = check_names(names)
-    intensity = float(intensity)
-    if not math.isfinite(intensity) or intensity < 0:
-        raise GenAffectInputError(f"intensity must be a number of 0 or more, got {intensity}.")
+    intensity = checked_number("intensity", intensity, low=0)
     unique = list(dict.fromkeys(names))  # each preset's rows computed once, however often it is named
     position = {name: i for i, name in enumerate(unique)}
     rows = [position[name] for name in names]
