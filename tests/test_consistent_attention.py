@@ -183,7 +183,7 @@ def test_peak_memory_grows_linearly_with_the_number_of_images():
 
     script = PROBE.format(tests=os.path.dirname(os.path.abspath(__file__)))
     extra = {}
-    for images in (2, 4, 8, 16):
+    for images in (4, 8, 16):  # the two ratios below use these three
         done = subprocess.run([sys.executable, "-c", script, str(images)], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         extra[images] = int(done.stdout.split()[-1])

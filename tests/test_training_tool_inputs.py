@@ -8,14 +8,13 @@ from __future__ import annotations
 import io
 import os
 import struct
-import subprocess
 import sys
 import zlib
 
 import numpy as np
 import pytest
 import torch
-from genaffect.models.errors import GenAffectInputError
+from genaffect.models.errors import GenAffectInputError, run_command
 from genaffect.models.expression.expression_estimator import ExpressionEstimator
 from genaffect.training.dataset import SHARD_FORMAT, ShardDataset, build_dataset, check_shard
 from PIL import Image
@@ -178,18 +177,18 @@ def _adapter(path):
     return str(path)
 
 
-def test_export_never_overwrites_a_file_unless_told_and_says_so_without_a_traceback(tmp_path):
+def test_export_never_overwrites_a_file_unless_told_and_says_so_without_a_traceback(tmp_path, capsys):
     from genaffect.training.trainer import export_adapter
 
     source = _adapter(tmp_path / "run" / "genaffect_adapter.safetensors")
     target = tmp_path / "models" / "genaffect" / "mine.safetensors"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"someone's other adapter")
-    script = os.path.join(REPO, "training", "train.py")
-    done = subprocess.run([sys.executable, script, "export", "--source", source, "--to", str(target)],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "already exists; choose another name, or pass --overwrite to replace it" in done.stderr
+    sys.path.insert(0, os.path.join(REPO, "training"))
+    import train  # the command's own entry, run as `python training/train.py export ...` runs it
+
+    assert run_command(train.main, ["export", "--source", source, "--to", str(target)]) == 2  # a message, no traceback
+    assert "already exists; choose another name, or pass --overwrite to replace it" in capsys.readouterr().err
     assert target.read_bytes() == b"someone's other adapter"
     from genaffect.models.generation.dit_adapter import load_dit_adapter
 
