@@ -78,3 +78,41 @@ def test_the_smiling_astronaut_is_nearest_the_happy_presets_estimator_target(est
     assert basic[int(np.argmin(errors))] == "happy"
     recipe_error = blendshape_l1(reading, targets.blendshapes[1:2])[0]
     assert errors[1] < recipe_error  # the calibrated target is nearer a real smile than the FACS recipe
+
+
+def test_the_warped_astronaut_read_back_by_the_real_landmarker_moves_toward_each_target(estimator, astronaut):
+    """The round trip of docs/face-motion.md on the public test photo: warped to each of the 7 basic presets, the
+    photo is read back nearer each target than the photo itself, and nearer its own target than the others."""
+    from genaffect.models.expression import face_motion, photo_warp
+    from genaffect.models.expression.expression_library import estimator_target, readable_blendshapes
+
+    basic = ("neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted")
+    columns = [BLENDSHAPE_INDEX[name] for name in readable_blendshapes()]
+    own = expression_estimator.estimate_expressions(estimator, [astronaut]).expression
+    motion = face_motion.face_motion()
+    face = face_motion.pose_face(motion.mesh, own.landmarks[0], own.blendshapes[0], own.head_pose[0], 512, 512)
+    targets = np.stack([estimator_target(name) for name in basic])
+    warped = [photo_warp.warp_photo(motion, astronaut, face, target).image for target in targets]
+    back = expression_estimator.estimate_expressions(estimator, warped).expression.blendshapes
+    l1 = np.abs(back[:, None, columns] - targets[None, :, columns]).mean(axis=2)  # (read back, target)
+    before = np.abs(own.blendshapes[0, columns] - targets[:, columns]).mean(axis=1)
+    print("L1 to the target, photo -> warped:", dict(zip(basic, zip(before.round(3), l1.diagonal().round(3)))))
+    assert np.all(l1.diagonal() < before)
+    assert l1.diagonal().mean() < 0.6 * before.mean()
+    assert (l1.argmin(axis=1) == np.arange(7)).sum() >= 5, l1.argmin(axis=1)
+
+
+def test_the_shipped_face_mesh_is_the_one_in_mediapipes_task_file():
+    import importlib.util
+
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "fit_face_motion.py")
+    spec = importlib.util.spec_from_file_location("fit_face_motion", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from genaffect.models.expression import face_motion
+
+    mesh = module.canonical_mesh(TASK)
+    shipped = face_motion.face_motion().mesh
+    np.testing.assert_allclose(shipped.vertices, mesh["vertices"], atol=1e-6)
+    assert np.array_equal(shipped.triangles, mesh["triangles"]) and len(mesh["triangles"]) == 898
+    assert np.array_equal(shipped.basis_ids, mesh["procrustes_ids"])
