@@ -10,6 +10,9 @@ from ..models.expression.batch import NUM_BLENDSHAPES, ExpressionBatch, split_li
 from . import sockets
 
 EXPRESSION_INPUT = (sockets.EXPRESSION, {"tooltip": "Expressions from a preset, editor, estimator or transition."})
+PHOTO_INPUT = ("IMAGE", {"tooltip": "Optional: a photo (from Load Image) to see the expression on, live - the node shows "
+                                    "it warped as you move the sliders or type names. Only the preview uses it: Warp "
+                                    "Expression makes the warped images."})
 
 
 class _ExpressionNode:
@@ -42,19 +45,21 @@ class GenAffectExpressionPreset(_ExpressionNode):
                                                       + ", ".join(names)}),
                 "intensity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                         "tooltip": "Scales every blendshape (clipped to 0..1)."}),
-            }
+            },
+            "optional": {"photo": PHOTO_INPUT},
         }
 
-    def build(self, expressions, intensity):
+    def build(self, expressions, intensity, photo=None):
         return (expression_library.presets(split_list(expressions), intensity),)
 
 
 class GenAffectExpressionEditor(_ExpressionNode):
     DESCRIPTION = (
-        "Sculpt an expression with sliders grouped by region (brows, eyes, cheeks, nose, mouth, jaw; left and "
-        "right separately). Sliders add to the incoming expressions (or to a neutral face when nothing is "
-        "connected); intensity scales the result. FLAME-55 values, when present, get the jaw, eyelid and "
-        "intensity edits."
+        "Sculpt an expression with sliders grouped by region (brows, eyes, gaze, cheeks, nose, mouth, jaw; left and "
+        "right separately) and turn the head (yaw, pitch, roll). Sliders add to the incoming expressions (or to a "
+        "neutral face when nothing is connected); intensity scales the result. FLAME-55 values, when present, get the "
+        "jaw, eyelid and intensity edits. The output is labelled with the preset picked in the gallery until a slider "
+        "moves. Connect a photo to see the expression on it, live."
     )
     FUNCTION = "edit"
     OUTPUT_TOOLTIPS = ("The edited expressions (same count as the input, or one).",)
@@ -63,25 +68,36 @@ class GenAffectExpressionEditor(_ExpressionNode):
     def INPUT_TYPES(cls):
         sliders = {
             slider.name: ("FLOAT", {"default": 0.0, "min": -1.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": f"[{slider.region}] {slider.tooltip}"})
+                                    "tooltip": f"{slider.label} [{slider.region}: {', '.join(slider.adds + slider.subtracts)}]"
+                                               f" {slider.tooltip}"})
             for region in expression_edit.REGIONS
             for slider in expression_edit.SLIDERS
             if slider.region == region
         }
+        limit = expression_edit.HEAD_LIMIT_DEGREES
+        head = {slider.name: ("FLOAT", {"default": 0.0, "min": -limit, "max": limit, "step": 0.5,
+                                        "tooltip": f"{slider.label} [head] {slider.tooltip}"})
+                for slider in expression_edit.HEAD_SLIDERS}
         return {
             "required": {
                 "intensity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                         "tooltip": "Scales the whole expression after the slider edits."}),
                 **sliders,
             },
-            "optional": {"expression": EXPRESSION_INPUT},
+            # optional and after the sliders: workflows saved before they existed keep their values in place
+            "optional": {"expression": EXPRESSION_INPUT, **head, "photo": PHOTO_INPUT},
         }
 
-    def edit(self, intensity, expression=None, **sliders):
+    def edit(self, intensity, expression=None, head_yaw=0.0, head_pitch=0.0, head_roll=0.0, photo=None, **sliders):
         if expression is None:  # a relaxed face: no movement, and what the estimator reads on one
-            expression = ExpressionBatch(labels=["edited"], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32),
+            label = expression_edit.preset_of_sliders(sliders) or "edited"
+            expression = ExpressionBatch(labels=[label], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32),
                                          estimator_blendshapes=expression_library.estimator_target("neutral")[None])
-        return (expression_edit.apply_edits(expression, sliders, intensity),)
+        edited = expression_edit.apply_edits(expression, sliders, intensity)
+        turn = (head_yaw, head_pitch, head_roll)
+        if any(turn) or expression.head_turn is not None:
+            edited = expression_edit.add_head_turn(edited, turn)
+        return (edited,)
 
 
 class GenAffectExpressionInterpolate(_ExpressionNode):

@@ -83,6 +83,13 @@ def parse_face_model(data: dict) -> FaceModel:
                      (tuple(view["x"]), tuple(view["y"])))
 
 
+def long_enough(shape: dict, points: np.ndarray) -> bool:
+    """A shape with ``min_length`` (a wrinkle) is drawn only once its line is at least that long (model units)."""
+    if "min_length" not in shape:
+        return True
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=1).sum()) >= shape["min_length"]
+
+
 def _hex(colour: str) -> tuple[int, int, int]:
     return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
 
@@ -100,6 +107,8 @@ def draw_face(blendshapes, size: int = 256, background=(245, 245, 245)) -> np.nd
     canvas = Image.new("RGB", (big, big), background)
     draw = ImageDraw.Draw(canvas)
     for shape in model.shapes:
+        if not long_enough(shape, geometry[[index[p] for p in shape["points"]]]):
+            continue
         xy = [tuple(geometry[index[p]] * scale + offset) for p in shape["points"]]
         fill = _hex(shape["fill"]) if "fill" in shape else None
         stroke = _hex(shape["stroke"]) if "stroke" in shape else None
@@ -174,9 +183,10 @@ def _workflow_expressions(nodes: list[dict]) -> tuple[str, ExpressionBatch]:
         values = node.get("widgets_values") or []
         if node.get("type") == "GenAffectExpressionPreset" and values:
             names = list(dict.fromkeys(names + split_list(str(values[0]))))  # each once, in order
-        elif node.get("type") == "GenAffectExpressionEditor" and len(values) == 1 + len(SLIDER_NAMES):
+        elif node.get("type") == "GenAffectExpressionEditor" and len(values) >= 1 + len(SLIDER_NAMES):
+            # intensity, the sliders, then (saved since the head sliders came) yaw, pitch and roll
             neutral = ExpressionBatch([node.get("title", "edited")], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32))
-            edited = apply_edits(neutral, dict(zip(SLIDER_NAMES, values[1:])), values[0])
+            edited = apply_edits(neutral, dict(zip(SLIDER_NAMES, values[1:1 + len(SLIDER_NAMES)])), values[0])
             rows.append(edited.blendshapes[0])
             labels.append(edited.labels[0])
     if names:

@@ -54,9 +54,13 @@ PROVIDERS = {
     "flame": "GenAffect Estimate Expression with SMIRK loaded, or GenAffect Apply Expression Mapping",
     "head_pose": "GenAffect Estimate Expression",
     "landmarks": "GenAffect Estimate Expression",
+    "head_turn": "GenAffect Expression Editor (its head sliders)",
 }
 # Representations carried row by row (in this order) besides the labels.
-ARRAYS = ("blendshapes", "estimator_blendshapes", "flame", "head_pose", "landmarks")
+ARRAYS = ("blendshapes", "estimator_blendshapes", "flame", "head_pose", "landmarks", "head_turn")
+# Representations whose absence means "none of it" (zeros) rather than "unknown": batches without them mix with
+# batches that have them (a head turn asked for on some expressions only).
+ZERO_WHEN_MISSING = ("head_turn",)
 
 
 @dataclass(eq=False)
@@ -72,6 +76,10 @@ class ExpressionBatch:
     # from ``blendshapes``: presets carry their calibrated estimator-space targets here beside their FACS recipes.
     # None: ``blendshapes`` is already what the estimator reads (estimated expressions) or nothing better is known.
     estimator_blendshapes: np.ndarray | None = None
+    # (N, 3) yaw, pitch, roll in degrees: a turn of the head asked for on top of the expression (the Editor's head
+    # sliders), relative to the face it is applied to - unlike head_pose, which is where an estimated face looks.
+    # Warp Expression turns the photo's head by it. None: no turn asked for.
+    head_turn: np.ndarray | None = None
 
     def __post_init__(self):
         count = len(self.labels)
@@ -81,7 +89,7 @@ class ExpressionBatch:
         if self.estimator_blendshapes is not None and self.blendshapes is None:
             raise GenAffectInputError("estimator-space blendshapes come beside blendshapes, never alone.")
         widths = {"blendshapes": (NUM_BLENDSHAPES,), "estimator_blendshapes": (NUM_BLENDSHAPES,),
-                  "flame": (FLAME_SIZE,), "head_pose": (3,), "landmarks": None}
+                  "flame": (FLAME_SIZE,), "head_pose": (3,), "landmarks": None, "head_turn": (3,)}
         for name, width in widths.items():
             value = getattr(self, name)
             if value is None:
@@ -142,6 +150,13 @@ class ExpressionBatch:
             return self.estimator_blendshapes
         return self.require("blendshapes", node)
 
+    def filled(self, representation: str) -> np.ndarray | None:
+        """The array, with zeros standing in where a ZERO_WHEN_MISSING representation is absent."""
+        value = getattr(self, representation)
+        if value is None and representation in ZERO_WHEN_MISSING:
+            return np.zeros((len(self), 3), np.float32)
+        return value
+
     def estimator_or_blendshapes(self) -> np.ndarray | None:
         """Like :meth:`estimator_space` but None, not an error, without blendshapes."""
         return self.blendshapes if self.estimator_blendshapes is None else self.estimator_blendshapes
@@ -166,6 +181,10 @@ def concatenate(batches: list[ExpressionBatch]) -> ExpressionBatch:
             if all(p is None for p in parts):
                 return None
             parts = [b.estimator_or_blendshapes() for b in batches]
+        if name in ZERO_WHEN_MISSING:
+            if all(p is None for p in parts):
+                return None
+            parts = [b.filled(name) for b in batches]
         if any(p is None for p in parts):
             return None
         return np.concatenate(parts, axis=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -26,64 +27,121 @@ from .batch import (
     FLAME_JAW,
     JAW_SIDE,
     NUM_BLENDSHAPES,
+    ZERO_WHEN_MISSING,
     ExpressionBatch,
     split_list,
 )
-from .expression_library import estimator_at_intensity, estimator_space
+from .expression_library import estimator_at_intensity, estimator_space, preset_names, presets
 
 log = logging.getLogger(__name__)
 EASINGS = ("linear", "ease in-out", "ease in", "ease out")
-REGIONS = ("brows", "eyes", "cheeks", "nose", "mouth", "jaw")
+# The Editor's slider groups, top to bottom (its widgets keep this order, so saved workflows map onto it)
+REGIONS = ("brows", "eyes", "gaze", "cheeks", "nose", "mouth", "jaw", "head")
 JAW_OPEN_RADIANS = 0.25  # FLAME jaw opening for jaw_open = 1 (SMIRK's estimates rarely exceed ~0.3)
 
 
 @dataclass(frozen=True)
 class Slider:
-    name: str
+    name: str  # the widget's name (kept: saved workflows name it)
     region: str
     adds: tuple[str, ...]  # blendshapes a positive value drives
     subtracts: tuple[str, ...] = ()  # blendshapes a negative value drives (two-way sliders)
     tooltip: str = ""
+    label: str = ""  # what an artist calls it
 
 
-def _side(name: str, region: str, stem: str, what: str) -> tuple[Slider, Slider]:
+def _side(name: str, region: str, stem: str, what: str, label: str) -> tuple[Slider, Slider]:
     return (
-        Slider(f"{name}_left", region, (stem + "Left",), tooltip=f"{what}, subject's left side."),
-        Slider(f"{name}_right", region, (stem + "Right",), tooltip=f"{what}, subject's right side."),
+        Slider(f"{name}_left", region, (stem + "Left",), tooltip=f"{what}, the subject's left side (the image's right).",
+               label=f"{label} (left)"),
+        Slider(f"{name}_right", region, (stem + "Right",), tooltip=f"{what}, the subject's right side (the image's left).",
+               label=f"{label} (right)"),
     )
 
 
 SLIDERS: tuple[Slider, ...] = (
-    Slider("brow_inner_up", "brows", ("browInnerUp",), tooltip="Raise the inner brows (worry, sadness)."),
-    *_side("brow_outer_up", "brows", "browOuterUp", "Raise the outer brow"),
-    *_side("brow_down", "brows", "browDown", "Lower and knit the brow (anger, focus)"),
-    *_side("blink", "eyes", "eyeBlink", "Close the eye (1 = closed)"),
-    *_side("squint", "eyes", "eyeSquint", "Narrow the eye"),
-    *_side("eye_wide", "eyes", "eyeWide", "Open the eye wide"),
-    Slider("gaze_horizontal", "eyes", ("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"),
-           "Gaze: negative = to the subject's left, positive = to the right."),
-    Slider("gaze_vertical", "eyes", ("eyeLookUpLeft", "eyeLookUpRight"), ("eyeLookDownLeft", "eyeLookDownRight"),
-           "Gaze: positive = up, negative = down."),
-    Slider("cheek_puff", "cheeks", ("cheekPuff",), tooltip="Puff the cheeks out."),
-    *_side("cheek_raise", "cheeks", "cheekSquint", "Raise the cheek (Duchenne smile)"),
-    *_side("sneer", "nose", "noseSneer", "Wrinkle the nose / raise the nostril"),
-    *_side("smile", "mouth", "mouthSmile", "Pull the mouth corner up"),
-    *_side("frown", "mouth", "mouthFrown", "Pull the mouth corner down"),
-    *_side("dimple", "mouth", "mouthDimple", "Tighten the mouth corner into a dimple"),
-    *_side("lip_stretch", "mouth", "mouthStretch", "Stretch the lip corner sideways"),
-    Slider("upper_lip_up", "mouth", ("mouthUpperUpLeft", "mouthUpperUpRight"), tooltip="Raise the upper lip (disgust)."),
-    Slider("lower_lip_down", "mouth", ("mouthLowerDownLeft", "mouthLowerDownRight"), tooltip="Pull the lower lip down."),
-    Slider("lips_press", "mouth", ("mouthPressLeft", "mouthPressRight"), tooltip="Press the lips together."),
-    Slider("pucker", "mouth", ("mouthPucker",), tooltip="Pucker the lips ('oo', kiss)."),
-    Slider("funnel", "mouth", ("mouthFunnel",), tooltip="Funnel the lips ('oh')."),
-    Slider("chin_raise", "mouth", ("mouthShrugLower",), tooltip="Raise the chin, pushing the lower lip up (pout)."),
+    Slider("brow_inner_up", "brows", ("browInnerUp",), tooltip="Raise the inner brows (worry, sadness).",
+           label="Worried brows"),
+    *_side("brow_outer_up", "brows", "browOuterUp", "Raise the outer brow", "Raise brow"),
+    *_side("brow_down", "brows", "browDown", "Lower and knit the brow (anger, focus)", "Scowl"),
+    *_side("blink", "eyes", "eyeBlink", "Close the eye (1 = closed)", "Blink"),
+    *_side("squint", "eyes", "eyeSquint", "Narrow the eye", "Squint"),
+    *_side("eye_wide", "eyes", "eyeWide", "Open the eye wide", "Wide eye"),
+    Slider("gaze_horizontal", "gaze", ("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"),
+           "Gaze: negative = to the subject's left (the image's right), positive = to the subject's right.",
+           label="Look left / right"),
+    Slider("gaze_vertical", "gaze", ("eyeLookUpLeft", "eyeLookUpRight"), ("eyeLookDownLeft", "eyeLookDownRight"),
+           "Gaze: positive = up, negative = down.", label="Look up / down"),
+    Slider("cheek_puff", "cheeks", ("cheekPuff",), tooltip="Puff the cheeks out.", label="Puff cheeks"),
+    *_side("cheek_raise", "cheeks", "cheekSquint", "Raise the cheek (Duchenne smile)", "Raise cheek"),
+    *_side("sneer", "nose", "noseSneer", "Wrinkle the nose / raise the nostril", "Sneer"),
+    *_side("smile", "mouth", "mouthSmile", "Pull the mouth corner up", "Smile"),
+    *_side("frown", "mouth", "mouthFrown", "Pull the mouth corner down", "Frown"),
+    *_side("dimple", "mouth", "mouthDimple", "Tighten the mouth corner into a dimple", "Dimple"),
+    *_side("lip_stretch", "mouth", "mouthStretch", "Stretch the lip corner sideways", "Stretch lips"),
+    Slider("upper_lip_up", "mouth", ("mouthUpperUpLeft", "mouthUpperUpRight"), tooltip="Raise the upper lip (disgust).",
+           label="Raise upper lip"),
+    Slider("lower_lip_down", "mouth", ("mouthLowerDownLeft", "mouthLowerDownRight"), tooltip="Pull the lower lip down.",
+           label="Lower the lower lip"),
+    Slider("lips_press", "mouth", ("mouthPressLeft", "mouthPressRight"), tooltip="Press the lips together.",
+           label="Press lips"),
+    Slider("pucker", "mouth", ("mouthPucker",), tooltip="Pucker the lips ('oo', kiss).", label="Pucker (oo)"),
+    Slider("funnel", "mouth", ("mouthFunnel",), tooltip="Funnel the lips ('oh').", label="Funnel (oh)"),
+    Slider("chin_raise", "mouth", ("mouthShrugLower",), tooltip="Raise the chin, pushing the lower lip up (pout).",
+           label="Pout"),
     Slider("mouth_sideways", "mouth", ("mouthRight",), ("mouthLeft",),
-           tooltip="Pull the whole mouth: negative = to the subject's left, positive = right."),
-    Slider("jaw_open", "jaw", ("jawOpen",), tooltip="Open the jaw."),
-    Slider("jaw_sideways", "jaw", ("jawRight",), ("jawLeft",), tooltip="Shift the jaw: negative = subject's left, positive = right."),
-    Slider("jaw_forward", "jaw", ("jawForward",), tooltip="Push the jaw forward."),
+           tooltip="Pull the whole mouth: negative = to the subject's left, positive = right.", label="Mouth sideways"),
+    Slider("jaw_open", "jaw", ("jawOpen",), tooltip="Open the jaw.", label="Open mouth"),
+    Slider("jaw_sideways", "jaw", ("jawRight",), ("jawLeft",), tooltip="Shift the jaw: negative = subject's left, positive = right.",
+           label="Jaw sideways"),
+    Slider("jaw_forward", "jaw", ("jawForward",), tooltip="Push the jaw forward.", label="Jaw forward"),
 )
 SLIDER_NAMES = tuple(s.name for s in SLIDERS)
+
+
+@dataclass(frozen=True)
+class HeadSlider:
+    name: str
+    axis: int  # 0 yaw, 1 pitch, 2 roll (the order of head_turn)
+    label: str
+    tooltip: str
+
+
+HEAD_LIMIT_DEGREES = 25.0  # a warp shows turns this small well (the hidden side of the head is not in a photo)
+HEAD_SLIDERS = (
+    HeadSlider("head_yaw", 0, "Turn", "Turn the head (yaw, degrees): positive = towards the image's right (the "
+               "subject's left). Warp Expression turns the photo's head by it."),
+    HeadSlider("head_pitch", 1, "Nod", "Nod the head (pitch, degrees): positive = chin down. Warp Expression turns the "
+               "photo's head by it."),
+    HeadSlider("head_roll", 2, "Tilt", "Tilt the head (roll, degrees): positive = counter-clockwise in the image. Warp "
+               "Expression turns the photo's head by it."),
+)
+HEAD_SLIDER_NAMES = tuple(s.name for s in HEAD_SLIDERS)
+
+
+def add_head_turn(batch: ExpressionBatch, turn) -> ExpressionBatch:
+    """The batch with (yaw, pitch, roll) degrees added to every expression's head turn."""
+    turn = np.asarray(turn, dtype=np.float32)
+    if turn.shape != (3,) or not np.all(np.isfinite(turn)):
+        raise GenAffectInputError(f"a head turn is yaw, pitch and roll in degrees, got {turn.tolist()}.")
+    return replace(batch, head_turn=batch.filled("head_turn") + turn)
+
+
+@lru_cache(maxsize=1)
+def _preset_sliders() -> tuple[tuple[str, np.ndarray], ...]:
+    names = preset_names()
+    return tuple((name, np.array([sliders_from_blendshapes(row)[s] for s in SLIDER_NAMES]))
+                 for name, row in zip(names, presets(names, 1.0).blendshapes))
+
+
+def preset_of_sliders(edits: dict[str, float], tolerance: float = 0.006) -> str | None:
+    """The name of the first preset whose gallery slider values these are (the Editor keeps the name of a preset
+    picked in its gallery until a slider moves), or None."""
+    values = np.array([float(edits.get(name, 0.0)) for name in SLIDER_NAMES])
+    for name, sliders in _preset_sliders():
+        if np.abs(values - sliders).max() <= tolerance:
+            return name
+    return None
 
 
 def apply_edits(batch: ExpressionBatch, edits: dict[str, float], intensity: float = 1.0) -> ExpressionBatch:
@@ -147,6 +205,8 @@ def _pair(a: ExpressionBatch, b: ExpressionBatch, name: str):
     the other side's blendshapes (an estimated expression's blendshapes are the estimator's reading)."""
     if name == "estimator_blendshapes" and (a.estimator_blendshapes is not None or b.estimator_blendshapes is not None):
         return a.estimator_or_blendshapes(), b.estimator_or_blendshapes()
+    if name in ZERO_WHEN_MISSING and (getattr(a, name) is not None or getattr(b, name) is not None):
+        return a.filled(name), b.filled(name)
     return getattr(a, name), getattr(b, name)
 
 
