@@ -24,6 +24,7 @@ from .guard_nodes import GenAffectSamplingGuard
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
 from .number_inputs import refuse_bad_numbers
+from .warp_nodes import GenAffectWarpExpression
 
 # Every node once, in menu order, with the name ComfyUI shows.
 NODES = (
@@ -38,6 +39,7 @@ NODES = (
     (GenAffectExpressionToPrompt, "GenAffect Expression To Prompt"),
     (GenAffectExpressionEstimatorLoader, "GenAffect Expression Estimator Loader"),
     (GenAffectEstimateExpression, "GenAffect Estimate Expression"),
+    (GenAffectWarpExpression, "GenAffect Warp Expression"),
     (GenAffectFitExpressionMapping, "GenAffect Fit Expression Mapping"),
     (GenAffectApplyExpressionMapping, "GenAffect Apply Expression Mapping"),
     (GenAffectDrawExpressions, "GenAffect Draw Expressions"),

@@ -22,6 +22,7 @@ CORE_TYPES = {"IMAGE", "MASK", "MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT",
 # What a value of each socket type is, for checking real outputs.
 TYPE_CHECKS = {
     "IMAGE": lambda v: isinstance(v, torch.Tensor) and v.ndim == 4 and v.shape[-1] == 3 and v.dtype == torch.float32,
+    "MASK": lambda v: isinstance(v, torch.Tensor) and v.ndim == 3 and v.dtype == torch.float32,
     "STRING": lambda v: isinstance(v, str),
     "GA_FACE_ANALYZER": lambda v: isinstance(v, FaceAnalyzer),
     "GA_IDENTITY": lambda v: isinstance(v, Identity),
@@ -103,6 +104,8 @@ def _run_every_node():
             [NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad", 0.5)[0]], [1.5]),
         "GenAffectExpressionEstimatorLoader": estimator,
         "GenAffectEstimateExpression": estimated,
+        "GenAffectWarpExpression": NODE_CLASS_MAPPINGS["GenAffectWarpExpression"]().warp(
+            images, preset[0], 1.0, 5.0, 0.0, 0.0, 0.2, 0.0, "largest", 0, "skip", estimator=estimator[0]),
         "GenAffectFitExpressionMapping": fitted,
         "GenAffectApplyExpressionMapping": NODE_CLASS_MAPPINGS["GenAffectApplyExpressionMapping"]().apply(
             preset[0], "(the mapping input)", False, fitted["result"][0]),
