@@ -274,3 +274,189 @@ def test_without_the_editors_route_the_nodes_keep_their_plain_sliders(comfy, bro
         assert any("live expression editor is off" in w for w in warnings), warnings
     finally:
         page.close()
+
+
+def _editor(page: Page, node_id) -> str:
+    return f"[...window.GenAffectFaceModel.editors].find((e) => e.node.id === {json.dumps(node_id)})"
+
+
+def _upload_photo(page: Page, node_id: int, path: str) -> None:
+    """Press the editor's Photo... button: the file goes to ComfyUI's input folder through a Load Image."""
+    page.js(f"() => {_editor(page, node_id)}.canvas.parentElement.querySelector('input[type=file]').id = 'pick{node_id}'")
+    page.page.set_input_files(f"#pick{node_id}", path)
+    page.page.wait_for_function(f"() => {_editor(page, node_id)}.photo?.state === 'ready' && "
+                                f"{_editor(page, node_id)}.photoRedraws > 0", timeout=60_000)
+
+
+def _drag_slider(page: Page, node_id: int, name: str, value: float) -> None:
+    """Move a slider of the Editor's panel as a hand would: its range input changes and fires 'input'."""
+    before = page.js(f"() => {_editor(page, node_id)}.photoRedraws")
+    page.js(f"""() => {{
+        const input = {_editor(page, node_id)}.canvas.parentElement.querySelector('[data-slider="{name}"] input');
+        input.value = {value};
+        input.dispatchEvent(new Event('input', {{ bubbles: true }}));
+    }}""")
+    page.page.wait_for_function(f"() => {_editor(page, node_id)}.photoRedraws > {before} && "
+                                f"!{_editor(page, node_id)}.busy", timeout=30_000)
+    page.page.wait_for_timeout(300)
+
+
+def _face_box(page: Page, node_id: int) -> tuple[np.ndarray, float, tuple]:
+    """The photo's face in the editor's canvas (device pixels): the oval's centre, the warp's outer radius, and the
+    rectangle the photo is drawn in."""
+    return page.js(f"""() => {{
+        const e = {_editor(page, node_id)}, p = e.photo, ratio = window.devicePixelRatio || 1;
+        const width = e.canvas.clientWidth, height = e.stageHeight, label = height >= 48 ? 12 : 0;
+        const cell = Math.min(width, height), left = (width - cell) / 2 + label / 2, size = cell - label;
+        const lm = p.answer.landmarks, oval = window.GenAffectFaceModel.oval;
+        const xs = oval.map((o) => (lm[3 * o] * p.answer.width - p.crop.x0) / p.crop.side * size + left);
+        const ys = oval.map((o) => (lm[3 * o + 1] * p.answer.height - p.crop.y0) / p.crop.side * size);
+        const cx = xs.reduce((a, b) => a + b) / xs.length, cy = ys.reduce((a, b) => a + b) / ys.length;
+        const r = Math.max(...xs.map((x, i) => Math.hypot(x - cx, ys[i] - cy)));
+        return [[cx * ratio, cy * ratio], r * ratio, [left * ratio, 0, (left + size) * ratio, size * ratio]];
+    }}""")
+
+
+@pytest.mark.parametrize("vue_nodes", [False, True], ids=["classic canvas", "Vue nodes"])
+def test_the_editor_shows_an_uploaded_photo_and_a_slider_redraws_it_where_the_face_is_and_nowhere_else(
+        comfy, browser, artifacts, vue_nodes, tmp_path):
+    from comfy_server import HAS_REAL_LANDMARKER
+
+    if not HAS_REAL_LANDMARKER:
+        pytest.skip("the photo's face is read by MediaPipe: set GENAFFECT_TEST_MODELS to a models folder with "
+                    "mediapipe/face_landmarker.task")
+    from skimage import data
+
+    photo = tmp_path / "portrait.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    page = Page(browser, comfy, vue_nodes=vue_nodes)
+    try:
+        page.js("() => window.app.graph.clear()")
+        node_id, _ = _add_editor(page, "GenAffectExpressionEditor", 420)
+        page.js("() => { window.app.canvas.ds.scale = 0.9; window.app.canvas.setDirty(true, true); }")
+        _upload_photo(page, node_id, str(photo))
+        loader = page.js(f"""() => {{
+            const node = window.app.graph.getNodeById({json.dumps(node_id)});
+            const link = node.inputs.find((i) => i.name === 'photo').link;
+            const origin = window.app.graph.getNodeById((window.app.graph.links.get?.(link) ?? window.app.graph.links[link]).origin_id);
+            return [origin.type, origin.widgets.find((w) => w.name === 'image').value];
+        }}""")
+        assert loader[0] == "LoadImage" and loader[1].startswith("portrait")
+        page.page.wait_for_timeout(500)
+        before = _canvas_pixels(page, node_id)
+        (cx, cy), radius, (x0, y0, x1, y1) = _face_box(page, node_id)
+        for name, value in (("jaw_open", 0.8), ("smile_left", 0.9), ("smile_right", 0.9), ("brow_inner_up", 0.7)):
+            _drag_slider(page, node_id, name, value)
+        after = _canvas_pixels(page, node_id)
+        changed = np.abs(before - after).max(axis=2) > 24
+        rows, cols = np.mgrid[0:changed.shape[0], 0:changed.shape[1]]
+        in_photo = (cols >= x0) & (cols < x1) & (rows >= y0) & (rows < y1)
+        near_face = np.hypot(cols - cx, rows - cy) <= 1.05 * 1.75 * radius  # the warp's outer ring
+        face = np.hypot(cols - cx, rows - cy) <= radius
+        assert (changed & face).sum() > 200, (changed & face).sum()  # the mouth opened, the brows rose
+        assert not (changed & in_photo & ~near_face).any()  # the rest of the photo is as it was
+        timings = page.js(f"() => {_editor(page, node_id)}.photo.redrawMs")
+        shown = page.js(f"() => {_editor(page, node_id)}.label.textContent")
+        assert shown == "edited"
+        record = {"renderer": "vue" if vue_nodes else "classic", "redraws": len(timings),
+                  "median_ms": float(np.median(timings)), "p90_ms": float(np.percentile(timings, 90)),
+                  "max_ms": float(np.max(timings)), "load_average": os.getloadavg()[0]}
+        print("editor redraw on a photo (warp + paint):", record)
+        with open(os.path.join(artifacts, f"photo_redraw_{record['renderer']}.json"), "w") as handle:
+            json.dump({**record, "all_ms": timings}, handle)
+        page.page.screenshot(path=os.path.join(artifacts, f"editor_on_photo_{record['renderer']}.png"))
+        assert page.pack_errors() == []
+    finally:
+        page.page.close()
+
+
+def test_a_preset_shows_the_photo_in_each_expression_and_keeps_its_size_when_the_names_box_is_clicked(
+        comfy, browser, artifacts, tmp_path):
+    from comfy_server import HAS_REAL_LANDMARKER
+
+    page = Page(browser, comfy, vue_nodes=False)
+    try:
+        page.js("() => window.app.graph.clear()")
+        node_id, _ = _add_editor(page, "GenAffectExpressionPreset", 420)
+        page.js(f"""() => {{ const n = window.app.graph.getNodeById({json.dumps(node_id)});
+            const w = n.widgets.find((w) => w.name === 'expressions'); w.value = 'neutral, happy, sad, fearful, angry, surprised, disgusted';
+            window.app.canvas.ds.scale = 0.9; window.app.canvas.setDirty(true, true); }}""")
+        page.page.wait_for_timeout(1500)
+        size = page.js(f"() => [{_editor(page, node_id)}.canvas.clientWidth, {_editor(page, node_id)}.canvas.clientHeight]")
+        page.page.locator("textarea").first.click()
+        page.page.keyboard.press("End")
+        page.page.wait_for_timeout(1500)
+        assert page.js(f"() => [{_editor(page, node_id)}.canvas.clientWidth, "
+                       f"{_editor(page, node_id)}.canvas.clientHeight]") == size
+        assert size[0] >= 370 and size[1] == 220
+        if HAS_REAL_LANDMARKER:
+            from skimage import data
+
+            photo = tmp_path / "portrait.png"
+            Image.fromarray(data.astronaut()).save(photo)
+            _upload_photo(page, node_id, str(photo))
+            page.page.wait_for_function(f"() => {_editor(page, node_id)}.photoRedraws >= 7", timeout=30_000)
+            page.page.wait_for_timeout(500)
+            page.page.screenshot(path=os.path.join(artifacts, "preset_on_photo.png"))
+        assert page.pack_errors() == []
+    finally:
+        page.page.close()
+
+
+def test_an_editor_saved_before_the_head_sliders_loads_its_values_by_name(comfy, browser):
+    """An Expression Editor as workflows saved it with 36 sliders and intensity (37 values, no head sliders, no
+    named values): every value lands on its own slider, the head stays straight, the preview shows it."""
+    from genaffect.models.expression.expression_edit import SLIDER_NAMES
+
+    values = [0.8] + [0.0] * len(SLIDER_NAMES)
+    values[1 + SLIDER_NAMES.index("brow_outer_up_right")] = 0.5
+    values[1 + SLIDER_NAMES.index("smile_left")] = 0.7
+    values[1 + SLIDER_NAMES.index("jaw_sideways")] = -0.3
+    old = {"last_node_id": 1, "last_link_id": 0, "links": [], "groups": [], "config": {}, "version": 0.4,
+           "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+           "nodes": [{"id": 1, "type": "GenAffectExpressionEditor", "pos": [60, 60], "size": [320, 1174], "flags": {},
+                      "order": 0, "mode": 0, "inputs": [{"name": "expression", "type": "GA_EXPRESSION", "link": None}],
+                      "outputs": [{"name": "expression", "type": "GA_EXPRESSION", "links": None}],
+                      "properties": {"Node name for S&R": "GenAffectExpressionEditor"}, "widgets_values": values}]}
+    for vue_nodes in (False, True):
+        page = Page(browser, comfy, vue_nodes=vue_nodes)
+        try:
+            loaded = page.js("""async (workflow) => {
+                await window.app.loadGraphData(workflow, true, true, "old editor");
+                await new Promise((resolve) => setTimeout(resolve, 2500));
+                const node = window.app.graph.nodes[0];
+                const editor = [...window.GenAffectFaceModel.editors].find((e) => e.node === node);
+                return { values: Object.fromEntries(node.widgets.filter((w) => w.type !== 'genaffect_face')
+                                                     .map((w) => [w.name, w.value])),
+                         height: node.size[1], label: editor.preview.labels[0], saved: node.serialize().widgets_values };
+            }""", old)
+            assert loaded["values"]["intensity"] == 0.8 and loaded["values"]["brow_outer_up_right"] == 0.5
+            assert loaded["values"]["smile_left"] == 0.7 and loaded["values"]["jaw_sideways"] == -0.3
+            assert [loaded["values"][f"head_{axis}"] for axis in ("yaw", "pitch", "roll")] == [0, 0, 0]
+            assert loaded["label"] == "edited" and loaded["height"] < 900  # the 1,174 px node became the panel
+            assert loaded["saved"][:len(values)] == values and loaded["saved"][len(values):] == [0, 0, 0]
+            assert page.pack_errors() == []
+        finally:
+            page.page.close()
+
+
+def test_the_photo_route_refuses_malformed_and_oversized_requests(comfy):
+    import urllib.error
+
+    def post(body: bytes):
+        request = urllib.request.Request(f"{comfy.url}/genaffect/expression_editor/photo", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    assert post(b"{not json")[0] == 400
+    assert post(b'{"image": 3}')[0] == 400
+    assert post(json.dumps({"image": "x" * 5000}).encode())[0] == 413
+    status, answer = post(b'{"image": "../../etc/passwd"}')
+    assert status == 403 and "input" in answer["error"]
+    assert post(b'{"image": "no such photo.png"}')[0] == 404
+    with urllib.request.urlopen(f"{comfy.url}/genaffect/expression_editor/face_motion", timeout=30) as response:
+        assert json.loads(response.read())["format"] == "genaffect.face_motion"
