@@ -22,6 +22,17 @@ export function faceGeometry(model, blendshapeNames, blendshapes) {
   return geometry;
 }
 
+// A shape with min_length (a wrinkle) is drawn only once its line is at least that long (model units).
+export function longEnough(shape, geometry) {
+  if (shape.min_length === undefined) return true;
+  let length = 0;
+  for (let i = 1; i < shape.points.length; i++) {
+    const [x0, y0] = geometry[shape.points[i - 1]], [x1, y1] = geometry[shape.points[i]];
+    length += Math.hypot(x1 - x0, y1 - y0);
+  }
+  return length >= shape.min_length;
+}
+
 // Draw the face into the square (left, top, size) of a 2D canvas context.
 export function drawFace(ctx, model, blendshapeNames, blendshapes, left, top, size) {
   const geometry = faceGeometry(model, blendshapeNames, blendshapes);
@@ -35,6 +46,7 @@ export function drawFace(ctx, model, blendshapeNames, blendshapes, left, top, si
   ctx.lineJoin = "round";
   ctx.lineCap = "round";
   for (const shape of model.shapes) {
+    if (!longEnough(shape, geometry)) continue;
     const xy = shape.points.map(at);
     ctx.lineWidth = Math.max(1, (shape.width || 0) * scale);
     if (shape.kind === "ellipse") {

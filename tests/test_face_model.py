@@ -11,7 +11,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from genaffect.models.drawing.face_drawing import MODEL_PATH, draw_expressions, draw_face, face_model, parse_face_model
+from genaffect.models.drawing.face_drawing import (
+    MODEL_PATH,
+    draw_expressions,
+    draw_face,
+    face_model,
+    long_enough,
+    parse_face_model,
+)
 from genaffect.models.expression import expression_edit
 from genaffect.models.expression.batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES, NUM_BLENDSHAPES
 from genaffect.models.expression.expression_library import preset_names, presets
@@ -178,3 +185,43 @@ def test_the_drawing_command_replaces_a_picture_when_told(tmp_path):
     out.write_bytes(b"old")
     assert main(["--expressions", "happy", "--out", str(out), "--size", "32", "--overwrite"]) == 0
     assert Image.open(out).size[0] > 32
+
+
+def test_at_intensity_1_each_basic_expression_shows_its_own_cues():
+    """What tells the seven basic expressions (and worried) apart in a drawing a few dozen pixels wide: the brows'
+    slant and height, wrinkles, the eyes' opening, the mouth corners."""
+    model = face_model()
+    index = {name: i for i, name in enumerate(model.point_names)}
+    shapes = {shape["name"]: shape for shape in model.shapes}
+    names = ["neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted", "worried"]
+    faces = dict(zip(names, (model.geometry(row) for row in presets(names, 1.0).blendshapes)))
+
+    def y(face, point):
+        return float(np.mean([faces[face][index[point + side], 1] for side in ("_L", "_R")]))
+
+    def slant(face):  # > 0: the inner brow stands higher than the outer one (y grows downwards)
+        return y(face, "brow_outer") - y(face, "brow_inner")
+
+    def corners(face):  # > 0: the mouth corners above the middle of the lips
+        return (faces[face][index["upper_inner_mid"], 1] + faces[face][index["lower_inner_mid"], 1]) / 2 \
+            - y(face, "mouth_corner")
+
+    def eye_opening(face):
+        return y(face, "eye_lower_outer") - y(face, "eye_upper_outer")
+
+    def drawn(face, shape):
+        return long_enough(shapes[shape], faces[face][[index[p] for p in shapes[shape]["points"]]])
+
+    neutral_slant, neutral_brow = slant("neutral"), y("neutral", "brow_mid")
+    for sad_like in ("sad", "worried", "fearful"):
+        assert slant(sad_like) > neutral_slant + 0.08, sad_like  # inner corners raised
+        assert drawn(sad_like, "forehead line 1"), sad_like
+    assert slant("angry") < neutral_slant - 0.05 and drawn("angry", "brow frown line L")  # a V, knitted
+    assert corners("happy") > 0.12 and corners("sad") < -0.06 and corners("worried") < 0  # smile, frown
+    assert eye_opening("fearful") > eye_opening("neutral") + 0.03 and eye_opening("angry") < eye_opening("neutral")
+    assert y("surprised", "brow_mid") < neutral_brow - 0.1 and faces["surprised"][index["lower_inner_mid"], 1] \
+        - faces["surprised"][index["upper_inner_mid"], 1] > 0.06  # brows up, mouth open
+    assert drawn("disgusted", "nose wrinkle L") and not drawn("sad", "nose wrinkle L")
+    assert y("disgusted", "upper_outer") < y("neutral", "upper_outer") - 0.05  # the upper lip raised
+    assert not any(drawn("neutral", name) for name, shape in shapes.items() if "min_length" in shape)
+    assert corners("fearful") > corners("sad") and slant("worried") > slant("sad")  # the look-alikes differ
