@@ -339,3 +339,16 @@ def test_unloading_frees_the_expression_adapter_with_its_model_without_a_leak_wa
     run_ok(comfy, prompt, timeout=600)
     leaks = [line for line in comfy.log().splitlines() if "memory leak with model" in line]
     assert not leaks, leaks
+
+
+@NEEDS_LANDMARKER
+def test_the_warp_guide_workflow_drives_arc2face_with_the_photo_warped_to_each_expression(arc2face_models):
+    """warp_guide_arc2face.json: the photo warped to 4 presets (the real landmarker finds the astronaut's face), each
+    warp measured (SMIRK) and given to the Expression Adapter, one generated face per expression."""
+    prompt = small_workflow_prompt(arc2face_models, "warp_guide_arc2face")
+    for node in prompt.values():
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = "astronaut.png"  # a real face for MediaPipe beside a painted one for insightface
+    result = run_ok(arc2face_models, prompt, timeout=900)
+    images = _outputs(result, "images")
+    assert len(images) == 4 + 4  # the 4 guides and the 4 generated faces

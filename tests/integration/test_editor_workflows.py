@@ -131,3 +131,41 @@ def test_pixelsmile_transition_workflow_saves_twelve_frames_and_a_sprite_sheet_w
     alphas = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()]
     assert alphas[0] == 0.0 and alphas[-1] == 1.0 and alphas == sorted(alphas) and len(alphas) == 12
     assert abs(alphas[1] - alphas[0]) < abs(alphas[6] - alphas[5])  # eased in: slow start
+
+
+def test_the_warp_guide_reaches_qwen_edit_as_image_2_and_another_expression_changes_the_edit(editor_models):
+    """warp_guide_qwen_edit.json: the Editor's expression warps the photo (the real landmarker finds its face), the
+    warped photo is image 2 of the edit, and the edit follows it."""
+    from comfy_server import HAS_REAL_LANDMARKER
+
+    if not HAS_REAL_LANDMARKER:
+        pytest.skip("Warp Expression reads the photo's face: set GENAFFECT_TEST_MODELS (mediapipe/face_landmarker.task)")
+    comfy = editor_models
+
+    def prompt_with(smile: float, name: str) -> dict:
+        prompt = comfy.workflow_prompt("warp_guide_qwen_edit")
+        for kind, inputs in {**QWEN, "ImageScaleToTotalPixels": {"megapixels": 0.0625}}.items():  # 256 px: a face
+            for _, node in by_type(prompt, kind):                                                # MediaPipe finds
+                node["inputs"].update(inputs)
+        for _, node in by_type(prompt, "LoadImage"):
+            node["inputs"]["image"] = "astronaut.png"
+        for key, _ in by_type(prompt, "CLIPLoader"):
+            del prompt[key]
+        for _, node in by_type(prompt, "TextEncodeQwenImageEditPlus"):
+            node["class_type"] = "TinyQwenEditEncode"
+            node["inputs"].pop("clip")
+        (_, editor), = by_type(prompt, "GenAffectExpressionEditor")
+        editor["inputs"].update(smile_left=smile, smile_right=smile)
+        (sampler, node), = by_type(prompt, "KSampler")
+        node["inputs"]["steps"] = 2
+        prompt[f"{name}_latents"] = {"class_type": "SaveLatent",
+                                     "inputs": {"samples": [sampler, 0], "filename_prefix": f"latents/editor_{name}"}}
+        return prompt
+
+    result = run_ok(comfy, prompt_with(0.7, "warp_smile"), timeout=900)
+    images = [image for output in result["outputs"].values() for image in output.get("images", [])]
+    assert any(image["filename"].startswith("genaffect_warp_guide_qwen_edit") for image in images)
+    assert len(images) == 2  # the guide and the edit
+    run_ok(comfy, prompt_with(0.0, "warp_still"), timeout=900)
+    smiling, still = saved_latent(comfy, "editor", "warp_smile"), saved_latent(comfy, "editor", "warp_still")
+    assert torch.isfinite(smiling).all() and float((smiling - still).abs().max()) > 1e-6

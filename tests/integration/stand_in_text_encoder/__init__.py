@@ -3,8 +3,8 @@
 Qwen-Image reads text 3,584 wide from Qwen2.5-VL-7B, which no tiny model can replace (ComfyUI builds that
 encoder at full size). This node keeps the real node's inputs and output: each word of the prompt becomes
 a fixed random token vector (seeded by the word, so equal words give equal tokens and prompts of different
-lengths give sequences of different lengths, as the real encoder does), and the image, encoded by the VAE,
-is attached as the reference latent, as the real node attaches it.
+lengths give sequences of different lengths, as the real encoder does), and the images, encoded by the VAE,
+are attached as reference latents, as the real node attaches them.
 """
 
 import zlib
@@ -29,12 +29,13 @@ class TinyQwenEditEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"prompt": ("STRING", {"multiline": True})},
-                "optional": {"vae": ("VAE",), "image1": ("IMAGE",)}}
+                "optional": {"vae": ("VAE",), "image1": ("IMAGE",), "image2": ("IMAGE",), "image3": ("IMAGE",)}}
 
-    def encode(self, prompt, vae=None, image1=None):
+    def encode(self, prompt, vae=None, image1=None, image2=None, image3=None):
         extras = {}
-        if vae is not None and image1 is not None:
-            extras["reference_latents"] = [vae.encode(image1[:, :, :, :3])]
+        images = [image for image in (image1, image2, image3) if image is not None]
+        if vae is not None and images:  # one reference latent per image, in order, as the real node attaches them
+            extras["reference_latents"] = [vae.encode(image[:, :, :, :3]) for image in images]
         return ([[word_tokens(prompt), extras]],)
 
 
