@@ -82,7 +82,12 @@ function photoSource(node) {
   const origin = link && node.graph.getNodeById(link.origin_id);
   const widget = origin?.widgets?.find((w) => w.name === "image" && typeof w.value === "string");
   if (!widget) return { name: null, why: "the live preview shows photos from a Load Image node" };
-  return { name: widget.value || null, why: widget.value ? null : "the Load Image has no photo yet" };
+  if (!widget.value) return { name: null, why: "the Load Image has no photo yet" };
+  const listed = widget.options?.values;
+  if (Array.isArray(listed) && !listed.includes(widget.value)) {
+    return { name: null, why: `${widget.value} is not in ComfyUI's input folder: upload a photo (Photo...)` };
+  }
+  return { name: widget.value, why: null };
 }
 
 async function loadPhoto(editor, name) {
@@ -132,6 +137,7 @@ function cropFace(model, image, answer) {
   }
   const face = poseFace(model, local, answer.reading, answer.head_pose, work, work);
   const prepared = prepare(model, imageData.data, work, work, face, editorData.blendshape_names, imageData);
+  redraw(model, prepared, editorData.presets[0].estimator_blendshapes); // compiled while loading, not on the first drag
   return { face, prepared, canvas, ctx, crop: { x0, y0, side, work }, answer };
 }
 

@@ -348,6 +348,7 @@ def test_the_editor_shows_an_uploaded_photo_and_a_slider_redraws_it_where_the_fa
         for name, value in (("jaw_open", 0.8), ("smile_left", 0.9), ("smile_right", 0.9), ("brow_inner_up", 0.7)):
             _drag_slider(page, node_id, name, value)
         after = _canvas_pixels(page, node_id)
+        page.page.screenshot(path=os.path.join(artifacts, f"editor_on_photo_{'vue' if vue_nodes else 'classic'}.png"))
         changed = np.abs(before - after).max(axis=2) > 24
         rows, cols = np.mgrid[0:changed.shape[0], 0:changed.shape[1]]
         in_photo = (cols >= x0) & (cols < x1) & (rows >= y0) & (rows < y1)
@@ -355,6 +356,8 @@ def test_the_editor_shows_an_uploaded_photo_and_a_slider_redraws_it_where_the_fa
         face = np.hypot(cols - cx, rows - cy) <= radius
         assert (changed & face).sum() > 200, (changed & face).sum()  # the mouth opened, the brows rose
         assert not (changed & in_photo & ~near_face).any()  # the rest of the photo is as it was
+        for step in range(16):  # a drag: the mouth opens and closes
+            _drag_slider(page, node_id, "jaw_open", round(0.8 - 0.05 * step, 2))
         timings = page.js(f"() => {_editor(page, node_id)}.photo.redrawMs")
         shown = page.js(f"() => {_editor(page, node_id)}.label.textContent")
         assert shown == "edited"
@@ -364,7 +367,6 @@ def test_the_editor_shows_an_uploaded_photo_and_a_slider_redraws_it_where_the_fa
         print("editor redraw on a photo (warp + paint):", record)
         with open(os.path.join(artifacts, f"photo_redraw_{record['renderer']}.json"), "w") as handle:
             json.dump({**record, "all_ms": timings}, handle)
-        page.page.screenshot(path=os.path.join(artifacts, f"editor_on_photo_{record['renderer']}.png"))
         assert page.pack_errors() == []
     finally:
         page.page.close()
