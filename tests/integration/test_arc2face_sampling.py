@@ -349,6 +349,8 @@ def test_the_warp_guide_workflow_drives_arc2face_with_the_photo_warped_to_each_e
     for node in prompt.values():
         if node["class_type"] == "LoadImage":
             node["inputs"]["image"] = "astronaut.png"  # a real face for MediaPipe beside a painted one for insightface
+        elif node["class_type"] == "GenAffectFaceAnalyzerLoader":
+            node["inputs"]["detection_size"] = 512  # the painted face sits on the 512 px grid
     result = run_ok(arc2face_models, prompt, timeout=900)
     images = _outputs(result, "images")
     assert len(images) == 4 + 4  # the 4 guides and the 4 generated faces

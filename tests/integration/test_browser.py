@@ -462,3 +462,43 @@ def test_the_photo_route_refuses_malformed_and_oversized_requests(comfy):
     assert post(b'{"image": "no such photo.png"}')[0] == 404
     with urllib.request.urlopen(f"{comfy.url}/genaffect/expression_editor/face_motion", timeout=30) as response:
         assert json.loads(response.read())["format"] == "genaffect.face_motion"
+
+
+def test_the_editor_names_the_preset_picked_in_its_gallery_until_a_slider_moves_and_folds_its_groups(comfy, browser):
+    page = Page(browser, comfy, vue_nodes=False)
+    try:
+        page.js("() => window.app.graph.clear()")
+        node_id, redraws = _add_editor(page, "GenAffectExpressionEditor", 80)
+        editor = _editor(page, node_id)
+        page.js(f"""() => {{
+            const root = {editor}.canvas.parentElement;
+            [...root.querySelectorAll('button')].find((b) => b.textContent === 'Presets').click();
+            root.querySelector('canvas[data-preset="happy"]').click();
+        }}""")
+        page.page.wait_for_function(f"() => {editor}.label.textContent === 'happy'", timeout=30_000)
+        page.js(f"""() => {{
+            const input = {editor}.canvas.parentElement.querySelector('[data-slider="blink_left"] input');
+            input.value = 0.6;
+            input.dispatchEvent(new Event('input', {{ bubbles: true }}));
+        }}""")
+        page.page.wait_for_function(f"() => {editor}.label.textContent === 'edited'", timeout=30_000)
+        folded = page.js(f"""() => {{
+            const root = {editor}.canvas.parentElement, mouth = root.querySelector('details[data-region="mouth"]');
+            const before = mouth.querySelector('[data-slider="smile_left"]').offsetHeight;
+            mouth.querySelector('summary').click();
+            const tooltip = root.querySelector('[data-slider="smile_left"]').title;
+            return [before, mouth.open, mouth.querySelector('[data-slider="smile_left"]').offsetHeight, tooltip,
+                    [...root.querySelectorAll('details')].map((d) => d.dataset.region)];
+        }}""")
+        assert folded[0] > 0 and folded[1] is False and folded[2] == 0  # the group folds away
+        assert "mouthSmileLeft" in folded[3] and folded[3].startswith("Smile (left)")  # artist name, blendshape
+        assert folded[4] == ["brows", "eyes", "gaze", "cheeks", "nose", "mouth", "jaw", "head"]
+        face_top, slider_top = page.js(f"""() => {{
+            const root = {editor}.canvas.parentElement;
+            return [{editor}.canvas.getBoundingClientRect().top,
+                    root.querySelector('[data-slider="head_roll"]').getBoundingClientRect().top];
+        }}""")
+        assert face_top < slider_top  # the face above every slider
+        assert page.pack_errors() == []
+    finally:
+        page.page.close()
