@@ -249,7 +249,7 @@ def test_the_live_editor_redraws_when_a_slider_moves_and_matches_pythons_geometr
         assert labels[-1] == "pout"
         page.page.wait_for_timeout(500)  # let the canvas settle before the picture
         page.page.screenshot(path=os.path.join(artifacts, f"live_editor_{'vue' if vue_nodes else 'classic'}.png"),
-                             clip={"x": 60, "y": 80, "width": 560, "height": 800})
+                             clip={"x": 60, "y": 56, "width": 560, "height": 800})
         assert page.pack_errors() == []
     finally:
         page.page.close()
