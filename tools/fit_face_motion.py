@@ -4,8 +4,8 @@
         [--cache readings.npz] [--provenance provenance.json]
     python tools/fit_face_motion.py evaluate --photos OTHER/ --landmarker ... [--report round_trip.json]
 
-PHOTOS/ holds ``<expression>/<person>/<files>`` (the layout of training/calibrate_expressions.py; the same person's
-folder name under several expressions is one person). Nothing is downloaded and no photo is copied anywhere; the
+PHOTOS/ holds ``<expression>/<person>/<files>`` (the layout of tools/calibrate_expressions.py, which finds them; the
+same person's folder name under several expressions is one person). Nothing is downloaded and no photo is copied anywhere; the
 optional provenance JSON (where the photos come from, their licence, commit) is written into the model file.
 
 **fit**: every photo goes through the pack's own estimator (MediaPipe's face landmarker, the largest face; with
@@ -45,11 +45,9 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
-from pack_loader import PACK_DIR, import_pack  # noqa: E402
+from pack_loader import PACK_DIR, import_pack
 
 DEFAULT_OUTPUT = os.path.join(PACK_DIR, "models", "data", "face_motion.json")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 BASIC = ("neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted")
 MIN_FACE = 100  # pixels across the face's landmarks
 MAX_RESIDUAL = 1.5  # cm rms from the canonical face after pose normalisation: more is a misread
@@ -74,9 +72,14 @@ LIP_POINTS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37
               178, 87, 14, 317, 402, 318, 324, 308, 191, 80, 81, 82, 13, 312, 311, 310, 415)
 
 pack = import_pack()
+import calibrate_expressions as calibration  # noqa: E402  (beside this file: finding photos is its rule)
 from genaffect.models.expression import expression_estimator, face_landmarks, face_motion, photo_warp  # noqa: E402
 from genaffect.models.expression.batch import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES  # noqa: E402
-from genaffect.models.expression.expression_library import estimator_target, readable_blendshapes  # noqa: E402
+from genaffect.models.expression.expression_library import (  # noqa: E402
+    estimator_target,
+    preset_names,
+    readable_blendshapes,
+)
 
 
 # ---- MediaPipe's canonical face model, from the .task file -------------------------------------------------------
@@ -178,19 +181,8 @@ def warp_topology(triangles: np.ndarray) -> dict:
 
 # ---- photos and their readings ------------------------------------------------------------------------------------
 def find_photos(root: str) -> list[tuple[str, str, str]]:
-    """(expression, person, path) under ``root/<expression>/<person>/``, sorted."""
-    if not os.path.isdir(root):
-        raise SystemExit(f"{root} is not a folder of <expression>/<person>/ folders.")
-    found = []
-    for expression in sorted(os.listdir(root)):
-        for person in sorted(os.listdir(os.path.join(root, expression))) if os.path.isdir(os.path.join(root, expression)) else []:
-            folder = os.path.join(root, expression, person)
-            if os.path.isdir(folder):
-                found += [(expression, person, os.path.join(folder, f)) for f in sorted(os.listdir(folder))
-                          if f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not found:
-        raise SystemExit(f"no photos under {root}/<expression>/<person>/.")
-    return found
+    """(expression, person, path) of every photo under ``root`` (tools/calibrate_expressions.py's rule)."""
+    return [(photo.expression, photo.person, photo.path) for photo in calibration.find_photos(root, preset_names())]
 
 
 def load_rgb(path: str) -> np.ndarray:
