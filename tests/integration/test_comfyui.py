@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -46,11 +47,18 @@ def test_the_pack_imports_once_without_failure_beside_an_installed_copy(comfy):
         f"custom_nodes.{LANE_PACK}"
 
 
-def test_example_workflow_is_served_as_a_template_once(comfy):
+def test_example_workflows_are_served_as_templates_by_the_loaded_copy_only(comfy):
+    """ComfyUI lists the templates of every folder in custom_nodes, loaded or not, but serves only a loaded
+    pack's: the templates open from the checkout under test, never from the copy beside it."""
     templates = comfy.get("/api/workflow_templates")
-    expected = {os.path.splitext(name)[0] for name in os.listdir(os.path.join(REPO, "workflows"))}
+    expected = {os.path.splitext(name)[0] for name in os.listdir(os.path.join(REPO, "workflows"))
+                if name.endswith(".json")}
     assert expected <= set(templates.get(LANE_PACK, [])), templates
-    assert [pack for pack, names in templates.items() if expected & set(names)] == [LANE_PACK]
+    name = min(expected)
+    assert comfy.get(f"/api/workflow_templates/{LANE_PACK}/{name}.json")["nodes"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        comfy.get(f"/api/workflow_templates/genaffect/{name}.json")
+    assert refused.value.code == 404
 
 
 def test_every_template_photo_is_in_the_input_folder_and_offered_by_load_image(comfy):
@@ -85,11 +93,13 @@ def test_identity_workflow_runs_and_returns_its_previews(comfy):
     assert picture.shape[:2] in ((112, 112), (256, 256))
 
 
-def test_a_graph_naming_a_missing_pack_fails_with_the_fix_in_history(comfy):
+def test_a_graph_naming_a_missing_file_is_refused_before_it_runs_with_the_fix(comfy):
+    """The loader's VALIDATE_INPUTS answers when the graph is queued: ComfyUI shows the missing file, where to
+    download it and the folder, before anything runs (and lists every missing file of a graph at once)."""
     prompt = {
         "1": {"class_type": "GenAffectFaceAnalyzerLoader", "inputs": {
             "pack": "antelopev2", "recognition": "arcface.onnx (Arc2Face)", "provider": "CPU",
-            "detection_size": 256, "detection_threshold": 0.49}},  # inputs no other test uses: no cached answer
+            "detection_size": 256, "detection_threshold": 0.49}},
         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}},
     }
     installed = comfy.models / "arc2face" / "arcface.onnx"  # written by the Arc2Face tests when they ran first
@@ -97,13 +107,14 @@ def test_a_graph_naming_a_missing_pack_fails_with_the_fix_in_history(comfy):
     if installed.exists():
         installed.rename(hidden)
     try:
-        result = comfy.run(prompt)
+        status, answer = comfy.post("/prompt", {"prompt": prompt})
     finally:
         if hidden.exists():
             hidden.rename(installed)
-    assert result["status"]["status_str"] == "error"
-    messages = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
-    assert messages and "arcface.onnx was not found" in messages[0]["exception_message"]
+    assert status == 400 and answer["error"]["type"] == "prompt_outputs_failed_validation", answer
+    details = [error["details"] for error in answer["node_errors"]["1"]["errors"]]
+    assert details and all("arcface.onnx was not found" in detail and "huggingface.co/FoivosPar/Arc2Face" in detail
+                           and str(comfy.models / "arc2face") in detail for detail in details), details
 
 
 def test_expression_transition_workflow_runs_and_describes_each_step(comfy):
