@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.evaluation import face_metrics
+from genaffect.models.evaluation import face_metrics, guard_report
 from genaffect.models.evaluation.face_metrics import ImageMetrics
 from genaffect.models.evaluation.sampling_guard import round_seed, run_rounds
 from genaffect.models.evaluation.select_best import PassRule, failures, passes
@@ -221,6 +221,7 @@ def test_the_samplers_glue_decodes_scores_and_returns_the_chosen_latents_and_a_r
     assert sampled == [(SEED, [0, 1, 2, 0, 1, 2]), (round_seed(SEED, 1), [2, 2])]
     assert out["samples"].shape == (3, 4, 2, 2) and "batch_index" not in out
     assert out["samples"][:, 2, 0, 0].tolist() == [SEED % 1000 + 3, SEED % 1000 + 4, round_seed(SEED, 1) % 1000]
+    assert guard_report.parse(report)["version"] == 1  # the versioned report, valid under its schema
     report = json.loads(report)
     assert report["guarded"] and report["expression_checked"] and report["all_passed"]
     assert [(r["round"], r["sampled"], r["failed"]) for r in report["rounds"]] == [
@@ -356,7 +357,8 @@ def test_the_dit_sampler_re_samples_a_failure_with_its_own_expression_row(analyz
         [{"samples": torch.zeros(1, 4, 2, 2)}], [SEED], [2], [1.0], ["euler"], ["simple"], [1.0], [3.5], [1.0], [1.0],
         [0.5], [0], [0.0], [1.0])
     assert len(stub.rounds) == 1 and torch.equal(stub.rounds[0]["expressions"], rows)
-    assert not json.loads(no_report)["guarded"] and plain["samples"].shape[0] == 3
+    assert not guard_report.parse(no_report)["guarded"] and plain["samples"].shape[0] == 3
+    assert json.loads(no_report)["seed"] == SEED
 
 
 def test_a_face_showing_the_reference_photos_expression_fails_and_is_re_sampled(analyzer, identity, estimator):

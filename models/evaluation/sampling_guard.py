@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import GenAffectInputError
 from .face_metrics import ImageMetrics
+from .guard_report import stamped
 from .select_best import Choice, PassRule, failures, mark_best
 
 MASK64 = (1 << 64) - 1
@@ -92,8 +93,11 @@ class GuardOutcome:
                 **{k: v for k, v in asdict(c.metrics).items() if k not in ("index", "label")}}
 
     def report(self) -> dict:
+        """The rounds and every candidate, as the versioned guard report (``guard_report.py``)."""
         label = self.labels.__getitem__
-        return {
+        return stamped({
+            "guarded": True,
+            "seed": self.rounds[0].seed,
             "all_passed": self.all_passed,
             "summary": self.summary(),
             "rule": asdict(self.rule),
@@ -105,7 +109,7 @@ class GuardOutcome:
                         "seconds": round(r.seconds, 3)} for r in self.rounds],
             "expressions": [self._entry(c) for c in self.chosen],  # the kept candidate of each, in order
             "candidates": [self._entry(c) for c in self.candidates],
-        }
+        })
 
     def summary(self) -> str:
         count, rounds = len(self.labels), len(self.rounds)

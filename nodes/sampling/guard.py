@@ -13,6 +13,7 @@ import torch
 
 from ...models.errors import GenAffectInputError
 from ...models.evaluation import face_metrics
+from ...models.evaluation.guard_report import unguarded
 from ...models.evaluation.sampling_guard import run_rounds
 from ...models.evaluation.select_best import PassRule
 from ...models.expression.batch import ExpressionBatch
@@ -21,7 +22,10 @@ from .. import comfy_host
 
 log = logging.getLogger(__name__)
 
-NO_GUARD_REPORT = json.dumps({"guarded": False, "summary": "no guard connected: the set was sampled once."})
+
+def unguarded_report(seed: int) -> str:
+    """The guard_report output of a set sampled once, with no guard."""
+    return json.dumps(unguarded(seed), indent=2)
 
 
 @dataclass
@@ -116,7 +120,6 @@ def run_guarded(guard: SamplingGuard, sample_rows, latent: dict, images: int, se
     out = {key: value for key, value in latent.items() if key not in ("samples", "batch_index")}
     out["samples"] = torch.stack(outcome.chosen_payloads)
     report = outcome.report()
-    report["guarded"] = True
     report["expression_checked"] = measured
     summary = "GenAffect guard: " + outcome.summary()
     (log.info if outcome.all_passed else log.warning)(summary)

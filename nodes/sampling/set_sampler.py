@@ -12,7 +12,7 @@ import torch
 from ...models.errors import GenAffectInputError
 from .. import comfy_host
 from ..conditioning_batch import stack_per_image
-from .guard import NO_GUARD_REPORT, SamplingGuard, run_guarded
+from .guard import SamplingGuard, run_guarded, unguarded_report
 
 
 def first_value(value):
@@ -133,7 +133,7 @@ class SetSampling:
         expressions the sampler itself was given, used when the guard has none)."""
         every = list(range(self.images))
         if guard is None:
-            return self.sample_rows(patch, every, seed, self.latent), NO_GUARD_REPORT
+            return self.sample_rows(patch, every, seed, self.latent), unguarded_report(seed)
         latent_set(self.latent, self.positive, self.negative, self.images, self.text_mask)  # refused up front
         return run_guarded(guard, lambda rows, round_seed: self.sample_rows(
             patch, rows, round_seed, latent_rows(self.latent, rows, self.images))["samples"],

@@ -81,7 +81,8 @@ def test_without_a_guard_the_sampler_is_unchanged_and_a_guarded_run_stops_at_the
     started = time.time()
     plain_report = report_of(run_ok(comfy, guarded_graph("plain", None)))
     plain_seconds = time.time() - started
-    assert plain_report == {"guarded": False, "summary": "no guard connected: the set was sampled once."}
+    assert plain_report == {"schema": "genaffect.guard_report", "version": 1, "guarded": False, "seed": SEED,
+                            "summary": "no guard connected: the set was sampled once."}
     run_ok(comfy, guarded_graph("ksampler", None, rate=0.0, sampler="ksampler"))
     run_ok(comfy, guarded_graph("rate0", None, rate=0.0))
     assert torch.equal(saved_latent(comfy, "guard", "rate0"), saved_latent(comfy, "guard", "ksampler"))
