@@ -21,6 +21,7 @@ from .expression_nodes import (
 from .face_drawing_nodes import GenAffectDrawExpressions
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
 from .guard_nodes import GenAffectSamplingGuard
+from .job_nodes import GenAffectSaveSheetJob, GenAffectSheetJob
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
 from .number_inputs import refuse_bad_numbers
@@ -46,10 +47,12 @@ NODES = (
     (GenAffectFaceMetrics, "GenAffect Face Metrics"),
     (GenAffectExpressionSheet, "GenAffect Expression Sheet"),
     (GenAffectSelectBest, "GenAffect Select Best"),
+    (GenAffectSaveSheetJob, "GenAffect Save Sheet Job"),
     (GenAffectConditioningIntensity, "GenAffect Conditioning Intensity"),
     (GenAffectConsistentAttention, "GenAffect Consistent Attention"),
     (GenAffectConsistentBatchSampler, "GenAffect Consistent Batch Sampler"),
     (GenAffectSamplingGuard, "GenAffect Sampling Guard"),
+    (GenAffectSheetJob, "GenAffect Sheet Job"),
     (GenAffectArc2FaceLoader, "GenAffect Arc2Face Loader"),
     (GenAffectArc2FaceConditioning, "GenAffect Arc2Face Conditioning"),
     (GenAffectApplyExpressionAdapter, "GenAffect Apply Expression Adapter"),

@@ -132,6 +132,52 @@ def validation_answer(*checks) -> bool | str:
     return "\n".join(messages) or True
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _user_folder(kind: str) -> str:
+    """ComfyUI's input or output folder; outside ComfyUI ``$GENAFFECT_<KIND>_DIR`` or ``./<kind>``."""
+    folder_paths = _folder_paths()
+    if folder_paths is not None:
+        return os.path.abspath(getattr(folder_paths, f"get_{kind}_directory")())
+    return os.path.abspath(os.environ.get(f"GENAFFECT_{kind.upper()}_DIR", kind))
+
+
+def input_images() -> list[str]:
+    """The photos in ComfyUI's input folder (its top level, as Load Image lists them), sorted."""
+    root = _user_folder("input")
+    if not os.path.isdir(root):
+        return []
+    return sorted(name for name in os.listdir(root)
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(root, name)))
+
+
+def input_image_path(name: str) -> str | None:
+    """The path of the photo ``name`` in ComfyUI's input folder - a listed name, a name in a subfolder, or a full
+    path inside the folder (what API wrappers such as comfyui-api put there after downloading a photo) - or None:
+    a name from a graph or an engine never reaches outside the input folder."""
+    root = _user_folder("input")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    path = os.path.abspath(os.path.join(root, name.strip()))
+    inside = os.path.commonpath([root, path]) == root
+    return path if inside and path.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(path) else None
+
+
+def output_folder(filename_prefix: str) -> tuple[str, str, str]:
+    """(folder, file-name start, subfolder) for a Save Image-style ``filename_prefix`` ("genaffect_jobs/sheet"):
+    inside ComfyUI's output folder, never outside it."""
+    from ..models.errors import GenAffectInputError
+
+    root = _user_folder("output")
+    subfolder, name = os.path.split(filename_prefix.strip().replace("\\", "/"))
+    folder = os.path.abspath(os.path.join(root, subfolder))
+    if os.path.isabs(subfolder) or os.path.commonpath([root, folder]) != root:
+        raise GenAffectInputError(f"filename_prefix {filename_prefix!r} leads outside ComfyUI's output folder; give "
+                                  "a folder inside it, e.g. genaffect_jobs/sheet.")
+    return folder, name, os.path.relpath(folder, root).replace(os.sep, "/").removeprefix(".")
+
+
 def torch_device():
     """ComfyUI's compute device (its choice of GPU, or CPU with --cpu); CPU outside ComfyUI."""
     model_management = _model_management()

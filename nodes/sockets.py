@@ -9,3 +9,4 @@ EXPRESSION_ADAPTER = "GA_EXPRESSION_ADAPTER"  # models/generation/expression_ada
 REFERENCE_ADAPTER = "GA_REFERENCE_ADAPTER"  # models/generation/reference_adapter.ReferenceLora
 DIT_ADAPTER = "GA_DIT_ADAPTER"  # models/generation/dit_adapter.DiTAdapter
 SAMPLING_GUARD = "GA_SAMPLING_GUARD"  # nodes/sampling/guard.SamplingGuard
+SHEET_JOB = "GA_SHEET_JOB"  # models/evaluation/guard_report.SheetJob

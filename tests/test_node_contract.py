@@ -11,6 +11,7 @@ from genaffect.models.expression.expression_estimator import ExpressionEstimator
 from genaffect.models.expression.expression_mapping import ExpressionMapping
 from genaffect.models.face.face_analyzer import FaceAnalyzer
 from genaffect.models.face.identity import Identity
+from genaffect.models.evaluation.guard_report import SheetJob
 from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig
 from genaffect.nodes import comfy_host
 from genaffect.nodes.sampling.guard import SamplingGuard
@@ -24,6 +25,7 @@ TYPE_CHECKS = {
     "IMAGE": lambda v: isinstance(v, torch.Tensor) and v.ndim == 4 and v.shape[-1] == 3 and v.dtype == torch.float32,
     "MASK": lambda v: isinstance(v, torch.Tensor) and v.ndim == 3 and v.dtype == torch.float32,
     "STRING": lambda v: isinstance(v, str),
+    "INT": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "GA_FACE_ANALYZER": lambda v: isinstance(v, FaceAnalyzer),
     "GA_IDENTITY": lambda v: isinstance(v, Identity),
     "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
@@ -31,6 +33,7 @@ TYPE_CHECKS = {
     "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
     "GA_DIT_ADAPTER": lambda v: isinstance(v, DiTAdapter),
     "GA_SAMPLING_GUARD": lambda v: isinstance(v, SamplingGuard),
+    "GA_SHEET_JOB": lambda v: isinstance(v, SheetJob),
     "CONDITIONING": lambda v: isinstance(v, list) and all(isinstance(part[0], torch.Tensor) and isinstance(part[1], dict)
                                                           for part in v),
 }
@@ -86,7 +89,15 @@ def _run_every_node():
                                 heads=2, head_dim=8, resampler_depth=1)).save(
         os.path.join(comfy_host.models_dir(), "genaffect", "tiny_dit_adapter.safetensors"))
     metrics = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]().measure(images, analyzer_outputs[0], identity[0], preset[0], estimator[0])
+    from PIL import Image
+
+    Image.fromarray(faces_image(dict(cx=128, cy=128))).save(os.path.join(os.environ["GENAFFECT_INPUT_DIR"], "ann.png"))
+    job = NODE_CLASS_MAPPINGS["GenAffectSheetJob"]().load("job-1", "ann", "ann.png", "happy, sad", 7)
     return {
+        "GenAffectSheetJob": job,
+        "GenAffectSaveSheetJob": NODE_CLASS_MAPPINGS["GenAffectSaveSheetJob"]().save(
+            images, job[3], '{"schema": "genaffect.guard_report", "version": 1, "guarded": false, "seed": 7, '
+                            '"summary": "no guard"}', "jobs/sheet"),
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
         "GenAffectExtractIdentity": identity,
         "GenAffectAlignFace": NODE_CLASS_MAPPINGS["GenAffectAlignFace"]().align(
@@ -121,7 +132,10 @@ def _run_every_node():
     }
 
 
-def test_function_outputs_match_return_types(tiny_pack, expression_models):
+def test_function_outputs_match_return_types(tiny_pack, expression_models, tmp_path, monkeypatch):
+    for folder in ("input", "output"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.setenv(f"GENAFFECT_{folder.upper()}_DIR", str(tmp_path / folder))
     outputs = _run_every_node()
     assert set(outputs) | NEEDS_COMFYUI == set(NODE_CLASS_MAPPINGS), "add a call for the new node to _run_every_node"
     for name, result in outputs.items():
