@@ -12,7 +12,6 @@ import base64
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -24,12 +23,11 @@ from genaffect.models.evaluation.sampling_guard import run_rounds
 from genaffect.models.evaluation.select_best import PassRule
 from genaffect.models.files.json_check import errors, load_schema
 from genaffect.nodes.job_nodes import GenAffectSaveSheetJob, GenAffectSheetJob
+import sheet_jobs
 from PIL import Image
 from tiny_insightface import faces_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import sheet_jobs  # noqa: E402
 
 GOLDEN = os.path.join(REPO, "tests", "data", "sheet_jobs")
 REWRITE = os.environ.get("GENAFFECT_WRITE_GOLDEN") == "1"  # set it to write the golden files anew, then read the diff
@@ -190,7 +188,8 @@ def job_files(out, attempt: int) -> dict:
 
 @pytest.mark.parametrize("engine, extra", [
     ("prompt", ["--photo-folder", "cast"]),
-    ("comfyui-api", ["--photo-url", "https://example.org/photos/"]),
+    ("comfyui-api", ["--photo-url", "https://example.org/photos/", "--request",
+                     '{"s3": {"bucket": "sheets", "prefix": "cast/", "async": true}}']),
     ("distributed", ["--workers", "1,2", "--delegate-master"]),
     ("distributed_with_master", ["--workers", "7", "--retries", "1", "--min-identity", "0.5"]),
 ], ids=lambda value: value if isinstance(value, str) else None)
@@ -240,6 +239,8 @@ def test_a_comfyui_api_job_carries_its_photo_inline_and_a_prefix_at_the_top_of_t
     assert body["id"] == "cast-ann-01-a1" and save["inputs"]["filename_prefix"] == "sheet"
     assert sheet_jobs.main(["plan", "--people", str(people), "--expressions", "happy", "--engine", "comfyui-api",
                             "--prefix", "a/b", "--out", str(tmp_path / "other")]) == 2
+    assert sheet_jobs.main(["plan", "--people", str(people), "--expressions", "happy", "--engine", "comfyui-api",
+                            "--request", '{"id": "x"}', "--out", str(tmp_path / "other")]) == 2
 
 
 def run_jobs(results, jobs: list[dict], outcome) -> None:

@@ -176,7 +176,7 @@ def comfyui_api_body(plan: dict, template: dict, job: dict) -> dict:
     else:
         with open(job["photo"], "rb") as handle:
             photo = base64.b64encode(handle.read()).decode("ascii")
-    return {"id": job["id"], "prompt": job_prompt(plan, template, job_values(job, photo))}
+    return {**plan["request"], "id": job["id"], "prompt": job_prompt(plan, template, job_values(job, photo))}
 
 
 def distributed_bodies(plan: dict, template: dict, jobs: list[dict]) -> list[dict]:
@@ -259,10 +259,17 @@ def new_plan(args) -> dict:
     if args.engine == "comfyui-api" and "/" in prefix:
         raise GenAffectInputError("comfyui-api returns only files at the top of ComfyUI's output folder: give a "
                                   "--prefix without '/'.")
+    try:
+        request = json.loads(args.request or "{}")
+    except ValueError as error:
+        raise GenAffectInputError(f"--request is not JSON ({error}).") from None
+    if not isinstance(request, dict) or {"id", "prompt"} & set(request) or (request and args.engine != "comfyui-api"):
+        raise GenAffectInputError("--request takes a JSON object of comfyui-api's request fields other than id and "
+                                  "prompt (e.g. s3, webhook_v2), for --engine comfyui-api.")
     return {"format": FORMAT, "version": VERSION, "run": args.run, "template": os.path.abspath(args.template),
             "engine": args.engine, "workers": workers, "delegate_master": args.delegate_master,
             "photo_folder": folder + "/" if folder else "", "photo_url": args.photo_url or "",
-            "prefix": prefix, "seed": args.seed, "per_job": args.per_job, "guard": guard,
+            "prefix": prefix, "request": request, "seed": args.seed, "per_job": args.per_job, "guard": guard,
             "people": [{"name": p.name, "photo": os.path.abspath(p.photo)} for p in read_people(args.people)],
             "expressions": expressions, "attempts": []}
 
@@ -386,6 +393,8 @@ def main(argv=None) -> int:
                       "every machine (default: its top)")
     plan.add_argument("--photo-url", help="comfyui-api: the address the photos can be downloaded from (their file "
                       "names appended); default: each photo inline in its job (base64)")
+    plan.add_argument("--request", help="comfyui-api: more fields of every request, as JSON (e.g. "
+                      "'{\"s3\": {\"bucket\": \"b\", \"prefix\": \"cast/\", \"async\": true}}')")
     plan.add_argument("--prefix", help="Save Sheet Job's filename_prefix (default genaffect_jobs/<run>/sheet; for "
                       "comfyui-api: sheet)")
     plan.add_argument("--candidates", type=int, help="the guard's candidates per expression (default: the template's)")
