@@ -27,7 +27,7 @@ from genaffect.training.trainer import (  # noqa: E402
 )
 from tiny_dit import TEXT_WIDTH, run, tiny_flux, tiny_sd3  # noqa: E402
 from tiny_insightface import faces_image  # noqa: E402
-from training_shards import ADAPTER, settings, synthetic_shards  # noqa: E402
+from training_shards import ADAPTER, settings, synthetic_shards, tiny_text_encoder, tiny_vae  # noqa: E402
 
 LOSS_REDUCTION = 0.5  # the stated fraction: evaluation loss after 120 steps <= 50 % of before (measured: 38 %)
 
@@ -93,33 +93,6 @@ def test_training_runs_on_sd3_and_its_adapter_refuses_flux(tmp_path):
     assert sorted(adapter.after_double) == ["0", "2"] and not adapter.after_single
     with pytest.raises(GenAffectInputError, match="trained for sd3"):
         check_backbone(adapter.config, **diffusers_sizes(tiny_flux()))
-
-
-def tiny_vae():
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16),
-                         latent_channels=4, norm_num_groups=4, sample_size=64).eval()
-
-
-def tiny_text_encoder():
-    """A tiny T5 encoder with ByT5's byte tokenizer (no vocabulary file): captions -> embeddings, pooled."""
-    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
-
-    torch.manual_seed(0)
-    tokenizer = ByT5Tokenizer()
-    encoder = T5EncoderModel(T5Config(vocab_size=384, d_model=TEXT_WIDTH, d_kv=8, d_ff=64, num_layers=1,
-                                      num_heads=2)).eval()
-
-    def encode(captions):
-        ids = tokenizer(captions, padding="max_length", max_length=6, truncation=True, return_tensors="pt").input_ids
-        with torch.no_grad():
-            hidden = encoder(ids).last_hidden_state
-        return {"prompt_embeds": hidden, "pooled_prompt_embeds": hidden.mean(dim=1)}
-
-    return encode
 
 
 def write_video(path, frames):

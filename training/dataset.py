@@ -125,6 +125,9 @@ class Face:
     identity: np.ndarray  # (512,) L2-normalised ArcFace embedding of this image's face
     blendshapes: np.ndarray | None
     flame: np.ndarray | None
+    head_pose: np.ndarray | None = None  # (3,) yaw, pitch, roll in degrees, as the estimator reads the aligned face
+    judge_class: str | None = None  # the expression judge's class of a generated face (sheet jobs' reports)
+    asked: str | None = None  # the expression a generated face was asked for (None: a photo)
 
 
 @dataclass
@@ -157,7 +160,8 @@ def extract_faces(frames: list[tuple[Source, str, np.ndarray]], analyzer, estima
             person=source.person, origin=origin, caption=source.caption, image=aligned[index],
             identity=reference.embedding.astype(np.float32),
             blendshapes=None if expression.blendshapes is None else expression.blendshapes[row].astype(np.float32),
-            flame=None if expression.flame is None else expression.flame[row].astype(np.float32)))
+            flame=None if expression.flame is None else expression.flame[row].astype(np.float32),
+            head_pose=None if expression.head_pose is None else expression.head_pose[row].astype(np.float32)))
     found.skipped += [f"{frames[references[s.image_index].image_index][1]}: {s.reason} (expression)"
                       for s in estimation.skipped]
     return found
@@ -167,7 +171,9 @@ def write_shard(path: str, faces: list[Face], latents: torch.Tensor, persons: li
                 encode_text, family: str | None = None) -> str:
     """One shard: latents (n, C, h, w), identities, expressions, person numbers, its captions' embeddings
     (and their pooled embeddings and padding mask where the backbone has them); ``family`` names the
-    backbone whose VAE and text encoders made them."""
+    backbone whose VAE and text encoders made them. Head poses are kept when every face has one; the judge's
+    classes (``judge_class``: a number into the metadata's ``judge_classes``, -1 for none) and the asked-for
+    expressions (metadata ``asked``) when a face has one."""
     captions = sorted({face.caption for face in faces})
     text = encode_text(captions)
     state = {
@@ -178,12 +184,19 @@ def write_shard(path: str, faces: list[Face], latents: torch.Tensor, persons: li
         **{key: value.contiguous() if key == "prompt_mask" else value.float().contiguous()
            for key, value in text.items()},
     }
-    for name in ("blendshapes", "flame"):
+    for name in ("blendshapes", "flame", "head_pose"):
         values = [getattr(face, name) for face in faces]
         if all(v is not None for v in values):
             state[name] = torch.from_numpy(np.stack(values))
     metadata = {"format": SHARD_FORMAT, "origins": json.dumps([face.origin for face in faces]),
                 "captions": json.dumps(captions)}
+    classes = sorted({face.judge_class for face in faces if face.judge_class is not None})
+    if classes:
+        state["judge_class"] = torch.tensor([classes.index(f.judge_class) if f.judge_class is not None else -1
+                                             for f in faces], dtype=torch.int64)
+        metadata["judge_classes"] = json.dumps(classes)
+    if any(face.asked is not None for face in faces):
+        metadata["asked"] = json.dumps([face.asked for face in faces])
     if family is not None:
         metadata["family"] = family
     return write_safetensors(state, path, metadata)
@@ -199,6 +212,40 @@ def _data_set_files(folder: str) -> list[str]:
 def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
     """RGB uint8 images -> (B, 3, H, W) in [-1, 1], what diffusers VAEs encode."""
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class ShardWriter:
+    """Faces -> ``shard-00000.safetensors``, ... of ``shard_size`` faces each, VAE-encoded as each fills, so a large
+    data set is never held whole."""
+
+    def __init__(self, output: str, persons: list[str], encode_images, encode_text, family: str | None = None,
+                 shard_size: int = 256):
+        self.output, self.persons, self.family, self.shard_size = output, persons, family, shard_size
+        self.encode_images, self.encode_text = encode_images, encode_text
+        self.pending: list[Face] = []
+        self.shards: list[str] = []
+        self.faces = 0
+
+    def add(self, faces: list[Face]) -> None:
+        self.pending.extend(faces)
+        while len(self.pending) >= self.shard_size:
+            self._write()
+
+    def close(self) -> list[str]:
+        while self.pending:
+            self._write()
+        return self.shards
+
+    def _write(self) -> None:
+        faces = self.pending[:self.shard_size]
+        del self.pending[:self.shard_size]
+        with torch.no_grad():
+            latents = torch.cat([self.encode_images(to_pixels([f.image for f in faces[i:i + CHUNK]]))
+                                 for i in range(0, len(faces), CHUNK)])
+        path = os.path.join(self.output, f"shard-{len(self.shards):05d}.safetensors")
+        self.shards.append(os.path.basename(write_shard(path, faces, latents, self.persons, self.encode_text,
+                                                        self.family)))
+        self.faces += len(faces)
 
 
 def build_dataset(root: str, output: str, analyzer, estimator, encode_images, encode_text, *, size: int = 512,
@@ -223,26 +270,13 @@ def build_dataset(root: str, output: str, analyzer, estimator, encode_images, en
     unusable: list[str] = []
     sources = find_sources(root, default_caption, unusable)
     persons = sorted({source.person for source in sources})
-    pending: list[Face] = []
-    summary = {"persons": persons, "faces": 0, "skipped": unusable, "shards": [], "size": size}
-
-    def flush(final: bool = False):
-        while len(pending) >= shard_size or (final and pending):
-            faces = pending[:shard_size]
-            del pending[:shard_size]
-            with torch.no_grad():
-                latents = torch.cat([encode_images(to_pixels([f.image for f in faces[i:i + CHUNK]]))
-                                     for i in range(0, len(faces), CHUNK)])
-            path = os.path.join(output, f"shard-{len(summary['shards']):05d}.safetensors")
-            summary["shards"].append(os.path.basename(write_shard(path, faces, latents, persons, encode_text,
-                                                                     family)))
-            summary["faces"] += len(faces)
-
+    writer = ShardWriter(output, persons, encode_images, encode_text, family, shard_size)
+    summary = {"persons": persons, "faces": 0, "skipped": unusable, "shards": writer.shards, "size": size}
     frames: list[tuple[Source, str, np.ndarray]] = []
 
     def analyse():
         found = extract_faces(frames, analyzer, estimator, size)
-        pending.extend(found.faces)
+        writer.add(found.faces)
         summary["skipped"].extend(found.skipped)
         frames.clear()
 
@@ -253,12 +287,12 @@ def build_dataset(root: str, output: str, analyzer, estimator, encode_images, en
             frames.append((source, origin, rgb))
             if len(frames) == CHUNK:
                 analyse()
-                flush()
         if on_progress is not None:
             on_progress(number + 1, len(sources))
     if frames:
         analyse()
-    flush(final=True)
+    writer.close()
+    summary["faces"] = writer.faces
     if not summary["shards"]:
         raise NoFaceFoundError(f"no usable face in the {len(sources)} file(s) under {root}: "
                                f"{'; '.join(summary['skipped'][:5])}")

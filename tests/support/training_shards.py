@@ -1,6 +1,6 @@
 """Synthetic training data for the trainer's tests: shards in the trainer's format whose latents are a fixed
 function of identity and expression (so learning from the conditions shows in the loss), fixed text embeddings, a
-small adapter size and quick settings."""
+small adapter size and quick settings; a tiny VAE and text encoder for the data-set builders' tests."""
 
 from __future__ import annotations
 
@@ -54,3 +54,30 @@ def settings(output, **changes) -> TrainSettings:
                   gradient_checkpointing=True, checkpoint_every=60, sample_every=1000, log_every=20, eval_items=16,
                   workers=0, seed=0)
     return TrainSettings(**{**values, **changes})
+
+
+def tiny_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16),
+                         latent_channels=4, norm_num_groups=4, sample_size=64).eval()
+
+
+def tiny_text_encoder():
+    """A tiny T5 encoder with ByT5's byte tokenizer (no vocabulary file): captions -> embeddings, pooled."""
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    tokenizer = ByT5Tokenizer()
+    encoder = T5EncoderModel(T5Config(vocab_size=384, d_model=TEXT_WIDTH, d_kv=8, d_ff=64, num_layers=1,
+                                      num_heads=2)).eval()
+
+    def encode(captions):
+        ids = tokenizer(captions, padding="max_length", max_length=6, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            hidden = encoder(ids).last_hidden_state
+        return {"prompt_embeds": hidden, "pooled_prompt_embeds": hidden.mean(dim=1)}
+
+    return encode

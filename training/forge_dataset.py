@@ -1,0 +1,71 @@
+"""Forge the adapter's training shards from sheet jobs' results: the faces that passed the guard, conditioned on
+the reference photo's identity and the expression read on each face (training/sheet_forge.py).
+
+    python training/forge_dataset.py --results ComfyUI/output/genaffect_jobs/cast/ --model FLUX.2-klein-4B/ \
+        --output shards/ --insightface ComfyUI/models/insightface/models/antelopev2 \
+        --landmarker ComfyUI/models/mediapipe/face_landmarker.task [--smirk ComfyUI/models/smirk/SMIRK_em1.pt]
+
+The shards are the dataset builder's (training/build_dataset.py): train on them with training/train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+from pack_loader import import_pack  # noqa: E402  (the pack imported as a package, as ComfyUI does)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", required=True, nargs="+", help="the folders the jobs saved into (each "
+                        "machine's output/genaffect_jobs/<run>, copied together or each named)")
+    parser.add_argument("--model", required=True, help="diffusers folder of the checkpoint you will train on")
+    parser.add_argument("--output", required=True, help="folder for the shards")
+    parser.add_argument("--insightface", required=True, help="the antelopev2 folder (with its .onnx files)")
+    parser.add_argument("--landmarker", required=True, help="MediaPipe's face_landmarker.task")
+    parser.add_argument("--smirk", help="SMIRK_em1.pt: also store FLAME-55 expressions")
+    parser.add_argument("--size", type=int, default=512, help="side of the aligned face images (default 512)")
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--caption", default=None, help="the caption of every face")
+    parser.add_argument("--overwrite", action="store_true", help="replace a data set already in --output")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import_pack()
+    from genaffect.models.errors import GenAffectInputError
+    from genaffect.models.expression import expression_estimator
+    from genaffect.models.face import face_analyzer
+    from genaffect.models.files import onnx_providers
+    from genaffect.training import backbones, dataset, sheet_forge
+
+    provider = "CUDA" if args.device.startswith("cuda") else "CPU"
+    try:
+        analyzer = face_analyzer.load_face_analyzer("antelopev2", args.insightface,
+                                                    onnx_providers.choose_providers(provider), det_size=640)
+        estimator = expression_estimator.load_estimator(args.landmarker, args.smirk, device=args.device)
+        family = backbones.family_of(args.model)
+        pipe = backbones.load_pipeline_without_transformer(args.model)
+        encode_images, encode_text, _ = backbones.encoders(pipe, family, args.device)
+        summary = sheet_forge.forge(
+            args.results, args.output, analyzer, estimator, encode_images, encode_text, size=args.size,
+            shard_size=args.shard_size, caption=args.caption or dataset.DEFAULT_CAPTION, family=family,
+            overwrite=args.overwrite, on_progress=lambda done, total: print(f"\r{done}/{total} job reports", end="",
+                                                                            flush=True))
+    except GenAffectInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = summary["counts"]
+    print(f"\n{counts['faces_in']} faces in, {counts['passed']} passed the guard, {counts['forged']} forged "
+          f"(+{counts['references']} reference photos) into {len(summary['shards'])} shards; left out: "
+          f"{counts['failed']} failed, {counts['not_judged']} not judged, {counts['made_twice']} made twice, "
+          f"{counts['no_face_when_forged']} with no face found; details in {args.output}/dataset.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
