@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 
 import numpy as np
 
@@ -103,7 +104,8 @@ def forge(results: list[str], output: str, analyzer, estimator, encode_images, e
             if not entry["passed"]:
                 counts["failed"] += 1
                 for reason in entry["failures"] or ["no reason given"]:
-                    reasons[reason] = reasons.get(reason, 0) + 1
+                    kind = re.sub(r"-?\d+\.\d+", "x", reason)  # "identity cosine x below x": counted by kind
+                    reasons[kind] = reasons.get(kind, 0) + 1
                 continue
             counts["passed"] += 1
             if key in taken:
@@ -125,10 +127,10 @@ def forge(results: list[str], output: str, analyzer, estimator, encode_images, e
             pending.append((Source(saved.job["person"], path, caption), path, rgb, (identity, entry)))
             if len(pending) == CHUNK:
                 analyse()
+        if pending:  # one job's faces analysed together: one person, as the identity code expects
+            analyse()
         if on_progress is not None:
             on_progress(number + 1, len(reports))
-    if pending:
-        analyse()
     writer.close()
     if not writer.shards:
         raise NoFaceFoundError(f"no usable face in the {len(reports)} job report(s): {counts}")
