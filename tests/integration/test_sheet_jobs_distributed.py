@@ -11,15 +11,12 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 import time
 
+import distributed_lane as lane
 import pytest
-from comfy_server import COMFYUI_DIR, REPO
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import distributed_lane as lane  # noqa: E402
-import sheet_jobs  # noqa: E402
+import sheet_jobs
+from comfy_server import COMFYUI_DIR
 
 pytestmark = pytest.mark.skipif(not COMFYUI_DIR or not lane.DISTRIBUTED, reason=(
     "set COMFYUI_DIR to a ComfyUI checkout and COMFYUI_DISTRIBUTED to a checkout of robertvoy/ComfyUI-Distributed "
