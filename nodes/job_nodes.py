@@ -78,8 +78,10 @@ class GenAffectSheetJob:
         return f"the photo {image!r} is not in ComfyUI's input folder; put the person's photo there or upload it."
 
     @classmethod
-    def IS_CHANGED(cls, image, **_):
-        return comfy_host.file_identity(comfy_host.input_image_path(image))
+    def IS_CHANGED(cls, image=None, **_):
+        """The photo file's path, size and time: a replaced photo is read again. A linked name (not known yet) is
+        left to the link's own change."""
+        return comfy_host.file_identity(comfy_host.input_image_path(image)) if image is not None else ""
 
     def load(self, job, person, image, expressions, seed):
         path = comfy_host.input_image_path(image)
