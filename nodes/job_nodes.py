@@ -12,6 +12,7 @@ import numpy as np
 
 from ..models.errors import GenAffectInputError
 from ..models.evaluation.guard_report import SheetJob, parse, save_job
+from ..models.files.packaged_data import EXAMPLE_PHOTO
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host, sockets
 from .sampling.inputs import MAX_SEED
@@ -58,7 +59,7 @@ class GenAffectSheetJob:
                     "tools/sheet_jobs.py gives every job its own.")}),
                 "person": ("STRING", {"default": "person", "tooltip": "The person's name (the identity), as the "
                                                                       "results and the training data call them."}),
-                "image": (comfy_host.input_images() or ["person.png"], {"tooltip": (
+                "image": (comfy_host.input_images() or [EXAMPLE_PHOTO], {"tooltip": (
                         "The person's reference photo, from ComfyUI's input folder (on every machine that runs "
                         "jobs). An engine may set the name per job.")}),
                 "expressions": ("STRING", {"default": "happy, sad, surprised, angry", "multiline": True, "tooltip": (
