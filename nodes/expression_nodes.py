@@ -7,12 +7,20 @@ import numpy as np
 from ..models.errors import GenAffectInputError
 from ..models.expression import expression_edit, expression_library, expression_text
 from ..models.expression.batch import NUM_BLENDSHAPES, ExpressionBatch, split_list
+from ..models.images import image_batch_to_rgb_uint8
 from . import sockets
 
 EXPRESSION_INPUT = (sockets.EXPRESSION, {"tooltip": "Expressions from a preset, editor, estimator or transition."})
 PHOTO_INPUT = ("IMAGE", {"tooltip": "Optional: a photo (from Load Image) to see the expression on, live - the node shows "
                                     "it warped as you move the sliders or type names. Only the preview uses it: Warp "
                                     "Expression makes the warped images."})
+
+
+def check_preview_photo(photo) -> None:
+    """Only the browser's preview shows the photo, but an empty or broken one is a mistake upstream that the
+    user should hear of here, not find as a blank preview."""
+    if photo is not None:
+        image_batch_to_rgb_uint8(photo, "photo")
 
 
 class _ExpressionNode:
@@ -50,6 +58,7 @@ class GenAffectExpressionPreset(_ExpressionNode):
         }
 
     def build(self, expressions, intensity, photo=None):
+        check_preview_photo(photo)
         return (expression_library.presets(split_list(expressions), intensity),)
 
 
@@ -89,6 +98,7 @@ class GenAffectExpressionEditor(_ExpressionNode):
         }
 
     def edit(self, intensity, expression=None, head_yaw=0.0, head_pitch=0.0, head_roll=0.0, photo=None, **sliders):
+        check_preview_photo(photo)
         if expression is None:  # a relaxed face: no movement, and what the estimator reads on one
             label = expression_edit.preset_of_sliders(sliders) or "edited"
             expression = ExpressionBatch(labels=[label], blendshapes=np.zeros((1, NUM_BLENDSHAPES), np.float32),

@@ -301,6 +301,18 @@ def test_an_empty_expression_batch_is_refused_where_it_is_made():
         batch.rows([])
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 0, 3), (1, 64, 0, 3), (0, 64, 64, 3)])
+def test_an_empty_preview_photo_is_refused_by_the_preset_and_the_editor(shape):
+    import torch
+
+    photo = torch.zeros(shape)
+    with pytest.raises(GenAffectInputError, match="photo: the (images are .* empty|image batch is empty)"):
+        GenAffectExpressionPreset().build("happy", 1.0, photo=photo)
+    with pytest.raises(GenAffectInputError, match="photo: the (images are .* empty|image batch is empty)"):
+        GenAffectExpressionEditor().edit(1.0, photo=photo)
+    assert GenAffectExpressionPreset().build("happy", 1.0, photo=torch.zeros(1, 8, 8, 3))[0].labels == ["happy"]
+
+
 def test_blendshapes_outside_0_1_are_refused_and_flame_outside_smirks_limits_is_brought_inside_with_a_warning(caplog):
     import logging
 
