@@ -88,7 +88,7 @@ def adapter_conditions(adapter: DiTAdapter, identity, expression) -> tuple[torch
     if getattr(identity, "embedding", None) is None:
         raise GenAffectInputError("identity is not a GA_IDENTITY; take the identity output of GenAffect Extract "
                                   "Identity.")
-    return adapter.conditions(identity.embedding, expression)
+    return adapter.conditions(identity.one_person("GenAffect DiT adapter"), expression)
 
 
 class GenAffectApplyDiTAdapter(ModelPatchNode):

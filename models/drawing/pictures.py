@@ -269,3 +269,70 @@ def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
         else:
             high = middle - 1
     return searched[:low] + ELLIPSIS
+
+
+def draw_numbered_faces(image_rgb: np.ndarray, faces: list, rows: dict[int, int], caption: str = "") -> np.ndarray:
+    """Every listed face (``models/face/face_listing.ListedFace``) boxed with its number; chosen ones in green with
+    the expression row they get (``rows``: id(face) -> row), the others in amber."""
+    picture = Image.fromarray(image_rgb)
+    draw = ImageDraw.Draw(picture)
+    line = max(1, min(picture.size) // 250)
+    for face in faces:
+        row = rows.get(id(face))
+        colour = CHOSEN if row is not None else OTHER
+        x1, y1, x2, y2 = (float(v) for v in face.box)
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=line if row is None else 2 * line)
+        font = font_of_size(int(max(12, min(48, (x2 - x1) / 3))))
+        label = f"{face.number}" + ("" if row is None else f" -> {row}")
+        if face.similarity is not None:
+            label += f" ({face.similarity:.2f})"
+        draw.text((x1, max(0.0, y1 - font.size - 2)), label, fill=colour, font=font)
+    if caption:
+        font = _font(picture.size[1])
+        draw.text((4, picture.size[1] - font.size - 4), caption, fill=CHOSEN if rows else MISSING, font=font)
+    return np.asarray(picture)
+
+
+CURVE_COLOURS = [(110, 170, 255), (255, 165, 80), (120, 220, 140), (235, 110, 200), (240, 220, 90), (160, 140, 255)]
+
+
+def draw_curves(title: str, curves: list[tuple[str, np.ndarray, int, bool]], frames: int, value_range=(0.0, 1.0),
+                marks: list[int] | None = None, width: int = 960, height: int = 360) -> np.ndarray:
+    """Curves over frames: each ``(label, values (frames,), colour index, dashed)``, NaN where a curve has no value
+    (drawn as a break); ``marks``: frames to flag in red along the bottom (e.g. no face). The colour index pairs a
+    solid curve with its dashed partner (expected vs measured, as read vs smoothed)."""
+    picture = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    font = font_of_size(14)
+    draw.text((10, 8), title, fill=TEXT, font=font)
+    x = 10
+    legend_y = 12 + font.size
+    for label, _, colour, dashed in curves:
+        fill = CURVE_COLOURS[colour % len(CURVE_COLOURS)]
+        for dx in range(0, 24, 6 if dashed else 24):
+            draw.line([x + dx, legend_y + 8, x + dx + (3 if dashed else 24), legend_y + 8], fill=fill, width=2)
+        draw.text((x + 28, legend_y), label, fill=TEXT, font=font)
+        x += 40 + int(draw.textlength(label, font=font))
+        if x > width - 150:
+            x, legend_y = 10, legend_y + font.size + 4
+    top, bottom, left, right = legend_y + font.size + 12, height - font.size - 14, 50, width - 12
+    low, high = value_range
+    draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
+    for tick in (low, (low + high) / 2, high):
+        y = bottom - (tick - low) / (high - low) * (bottom - top)
+        draw.text((6, y - font.size / 2), f"{tick:g}", fill=(160, 160, 160), font=font)
+    span = max(frames - 1, 1)
+    to_x = lambda t: left + t / span * (right - left)  # noqa: E731
+    to_y = lambda v: bottom - (min(max(v, low), high) - low) / (high - low) * (bottom - top)  # noqa: E731
+    for t in marks or []:
+        draw.line([to_x(t), bottom - 6, to_x(t), bottom], fill=MISSING, width=2)
+    for _, values, colour, dashed in curves:
+        fill = CURVE_COLOURS[colour % len(CURVE_COLOURS)]
+        for t in range(len(values) - 1):
+            a, b = float(values[t]), float(values[t + 1])
+            if not (np.isfinite(a) and np.isfinite(b)) or (dashed and t % 2):
+                continue
+            draw.line([to_x(t), to_y(a), to_x(t + 1), to_y(b)], fill=fill, width=2)
+    for t in sorted({0, frames - 1, frames // 2}):
+        draw.text((to_x(t) - 8, bottom + 4), str(t), fill=(160, 160, 160), font=font)
+    return np.asarray(picture)

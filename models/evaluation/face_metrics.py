@@ -99,16 +99,22 @@ class SetMetrics:
         return "\n".join(lines)
 
 
-def _pair_cosines(embeddings: np.ndarray) -> np.ndarray | None:
-    """Cosines of all pairs of L2-normalised embeddings; None with fewer than two."""
-    if len(embeddings) < 2:
+def _pair_cosines(embeddings: np.ndarray, people: list[int] | None = None) -> np.ndarray | None:
+    """Cosines of all pairs of L2-normalised embeddings (only pairs of one person, given ``people``); None
+    without a pair."""
+    first, second = np.triu_indices(len(embeddings), k=1)
+    if people is not None:
+        same = np.asarray(people)[first] == np.asarray(people)[second]
+        first, second = first[same], second[same]
+    if len(first) == 0:
         return None
-    return (embeddings @ embeddings.T)[np.triu_indices(len(embeddings), k=1)]
+    return np.einsum("nd,nd->n", embeddings[first], embeddings[second])
 
 
-def pairwise_consistency(embeddings: np.ndarray) -> tuple[float | None, float | None]:
-    """Mean and minimum cosine over all pairs of L2-normalised embeddings (None with fewer than two)."""
-    pairs = _pair_cosines(embeddings)
+def pairwise_consistency(embeddings: np.ndarray, people: list[int] | None = None) -> tuple[float | None, float | None]:
+    """Mean and minimum cosine over all pairs of L2-normalised embeddings; with ``people`` (each embedding's
+    person), over the pairs of one person only. None without a pair."""
+    pairs = _pair_cosines(embeddings, people)
     return (None, None) if pairs is None else (float(pairs.mean()), float(pairs.min()))
 
 
@@ -225,11 +231,13 @@ def measure(
         if on_progress is not None:
             on_progress(index + 1, count)
     embeddings = analyzer.embed(crops) if crops else np.zeros((0, 512), np.float32)
-    cosines = embeddings @ identity.embedding if crops else np.zeros(0)
+    wanted = identity.embeddings_for(count)  # each image's own person (several with per-face crops)
+    cosines = np.einsum("nd,nd->n", embeddings, wanted[kept]) if crops else np.zeros(0)
     for index, cosine in zip(kept, cosines):
         results[index].face_found = True
         results[index].identity_cosine = float(cosine)
-    band = same_person_band(np.stack([r.embedding for r in identity.references]))
+    # the copy band compares photos of one person; the references of several people are one photo each
+    band = None if identity.several_people else same_person_band(np.stack([r.embedding for r in identity.references]))
     copies = None
     if band is not None and crops:
         nearest_reference = (embeddings @ np.stack([r.embedding for r in identity.references]).T).max(axis=1)
@@ -247,7 +255,9 @@ def measure(
                                   "target_expression too.")
     judged = [r.expression_copied for r in results if r.expression_copied is not None]
 
-    consistency_mean, consistency_min = pairwise_consistency(embeddings)
+    people = [identity.person_of_image[i % len(identity.person_of_image)] for i in kept] if identity.several_people \
+        else [0] * len(kept)
+    consistency_mean, consistency_min = pairwise_consistency(embeddings, people)
     return SetMetrics(
         images=results,
         faces_found=len(kept),

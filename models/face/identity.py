@@ -8,7 +8,7 @@ reference that does not look like the others (a different person slipped in) is 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,12 +49,51 @@ class Identity:
     skipped: list[SkippedImage] = field(default_factory=list)
     recognition_model: str = ""
     note: str = ""  # what the set of references says as a whole (two that disagree)
+    # Per-face edits of several people: image i of a set shows person ``person_of_image[i]``, whose embedding is
+    # that row of ``person_embeddings`` (one per reference); a set sampled in rounds repeats the images' order.
+    # None: every image shows the one person of ``embedding``.
+    person_embeddings: np.ndarray | None = None
+    person_of_image: list[int] | None = None
+
+    @property
+    def several_people(self) -> bool:
+        return self.person_of_image is not None
+
+    def one_person(self, node: str) -> np.ndarray:
+        """The embedding, for a node that conditions on one person; an identity of several people is refused."""
+        if self.several_people:
+            raise GenAffectInputError(f"{node} needs one person's identity, but this one holds the {len(self.references)} "
+                                      "people of Crop Faces (one per crop); use Extract Identity on that person's "
+                                      "photos, or a node that takes one identity per image.")
+        return self.embedding
+
+    def embeddings_for(self, count: int) -> np.ndarray:
+        """(count, D): the identity each of ``count`` images should show (rounds of a several-people set repeat
+        its order)."""
+        if not self.several_people:
+            return np.repeat(self.embedding[None], count, axis=0)
+        images = len(self.person_of_image)
+        if count % images:
+            raise GenAffectInputError(f"{count} images for an identity of {images} crops: give the crops' images in "
+                                      "their order (or whole rounds of them).")
+        return self.person_embeddings[[self.person_of_image[i % images] for i in range(count)]]
+
+    def for_rows(self, rows: list[int]) -> "Identity":
+        """The identity of some images of the set (a guarded round re-samples only some)."""
+        if not self.several_people:
+            return self
+        images = len(self.person_of_image)
+        return replace(self, person_of_image=[self.person_of_image[r % images] for r in rows])
 
     @property
     def outliers(self) -> list[int]:
         return [r.image_index for r in self.references if r.outlier]
 
     def report(self) -> str:
+        if self.several_people:
+            return (f"identity of {len(self.references)} people, one per face, for {len(self.person_of_image)} "
+                    f"image(s) (image i shows person {self.person_of_image}[i]), recognition model "
+                    f"{self.recognition_model}")
         lines = [f"identity from {len(self.references)} reference(s), recognition model {self.recognition_model}",
                  "  (cosine to identity: ArcFace cosine of the photo's face to the mean of the references, itself "
                  "included, so it reads high; photos of one person differ far more from each other, and a reference "

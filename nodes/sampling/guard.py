@@ -101,7 +101,7 @@ def run_guarded(guard: SamplingGuard, sample_rows, latent: dict, images: int, se
 
     def score(frames, rows):
         metrics = face_metrics.measure(
-            guard.analyzer, guard.identity, frames, [labels[r] for r in rows],
+            guard.analyzer, guard.identity.for_rows(rows), frames, [labels[r] for r in rows],
             per_image.rows(rows) if measured else None, guard.estimator if measured else None,
             comfy_host.progress_callback(len(frames)), held_out=guard.held_out,
             reference_expression=guard.reference_expression if measured else None)
