@@ -24,7 +24,9 @@ from .guard_nodes import GenAffectSamplingGuard
 from .job_nodes import GenAffectSaveSheetJob, GenAffectSheetJob
 from .mapping_nodes import GenAffectApplyExpressionMapping, GenAffectFitExpressionMapping
 from .model_check_node import GenAffectCheckModels
+from .multiface_nodes import GenAffectCropFaces, GenAffectFindFaces, GenAffectStitchFaces
 from .number_inputs import refuse_bad_numbers
+from .track_nodes import GenAffectExpressionTrack
 from .warp_nodes import GenAffectWarpExpression
 
 # Every node once, in menu order, with the name ComfyUI shows.
@@ -32,6 +34,9 @@ NODES = (
     (GenAffectFaceAnalyzerLoader, "GenAffect Face Analyzer Loader"),
     (GenAffectExtractIdentity, "GenAffect Extract Identity"),
     (GenAffectAlignFace, "GenAffect Align Face"),
+    (GenAffectFindFaces, "GenAffect Find Faces"),
+    (GenAffectCropFaces, "GenAffect Crop Faces"),
+    (GenAffectStitchFaces, "GenAffect Stitch Faces"),
     (GenAffectCheckModels, "GenAffect Check Models"),
     (GenAffectExpressionPreset, "GenAffect Expression Preset"),
     (GenAffectExpressionEditor, "GenAffect Expression Editor"),
@@ -41,6 +46,7 @@ NODES = (
     (GenAffectExpressionEstimatorLoader, "GenAffect Expression Estimator Loader"),
     (GenAffectEstimateExpression, "GenAffect Estimate Expression"),
     (GenAffectWarpExpression, "GenAffect Warp Expression"),
+    (GenAffectExpressionTrack, "GenAffect Expression Track"),
     (GenAffectFitExpressionMapping, "GenAffect Fit Expression Mapping"),
     (GenAffectApplyExpressionMapping, "GenAffect Apply Expression Mapping"),
     (GenAffectDrawExpressions, "GenAffect Draw Expressions"),

@@ -212,10 +212,24 @@ class GenAffectArc2FaceConditioning:
                 f"{sorted(tokens)}. Connect the clip output of GenAffect Arc2Face Loader."
             )
         id_token = clip.tokenize(arc2face.ID_WORD)["l"][0][1][0]  # after the start token
-        vector = arc2face.identity_vector(identity.embedding, _token_width(clip))
-        positive = clip.encode_from_tokens_scheduled(arc2face.place_identity(tokens, id_token, vector))
+        people = identity.person_embeddings if identity.several_people else identity.embedding[None]
+        rows = [clip.encode_from_tokens_scheduled(arc2face.place_identity(
+            tokens, id_token, arc2face.identity_vector(embedding, _token_width(clip)))) for embedding in people]
+        if identity.several_people:  # one row per crop (Crop Faces): image i of the batch is its own person
+            rows = [rows[person] for person in identity.person_of_image]
         negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-        return (positive, negative)
+        return (_stacked(rows), negative)
+
+
+def _stacked(conditionings: list) -> list:
+    """One CONDITIONING whose rows are the given single-row ones (image i of a latent batch reads row i)."""
+    if len(conditionings) == 1:
+        return conditionings[0]
+    extras = dict(conditionings[0][0][1])
+    for key, value in extras.items():
+        if isinstance(value, torch.Tensor):
+            extras[key] = torch.cat([c[0][1][key] for c in conditionings])
+    return [[torch.cat([c[0][0] for c in conditionings]), extras]]
 
 
 class GenAffectApplyExpressionAdapter(ModelPatchNode):

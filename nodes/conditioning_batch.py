@@ -8,8 +8,9 @@ width), {"pooled_output": (1, width), ...}]`` entries.
 Prompts of different lengths: a model that honours a padding mask (Qwen-Image, which encodes prompts
 unpadded) gets them zero-padded with an ``attention_mask`` marking the padding, which leaves each
 image's attention as with its prompt alone; other models get ComfyUI's own rule, repetition to a
-common length. An editor's reference photo is shared by the whole set, so it must be the same in
-every image's conditioning.
+common length. An editor's reference photo is usually shared by the whole set; per-face crops (Crop Faces)
+give each image its own photo, which is stacked like the prompts (ComfyUI gives image i row i of each
+reference latent too), so those photos must have one size.
 """
 
 from __future__ import annotations
@@ -69,12 +70,19 @@ def same_reference_photo(extras: dict, other: dict) -> bool:
     return len(first) == len(second) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
 
 
-def _same_references(parts: list, name: str) -> None:
-    for index, (_, extras) in enumerate(parts[1:], start=2):
-        if not same_reference_photo(parts[0][1], extras):
-            raise GenAffectInputError(
-                f"{name} conditioning {index} has another reference photo than conditioning 1; the set edits one "
-                "photo, so encode every image's instruction with the same photo (one VAE Encode).")
+def _stacked_references(parts: list, name: str) -> list | None:
+    """The reference latents of per-image photos stacked row by row; None when every image has the same photo
+    (or none)."""
+    first = parts[0][1].get("reference_latents")
+    if all(same_reference_photo(parts[0][1], extras) for _, extras in parts[1:]):
+        return None
+    shapes = [[tuple(r.shape) for r in extras.get("reference_latents") or []] for _, extras in parts]
+    if first is None or any(shape != shapes[0] for shape in shapes) or any(s[0] != 1 for s in shapes[0]):
+        raise GenAffectInputError(
+            f"the {name} conditionings carry different reference photos ({sorted(set(map(str, shapes)))} latents): "
+            "encode every image with the same photo (one VAE Encode), or give each image its own photo of one size "
+            "(Crop Faces' crops, one per image).")
+    return [torch.cat([extras["reference_latents"][r] for _, extras in parts]) for r in range(len(first))]
 
 
 def stack_per_image(conditionings: list, images: int, name: str = "positive", text_mask: bool = False):
@@ -90,7 +98,7 @@ def stack_per_image(conditionings: list, images: int, name: str = "positive", te
     widths = {tensor.shape[2] for tensor, _ in parts}
     if len(widths) != 1:
         raise GenAffectInputError(f"the {name} conditionings come from different text encoders (widths {sorted(widths)}).")
-    _same_references(parts, name)
+    references = _stacked_references(parts, name)
     masked = any("attention_mask" in extras for _, extras in parts)
     if masked and not text_mask:
         raise GenAffectInputError(f"the {name} conditionings carry a prompt padding mask, which this model does not "
@@ -109,4 +117,6 @@ def stack_per_image(conditionings: list, images: int, name: str = "positive", te
             others = [p[1].get(key) for p in parts]
             if all(isinstance(o, torch.Tensor) and o.shape == value.shape for o in others):
                 extras[key] = torch.cat(others)
+    if references is not None:
+        extras["reference_latents"] = references
     return [[tensor, extras]]

@@ -6,7 +6,15 @@ from ..models.generation.consistent_attention import ConsistencySettings
 from .hosting import consistent_attention, patching
 from .patch_node import ModelPatchNode
 from .sampling.guard import guard_of
-from .sampling.inputs import MAX_SEED, guard_input, region_input, sampler_inputs, sharing_inputs
+from .sampling.inputs import (
+    MAX_SEED,
+    guard_input,
+    people_input,
+    people_of,
+    region_input,
+    sampler_inputs,
+    sharing_inputs,
+)
 from .sampling.set_sampler import SetSampling, first_value, rows_of, set_size
 
 
@@ -32,11 +40,12 @@ class GenAffectConsistentAttention(ModelPatchNode):
                                  "tooltip": "Seeds the choice of borrowed tokens at each step; convert it to an input "
                                             "and wire the sampler's seed to make a run reproducible from one number."}),
             },
-            "optional": region_input(),
+            "optional": {**region_input(), **people_input()},
         }
 
-    def patch(self, model, rate, anchors, start_percent, end_percent, blocks, seed, region=None):
-        settings = ConsistencySettings(rate=rate, anchors=anchors, seed=seed, region=region)
+    def patch(self, model, rate, anchors, start_percent, end_percent, blocks, seed, region=None, face_crops=None):
+        groups = None if face_crops is None else people_of(face_crops, len(face_crops.people))
+        settings = ConsistencySettings(rate=rate, anchors=anchors, seed=seed, region=region, groups=groups)
         return (consistent_attention.install(model, settings, start_percent=start_percent, end_percent=end_percent,
                                          blocks=blocks),)
 
@@ -70,20 +79,22 @@ class GenAffectConsistentBatchSampler:
                 **sampler_inputs(cfg=7.0),
                 **sharing_inputs(),
             },
-            "optional": {**region_input(), **guard_input()},
+            "optional": {**region_input(), **guard_input(), **people_input()},
         }
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
-               rate, anchors, start_percent, end_percent, blocks, region=None, guard=None):
+               rate, anchors, start_percent, end_percent, blocks, region=None, guard=None, face_crops=None):
         model, latent, seed, region = first_value(model), first_value(latent_image), first_value(seed), first_value(region)
         images = set_size(latent, positive)
+        people = people_of(first_value(face_crops), images)
         sampling = SetSampling(latent, positive, negative, images, patching.backbone_of(model).text_mask,
                                first_value(steps), first_value(cfg), first_value(sampler_name), first_value(scheduler),
                                first_value(denoise), anchors=first_value(anchors))
 
         def patch(rows, round_seed, anchor_count):
             settings = ConsistencySettings(rate=first_value(rate), anchors=anchor_count, seed=round_seed,
-                                           region=rows_of(region, rows, images))
+                                           region=rows_of(region, rows, images),
+                                           groups=None if people is None else tuple(people[r] for r in rows))
             return consistent_attention.install(model, settings, start_percent=first_value(start_percent),
                                                 end_percent=first_value(end_percent), blocks=first_value(blocks))
 

@@ -10,3 +10,5 @@ REFERENCE_ADAPTER = "GA_REFERENCE_ADAPTER"  # models/generation/reference_adapte
 DIT_ADAPTER = "GA_DIT_ADAPTER"  # models/generation/dit_adapter.DiTAdapter
 SAMPLING_GUARD = "GA_SAMPLING_GUARD"  # nodes/sampling/guard.SamplingGuard
 SHEET_JOB = "GA_SHEET_JOB"  # models/evaluation/guard_report.SheetJob
+FACES = "GA_FACES"  # models/face/face_listing.FaceListing
+FACE_CROPS = "GA_FACE_CROPS"  # models/face/face_crops.FaceCrops

@@ -57,9 +57,18 @@ def test_prompts_of_different_lengths_are_zero_padded_with_a_mask_for_a_model_th
     assert "attention_mask" not in same_length
 
 
-def test_a_different_reference_photo_per_image_or_a_mask_the_model_cannot_read_is_refused():
+def test_each_image_may_edit_its_own_photo_of_one_size_stacked_row_by_row_as_per_face_crops_need():
     one, other = [torch.zeros(1, 16, 1, 4, 4)], [torch.ones(1, 16, 1, 4, 4)]
-    with pytest.raises(GenAffectInputError, match="conditioning 2 has another reference photo"):
-        stack_per_image([prompt(5, 0, reference_latents=one), prompt(5, 1, reference_latents=other)], 2)
+    [[_, extras]] = stack_per_image([prompt(5, 0, reference_latents=one), prompt(5, 1, reference_latents=other)], 2)
+    [stacked] = extras["reference_latents"]
+    assert stacked.shape == (2, 16, 1, 4, 4) and torch.equal(stacked[0], one[0][0]) and torch.equal(stacked[1], other[0][0])
+    larger = [torch.ones(1, 16, 1, 8, 8)]
+    with pytest.raises(GenAffectInputError, match="different reference photos"):
+        stack_per_image([prompt(5, 0, reference_latents=one), prompt(5, 1, reference_latents=larger)], 2)
+    with pytest.raises(GenAffectInputError, match="different reference photos"):
+        stack_per_image([prompt(5, 0, reference_latents=one), prompt(5, 1)], 2)
+
+
+def test_a_mask_the_model_cannot_read_is_refused():
     with pytest.raises(GenAffectInputError, match="padding mask, which this model does not read"):
         stack_per_image([prompt(5, 0), prompt(5, 1, attention_mask=torch.ones(1, 5))], 2)

@@ -121,6 +121,31 @@ def test_anchors_make_everyone_borrow_only_from_the_anchors():
     assert all(len(p) == 5 for pairs in plan[0] for _, p in pairs)
 
 
+def test_crops_of_several_people_borrow_only_from_crops_of_the_same_person():
+    """Per-face crops (Crop Faces): person 0 in images 0, 2, 3, person 1 in images 1 and 4; anchors are counted
+    within each person."""
+    groups = (0, 1, 0, 0, 1)
+    plan = choose_borrowed(Sharing(0.5, slice(0, 10), groups=groups), 5, 1, 10, make_generator(0, 0))
+    assert [[j for j, _ in pairs] for pairs in plan[0]] == [[2, 3], [4], [0, 3], [0, 2], [1]]
+    anchored = choose_borrowed(Sharing(0.5, slice(0, 10), anchors=1, groups=groups), 5, 1, 10, make_generator(0, 0))
+    assert [[j for j, _ in pairs] for pairs in anchored[0]] == [[], [], [0], [0], [1]]
+    q, k, v = (torch.randn(10, 2, 10, 8) for _ in range(3))
+    sharing = Sharing(0.5, slice(0, 10), groups=groups)
+    ours = consistent_attention(q, k, v, images=5, sharing=sharing, generator=make_generator(3, 0))
+    plan = choose_borrowed(sharing, 5, 2, 10, make_generator(3, 0))
+    assert (ours - oracle(q, k, v, 5, sharing, plan)).abs().max() < 1e-5
+
+
+def test_a_set_where_every_person_has_one_crop_is_exactly_plain_attention():
+    q, k, v = (torch.randn(6, 2, 12, 8) for _ in range(3))
+    sharing = Sharing(0.7, slice(4, 12), groups=(0, 1, 2))
+    assert not sharing.shares(3)
+    assert torch.equal(consistent_attention(q, k, v, images=3, sharing=sharing, generator=make_generator(1, 1)),
+                       plain_attention(q, k, v))
+    with pytest.raises(GenAffectInputError, match="2 people given for a set of 3 images"):
+        Sharing(0.5, slice(0, 4), groups=(0, 1)).donors(0, 3)
+
+
 def test_masked_tokens_are_the_only_ones_borrowed():
     mask = torch.zeros(3, 10, dtype=torch.bool)
     mask[:, 2:6] = True

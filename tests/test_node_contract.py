@@ -10,6 +10,8 @@ from genaffect.models.expression.batch import ExpressionBatch
 from genaffect.models.expression.expression_estimator import ExpressionEstimator
 from genaffect.models.expression.expression_mapping import ExpressionMapping
 from genaffect.models.face.face_analyzer import FaceAnalyzer
+from genaffect.models.face.face_crops import FaceCrops
+from genaffect.models.face.face_listing import FaceListing
 from genaffect.models.face.identity import Identity
 from genaffect.models.evaluation.guard_report import SheetJob
 from genaffect.models.generation.dit_adapter import DiTAdapter, DiTAdapterConfig
@@ -34,6 +36,10 @@ TYPE_CHECKS = {
     "GA_DIT_ADAPTER": lambda v: isinstance(v, DiTAdapter),
     "GA_SAMPLING_GUARD": lambda v: isinstance(v, SamplingGuard),
     "GA_SHEET_JOB": lambda v: isinstance(v, SheetJob),
+    "GA_FACES": lambda v: isinstance(v, FaceListing),
+    "GA_FACE_CROPS": lambda v: isinstance(v, FaceCrops),
+    "MASK": lambda v: isinstance(v, torch.Tensor) and v.ndim == 3 and v.dtype == torch.float32,
+    "FLOAT": lambda v: isinstance(v, float),
     "CONDITIONING": lambda v: isinstance(v, list) and all(isinstance(part[0], torch.Tensor) and isinstance(part[1], dict)
                                                           for part in v),
 }
@@ -93,11 +99,21 @@ def _run_every_node():
 
     Image.fromarray(faces_image(dict(cx=128, cy=128))).save(os.path.join(os.environ["GENAFFECT_INPUT_DIR"], "ann.png"))
     job = NODE_CLASS_MAPPINGS["GenAffectSheetJob"]().load("job-1", "ann", "ann.png", "happy, sad", 7)
+    group = to_image_tensor(faces_image(dict(cx=64, cy=128, half=24, identity=1), dict(cx=192, cy=128, half=24, identity=2)))
+    found = NODE_CLASS_MAPPINGS["GenAffectFindFaces"]().find(analyzer_outputs[0], group, "left to right", "all", "skip",
+                                                             estimator=estimator[0])
+    cropped = NODE_CLASS_MAPPINGS["GenAffectCropFaces"]().crop(group, found[0], preset[0], "one expression per face",
+                                                               "upright", 128, 2.2, 1.3, 0.3)
     return {
         "GenAffectSheetJob": job,
         "GenAffectSaveSheetJob": NODE_CLASS_MAPPINGS["GenAffectSaveSheetJob"]().save(
             images, job[3], '{"schema": "genaffect.guard_report", "version": 1, "guarded": false, "seed": 7, '
                             '"summary": "no guard"}', "jobs/sheet"),
+        "GenAffectFindFaces": found,
+        "GenAffectCropFaces": cropped,
+        "GenAffectStitchFaces": NODE_CLASS_MAPPINGS["GenAffectStitchFaces"]().stitch(group, cropped[0], cropped[4]),
+        "GenAffectExpressionTrack": NODE_CLASS_MAPPINGS["GenAffectExpressionTrack"]().track(
+            images, 25.0, analyzer_outputs[0], estimator[0], 1.5, 0.5, True, 1, 1.0),
         "GenAffectFaceAnalyzerLoader": analyzer_outputs,
         "GenAffectExtractIdentity": identity,
         "GenAffectAlignFace": NODE_CLASS_MAPPINGS["GenAffectAlignFace"]().align(

@@ -41,6 +41,9 @@ class Sharing:
     rate: float
     image_tokens: slice  # positions of the image tokens in the sequence (the rest is text)
     anchors: int = 0  # 0: every image borrows from all others; a > 0: only from images 0..a-1
+    # The person each image shows (crops of several people): an image borrows only from images of its own
+    # person, and the anchors are the first of those. None: one person.
+    groups: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.rate <= 1.0 or math.isnan(self.rate):
@@ -49,8 +52,19 @@ class Sharing:
             raise GenAffectInputError(f"anchors must be 0 or more, got {self.anchors}.")
 
     def donors(self, image: int, images: int) -> list[int]:
-        pool = range(self.anchors) if self.anchors else range(images)
+        pool = list(range(images))
+        if self.groups is not None:
+            if len(self.groups) != images:
+                raise GenAffectInputError(f"{len(self.groups)} people given for a set of {images} images; give the "
+                                          "person of every image (Crop Faces' face_crops, for its crops).")
+            pool = [j for j in pool if self.groups[j] == self.groups[image]]
+        if self.anchors:
+            pool = pool[:self.anchors]
         return [j for j in pool if j != image]
+
+    def shares(self, images: int) -> bool:
+        """Whether any image borrows anything (not when the rate is 0 or every image is alone)."""
+        return images > 1 and self.rate > 0 and any(self.donors(i, images) for i in range(images))
 
 
 def make_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
@@ -136,7 +150,7 @@ def consistent_attention(
     """
     batch, _, length, _ = q.shape
     chunks = check_batch(batch, images, sharing)
-    if images == 1 or sharing.rate == 0.0:
+    if not sharing.shares(images):
         return attention(q, k, v, None if key_mask is None else key_mask[:, None, None, :])
     image_slice = sharing.image_tokens
     image_positions = torch.arange(length)[image_slice]
@@ -277,6 +291,7 @@ class ConsistencySettings:
     anchors: int = 0
     seed: int = 0
     region: torch.Tensor | None = None  # MASK (M, H, W): only tokens inside it are borrowed
+    groups: tuple[int, ...] | None = None  # the person of each image (see Sharing)
 
     def __post_init__(self):
         Sharing(self.rate, slice(0, 1), self.anchors)  # validates rate and anchors
@@ -287,7 +302,7 @@ class ConsistencySettings:
 
         Each chunk draws its tokens from its own kind (ComfyUI's ``cond_or_uncond``: 0 cond, 1 uncond),
         so the result does not depend on whether ComfyUI batched cond and uncond together or not."""
-        sharing = Sharing(self.rate, image_tokens, self.anchors)
+        sharing = Sharing(self.rate, image_tokens, self.anchors, self.groups)
         chunks = check_batch(q.shape[0], images, sharing)
         kinds = list(chunk_kinds) if chunk_kinds is not None and len(chunk_kinds) == chunks else list(range(chunks))
         count = len(range(q.shape[2])[image_tokens])

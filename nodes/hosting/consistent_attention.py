@@ -52,7 +52,9 @@ class CallLayout:
     shared_calls: int = 0  # how many attention calls shared tokens (0 on a DiT means a layout we missed)
 
     def shares(self, settings: ConsistencySettings) -> bool:
-        return self.active and self.images > 1 and settings.rate > 0
+        if not (self.active and self.images > 1 and settings.rate > 0):
+            return False
+        return settings.groups is None or len(set(settings.groups)) < len(settings.groups)  # someone has a donor
 
 
 def salt_of(*parts) -> int:

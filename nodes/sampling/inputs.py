@@ -3,8 +3,9 @@ and the optional guard."""
 
 from __future__ import annotations
 
-from ..hosting.consistent_attention import UNET_BLOCKS
+from ...models.errors import GenAffectInputError
 from .. import sockets
+from ..hosting.consistent_attention import UNET_BLOCKS
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 # Outside ComfyUI (tests) the sampler lists are not importable; these are names every ComfyUI has.
@@ -33,6 +34,24 @@ def sharing_inputs():
                        "Diffusion transformers (FLUX.1/Kontext, FLUX.2, Qwen-Image, Chroma, SD3) share in every "
                        "joint-attention block whatever is chosen here."}),
     }
+
+
+def people_input():
+    return {"face_crops": (sockets.FACE_CROPS, {
+        "tooltip": "Optional, from GenAffect Crop Faces: the set is crops of several people, and each crop shares "
+                   "tokens only with crops of the same person (never mixing two people's faces). Unconnected: the "
+                   "whole set is one person."})}
+
+
+def people_of(face_crops, images: int) -> tuple[int, ...] | None:
+    """The person of each image of the set, from Crop Faces' face_crops (None: one person)."""
+    if face_crops is None:
+        return None
+    people = tuple(face_crops.people)
+    if len(people) != images:
+        raise GenAffectInputError(f"face_crops describes {len(people)} crops but the set has {images} images; sample "
+                                  "the crops of that Crop Faces node, one image per crop.")
+    return people
 
 
 def region_input():
