@@ -188,7 +188,8 @@ class GenAffectArc2FaceConditioning:
             "required": {
                 "clip": ("CLIP", {"tooltip": "Arc2Face's text encoder, from GenAffect Arc2Face Loader."}),
                 "identity": (sockets.IDENTITY, {
-                    "tooltip": "From GenAffect Extract Identity, with recognition 'arcface.onnx (Arc2Face)'."}),
+                    "tooltip": "From GenAffect Extract Identity, with recognition 'arcface.onnx (Arc2Face)'; or Crop "
+                               "Faces' identity: one row per crop, each its own person."}),
             },
             "optional": {
                 "extra_words": ("STRING", {

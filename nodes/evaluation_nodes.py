@@ -10,10 +10,11 @@ import math
 import numpy as np
 
 from ..models.drawing.face_drawing import with_target_glyph
-from ..models.drawing.pictures import draw_metrics_chart, draw_sheet
+from ..models.drawing.pictures import draw_curves, draw_metrics_chart, draw_sheet
 from ..models.errors import GenAffectInputError
 from ..models.evaluation import face_metrics, select_best
-from ..models.expression.batch import split_list
+from ..models.expression.batch import BLENDSHAPE_NAMES, split_list
+from ..models.expression.expression_library import estimator_space
 from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
 from . import comfy_host, sockets
 
@@ -30,12 +31,14 @@ class GenAffectFaceMetrics:
     CATEGORY = "GenAffect/evaluate"
     FUNCTION = "measure"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING", "IMAGE", "STRING")
-    RETURN_NAMES = ("metrics_json", "chart", "summary")
+    RETURN_TYPES = ("STRING", "IMAGE", "STRING", "IMAGE")
+    RETURN_NAMES = ("metrics_json", "chart", "summary", "curves")
     OUTPUT_TOOLTIPS = (
         "Per image and for the set, as JSON (connect to Expression Sheet or save it).",
         "Bars per image: identity cosine and expression error.",
         "The set's numbers in words.",
+        "Curves over the images (frames of an animation or video): for the blendshapes the targets move most, "
+        "expected (solid) vs measured (dashed), the expression error and the identity cosine.",
     )
 
     @classmethod
@@ -85,7 +88,34 @@ class GenAffectFaceMetrics:
             [m.blendshape_l1 for m in metrics.images] if target_expression is not None else None,
         )
         log.info("GenAffect face metrics:\n%s", summary)
-        return {"ui": {"text": [summary]}, "result": (metrics.to_json(), rgb_uint8_to_image_batch([chart]), summary)}
+        curves = rgb_uint8_to_image_batch([metric_curves(metrics)])
+        return {"ui": {"text": [summary]},
+                "result": (metrics.to_json(), rgb_uint8_to_image_batch([chart]), summary, curves)}
+
+
+CURVES = 4  # blendshapes followed on the curves chart
+
+
+def metric_curves(metrics: face_metrics.SetMetrics) -> np.ndarray:
+    """Expected vs measured over the images for the blendshapes whose targets move most (or are strongest, for one
+    target), with the expression error and identity cosine; gaps where no face was found."""
+    count = len(metrics.images)
+    curves = []
+    if metrics.expected is not None:
+        spread = metrics.expected.std(axis=0) if count > 1 else np.zeros(metrics.expected.shape[1])
+        order = np.argsort(-(spread if spread.max() > 1e-6 else metrics.expected.max(axis=0)))
+        readable = set(estimator_space().readable_indices.tolist())
+        chosen = [int(i) for i in order if int(i) in readable][:CURVES]
+        for colour, column in enumerate(chosen):
+            name = BLENDSHAPE_NAMES[column]
+            curves += [(f"{name} expected", metrics.expected[:, column], colour, False),
+                       (f"{name} measured", metrics.measured[:, column], colour, True)]
+        errors = np.array([np.nan if m.blendshape_l1 is None else m.blendshape_l1 for m in metrics.images])
+        curves.append(("expression error", errors, CURVES, False))
+    cosines = np.array([np.nan if m.identity_cosine is None else m.identity_cosine for m in metrics.images])
+    curves.append(("identity cosine", cosines, CURVES + 1, False))
+    missing = [m.index for m in metrics.images if not m.face_found]
+    return draw_curves(f"face metrics over {count} image(s)", curves, count, marks=missing)
 
 
 class GenAffectExpressionSheet:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from genaffect import NODE_CLASS_MAPPINGS
+from genaffect.models.drawing.pictures import CURVE_COLOURS, MISSING
 from genaffect.models.errors import GenAffectInputError
 from tiny_insightface import blank_image, faces_image, to_image_tensor
 
@@ -29,13 +30,17 @@ def test_metrics_node_gives_json_chart_and_summary_with_target_labels(identity_a
     target = NODE_CLASS_MAPPINGS["GenAffectExpressionPreset"]().build("happy, sad, surprised", 1.0)[0]
     images = to_image_tensor(faces_image(dict(cx=128, cy=128)), blank_image(), faces_image(dict(cx=96, cy=96, half=56)))
     result = METRICS().measure(images, analyzer, identity, target, estimator)
-    metrics_json, chart, summary = result["result"]
+    metrics_json, chart, summary, curves = result["result"]
     data = json.loads(metrics_json)
     assert [image["label"] for image in data["images"]] == ["happy", "sad", "surprised"]
     assert data["faces_found"] == 2 and data["images"][1]["face_found"] is False
     assert data["blendshape_l1_mean"] is not None and data["flame_l2_mean"] is None  # presets carry no FLAME-55
+    assert "measured" not in data and "expected" not in data  # the per-frame arrays are for the curves only
     assert chart.shape[0] == 1 and chart.shape[-1] == 3 and "faces found: 2/3" in summary
     assert result["ui"]["text"] == [summary]
+    # the curves: expected and measured drawn in the first curve colour, a red tick where no face was found
+    drawn = {tuple(pixel) for pixel in (curves[0].numpy() * 255).round().astype(int).reshape(-1, 3).tolist()}
+    assert CURVE_COLOURS[0] in drawn and MISSING in drawn
 
 
 def test_sheet_lays_out_a_grid_with_labels_and_metric_captions(identity_and_analyzer):

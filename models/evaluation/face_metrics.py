@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -63,9 +63,16 @@ class SetMetrics:
     held_out_mean: float | None = None
     copies: int | None = None  # faces suspected to be copied from a reference
     expression_copies: int | None = None  # faces that show the reference photo's expression, not their target
+    # (images, 52): each face's re-estimated blendshapes and its target as the estimator reads it, NaN where none
+    # (for curves over frames; not in the JSON)
+    measured: np.ndarray | None = field(default=None, repr=False, compare=False)
+    expected: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        values = asdict(self)
+        for name in ("measured", "expected"):
+            values.pop(name)
+        return json.dumps(values, indent=2)
 
     def summary(self) -> str:
         def number(value):
@@ -248,8 +255,10 @@ def measure(
         for index, cosine in zip(kept, embeddings @ held_out.embedding):
             results[index].held_out_cosine = float(cosine)
 
+    measured = expected = None
     if target is not None:
-        _measure_expression(results, images_rgb, target, estimator, core_landmarks, reference_expression)
+        measured, expected = _measure_expression(results, images_rgb, target, estimator, core_landmarks,
+                                                 reference_expression)
     elif reference_expression is not None:
         raise GenAffectInputError(f"{NODE}: a reference_expression is compared with each face's target; connect "
                                   "target_expression too.")
@@ -272,12 +281,16 @@ def measure(
         held_out_mean=_mean([r.held_out_cosine for r in results]),
         copies=copies,
         expression_copies=sum(judged) if judged else None,
+        measured=measured,
+        expected=expected,
     )
 
 
 def _measure_expression(results: list[ImageMetrics], images_rgb, target: ExpressionBatch,
                         estimator: ExpressionEstimator | None, core_landmarks: dict | None = None,
-                        reference: ExpressionBatch | None = None) -> None:
+                        reference: ExpressionBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each face's expression against its target, written into ``results``; returns every image's re-estimated
+    blendshapes and its target in the estimator's space (NaN rows where no face was read)."""
     if estimator is None and core_landmarks is None:
         raise GenAffectInputError(
             f"{NODE} needs an expression estimator to compare with the target expression: connect GenAffect "
@@ -285,13 +298,16 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
         )
     rows = _target_rows(target, len(images_rgb))
     wanted = target.estimator_space(NODE)
+    measured = np.full((len(images_rgb), wanted.shape[1]), np.nan, np.float32)
+    expected = wanted[rows].astype(np.float32)
     try:
         estimation = estimate_expressions(estimator, images_rgb, on_no_face="skip", core_landmarks=core_landmarks)
     except NoFaceFoundError:
         for result in results:
             result.note = result.note or "no face for the expression estimator"
-        return
+        return measured, expected
     found = estimation.expression
+    measured[estimation.image_indices] = found.blendshapes
     l1 = blendshape_l1(found.blendshapes, wanted[[rows[i] for i in estimation.image_indices]])
     l2 = None
     if found.flame is not None and target.flame is not None:
@@ -306,6 +322,7 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
         results[index].blendshape_l1 = float(l1[row])
         if l2 is not None:
             results[index].flame_l2 = float(l2[row])
+    return measured, expected
 
 
 def _mean(values) -> float | None:
