@@ -8,7 +8,8 @@ CORE_NODES = {"LoadImage", "PreviewImage", "SaveImage", "PreviewAny", "BatchImag
               "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "EmptySD3LatentImage",
               "VAEDecode", "EmptyLatentImage", "KSampler", "CLIPLoader", "TextEncodeQwenImageEditPlus", "ReferenceLatent",
               "ImageScaleToTotalPixels", "VAEEncode", "ModelSamplingAuraFlow", "LoraLoaderModelOnly",
-              "ConditioningZeroOut", "SaveAnimatedWEBP"}
+              "ConditioningZeroOut", "SaveAnimatedWEBP", "LoadVideo", "GetVideoComponents", "CreateVideo",
+              "SaveVideo"}
 # Core nodes ComfyUI 0.33 marks deprecated ("deprecated": true in /object_info, most named "... (DEPRECATED)"; the
 # frontend hides them from search). tests/integration/test_frontend_paths.py checks this list against a real
 # ComfyUI, so a newly deprecated node shows up there.
