@@ -14,6 +14,7 @@ from .conditioning_batch import same_reference_photo
 from .sampling.set_sampler import first_value
 
 log = logging.getLogger(__name__)
+FITS = ("exact blend", "nearest blend")
 NOT_A_BLEND = 0.25  # an expression losing more than this share of its blendshapes to the fit is reported
 
 
@@ -96,11 +97,19 @@ class GenAffectConditioningIntensity:
                                                             "the alphas (one conditioning per expression)."}),
                 "max_alpha": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 3.0, "step": 0.05,
                                         "tooltip": "Largest intensity allowed; above 1 exaggerates (PixelSmile shows "
-                                                   "up to 1.5). An expression needing more is an error."}),
-            }
+                                                   "up to 1.5). An expression needing more is an error, unless "
+                                                   "fit is 'nearest blend'."}),
+            },
+            # optional and last: workflows saved before it keep their values in place
+            "optional": {
+                "fit": (list(FITS), {"default": FITS[0], "tooltip": (
+                    "exact blend: each expression must be a blend of the targets within 0..max_alpha (presets, "
+                    "transitions, mixes), else an error. nearest blend: the nearest such blend, for measured "
+                    "expressions (a video's Expression Track); the alphas output says how much each lost.")}),
+            },
         }
 
-    def blend(self, neutral, targets, target_expressions, expression, max_alpha):
+    def blend(self, neutral, targets, target_expressions, expression, max_alpha, fit=FITS[0]):
         neutral_tensor, neutral_extras = _single(first_value(neutral), "neutral")
         if not isinstance(targets, list) or not targets:
             raise GenAffectInputError("no target conditionings: encode one instruction per target expression and "
@@ -140,7 +149,8 @@ class GenAffectConditioningIntensity:
                                           "text encoder node.")
             _same_settings(neutral_extras, extras, f"target {index + 1}")
         alphas, residuals = conditioning_blend.fit_alphas(wanted.require("blendshapes", "Conditioning Intensity"),
-                                                          target_rows, first_value(max_alpha))
+                                                          target_rows, first_value(max_alpha),
+                                                          nearest=first_value(fit) == "nearest blend")
         conditionings, lines = [], []
         for image, (row, residual) in enumerate(zip(alphas, residuals)):
             tensor, keep = conditioning_blend.blend(

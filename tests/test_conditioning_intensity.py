@@ -112,6 +112,38 @@ def test_alpha_fit_snaps_rounding_at_zero_and_one_and_reports_the_residual():
     assert residual.max() < 1e-5
 
 
+def test_nearest_blend_is_the_bounded_least_squares_optimum_not_the_clipped_unbounded_fit():
+    # targets t1 = (1, 0), t2 = (1, 1) on two blendshapes; the expression (0, 1) is exactly -t1 + t2, so the exact
+    # fit refuses it; within 0..1.5 the nearest blend minimises (a1 + a2)^2 + (a2 - 1)^2: a1 = 0, a2 = 0.5 (clipping
+    # the unbounded (-1, 1) would give (0, 1), twice the error), and half of the expression's length is lost
+    targets = np.zeros((2, 52), np.float32)
+    targets[0, 1], targets[1, 1], targets[1, 2] = 1.0, 1.0, 1.0
+    expression = np.zeros((1, 52), np.float32)
+    expression[0, 2] = 1.0
+    with pytest.raises(GenAffectInputError, match="intensity -1.00 of target 1"):
+        conditioning_blend.fit_alphas(expression, targets)
+    alphas, residual = conditioning_blend.fit_alphas(expression, targets, nearest=True)
+    np.testing.assert_allclose(alphas, [[0.0, 0.5]], atol=1e-9)
+    np.testing.assert_allclose(residual, [np.sqrt(0.5)], atol=1e-6)
+    capped, _ = conditioning_blend.fit_alphas(expression * 4, targets, max_alpha=1.0, nearest=True)
+    np.testing.assert_allclose(capped, [[0.0, 1.0]], atol=1e-9)  # the upper bound holds too
+
+
+def test_a_measured_expression_drives_the_node_with_the_nearest_blend_and_the_loss_reported():
+    # surprised = happily surprised minus some happy: no blend of these two targets within 0..1.5
+    neutral, happy, happily_surprised = encoded(4, 1), encoded(4, 2), encoded(4, 3)
+    targets, measured = preset("happy, happily surprised"), preset("surprised, happy")
+    with pytest.raises(GenAffectInputError, match="outside 0"):
+        GenAffectConditioningIntensity().blend([neutral], [happy, happily_surprised], [targets], [measured], [1.5],
+                                               ["exact blend"])
+    conditionings, info = GenAffectConditioningIntensity().blend(
+        [neutral], [happy, happily_surprised], [targets], [measured], [1.5], ["nearest blend"])
+    first = conditioning_blend.fit_alphas(measured.blendshapes[:1], targets.blendshapes, nearest=True)[0][0]
+    assert first[0] == 0.0 and 0.0 < first[1] <= 1.5  # the happy share the exact fit wanted negative is 0
+    assert len(conditionings) == 2 and "2 happy: happy 1.000, happily surprised 0.000" in info
+    torch.testing.assert_close(conditionings[1][0][0], happy[0][0], rtol=0, atol=0)  # an exact blend stays exact
+
+
 def test_mediapipes_neutral_score_of_an_estimated_face_does_not_change_the_alphas():
     targets = preset("happy, sad").blendshapes
     estimated = targets[0] * 0.5

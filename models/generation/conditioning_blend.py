@@ -25,10 +25,15 @@ from ..errors import GenAffectInputError
 SNAP = 1e-6  # alphas this close to 0 or 1 are taken as 0 or 1 (a preset at intensity 1 fits to 1 +- rounding)
 
 
-def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 1.5,
+               nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(N, 52) expressions and (K, 52) full-intensity targets (neutral = no blendshape moves) ->
     alphas (N, K) and each row's relative residual (0: exactly a blend of the targets). MediaPipe's
-    ``_neutral`` score (index 0) is not a movement and is left out, as in Face Metrics."""
+    ``_neutral`` score (index 0) is not a movement and is left out, as in Face Metrics.
+
+    An expression that needs an alpha outside 0..max_alpha is refused, unless ``nearest``: then each row takes the
+    nearest blend within those bounds (measured expressions, e.g. a video's, are rarely exact blends of a few
+    presets), and its residual says how much was lost."""
     expressions = np.asarray(expressions, np.float64)[:, 1:]
     targets = np.asarray(targets, np.float64)[:, 1:]
     norms = np.linalg.norm(targets, axis=1)
@@ -36,6 +41,8 @@ def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 
         raise GenAffectInputError("a target expression is neutral (no blendshape moves); the neutral conditioning "
                                   "already is that one: give targets that move the face.")
     alphas = np.linalg.lstsq(targets.T, expressions.T, rcond=None)[0].T
+    if nearest:
+        alphas = bounded_least_squares(targets, expressions, alphas, max_alpha)
     alphas[np.abs(alphas) < SNAP] = 0.0
     alphas[np.abs(alphas - 1.0) < SNAP] = 1.0
     residual = np.linalg.norm(expressions - alphas @ targets, axis=1)
@@ -49,6 +56,25 @@ def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 
             f"0..{max_alpha:g}: give targets the images' expressions are made of (e.g. the same presets at intensity 1), "
             "or raise max_alpha.")
     return alphas.astype(np.float32), relative.astype(np.float32)
+
+
+def bounded_least_squares(targets: np.ndarray, expressions: np.ndarray, start: np.ndarray, high: float,
+                          sweeps: int = 2000, tolerance: float = 1e-12) -> np.ndarray:
+    """Per row, the alphas in 0..high minimising |alphas @ targets - expression|: coordinate descent on the convex
+    quadratic (each coordinate solved exactly, then clipped), from the unbounded solution clipped."""
+    gram = targets @ targets.T
+    correlation = expressions @ targets.T
+    alphas = np.clip(start, 0.0, high)
+    for _ in range(sweeps):
+        largest = 0.0
+        for k in range(len(gram)):
+            rest = correlation[:, k] - alphas @ gram[:, k] + alphas[:, k] * gram[k, k]
+            updated = np.clip(rest / gram[k, k], 0.0, high)
+            largest = max(largest, float(np.abs(updated - alphas[:, k]).max(initial=0.0)))
+            alphas[:, k] = updated
+        if largest < tolerance:
+            break
+    return alphas
 
 
 def _padded(tensor: torch.Tensor, mask: torch.Tensor | None, length: int) -> tuple[torch.Tensor, torch.Tensor]:
