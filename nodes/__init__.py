@@ -17,6 +17,7 @@ from .expression_nodes import (
     GenAffectExpressionMix,
     GenAffectExpressionPreset,
     GenAffectExpressionToPrompt,
+    GenAffectHeadTurns,
 )
 from .face_drawing_nodes import GenAffectDrawExpressions
 from .face_nodes import GenAffectAlignFace, GenAffectExtractIdentity, GenAffectFaceAnalyzerLoader
@@ -42,6 +43,7 @@ NODES = (
     (GenAffectExpressionEditor, "GenAffect Expression Editor"),
     (GenAffectExpressionInterpolate, "GenAffect Expression Interpolate"),
     (GenAffectExpressionMix, "GenAffect Expression Mix"),
+    (GenAffectHeadTurns, "GenAffect Head Turns"),
     (GenAffectExpressionToPrompt, "GenAffect Expression To Prompt"),
     (GenAffectExpressionEstimatorLoader, "GenAffect Expression Estimator Loader"),
     (GenAffectEstimateExpression, "GenAffect Estimate Expression"),

@@ -242,17 +242,28 @@ class GenAffectSelectBest:
                 "reference_expression": (sockets.EXPRESSION, {
                     "tooltip": "The reference photo's own expression: a candidate showing it instead of its target "
                                "loses (see Face Metrics)."}),
+                "max_pose_error": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 90.0, "step": 0.5,
+                                             "tooltip": "Largest head pose error (degrees, the worst of yaw, pitch and "
+                                                        "roll) that passes: each candidate against the reference "
+                                                        "photo's pose plus its target's head turn. Needs "
+                                                        "reference_expression. 0: no limit."}),
             },
         }
 
     def select(self, images, candidates, face_analyzer, identity, target_expression, estimator=None,
-               face_landmarks=None, held_out_identity=None, reference_expression=None):
+               face_landmarks=None, held_out_identity=None, reference_expression=None, max_pose_error=0.0):
+        if max_pose_error > 0 and (reference_expression is None or reference_expression.head_pose is None):
+            raise GenAffectInputError(
+                "Select Best's max_pose_error compares each candidate's head pose with the reference photo's plus its "
+                "target's head turn: connect reference_expression from Estimate Expression on the photo (it carries "
+                "the photo's pose), or set max_pose_error to 0.")
         frames = image_batch_to_rgb_uint8(images, what="Select Best images")
         targets = select_best.candidate_targets(target_expression, len(frames), candidates)
         metrics = face_metrics.measure(face_analyzer, identity, frames, list(targets.labels), targets, estimator,
                                        comfy_host.progress_callback(len(frames)), core_landmarks=face_landmarks,
                                        held_out=held_out_identity, reference_expression=reference_expression)
-        choices = select_best.choose(metrics, len(target_expression), candidates)
+        rule = select_best.PassRule(max_pose_error=max_pose_error or None)
+        choices = select_best.choose(metrics, len(target_expression), candidates, rule)
         best = [frames[c.index] for c in sorted((c for c in choices if c.chosen), key=lambda c: c.expression)]
         report = json.dumps([{"expression": target_expression.labels[c.expression], "candidate": c.candidate + 1,
                               "index": c.index, "chosen": c.chosen, **dataclasses.asdict(c.metrics)}

@@ -153,6 +153,36 @@ class GenAffectExpressionMix(_ExpressionNode):
         return (expression_edit.mix(expression, expression_edit.parse_weights(weights)),)
 
 
+class GenAffectHeadTurns(_ExpressionNode):
+    DESCRIPTION = (
+        "A head-pose sheet: every expression once per head turn you list ('straight, yaw -20, yaw 20, pitch 10'), the "
+        "turn carried with the expression (the Editor's head sliders, added to any turn it has). Expression To "
+        "Prompt words the turns for each editor, Warp Expression turns a photo's head by them, Face Metrics measures "
+        "them."
+    )
+    FUNCTION = "turn"
+    OUTPUT_TOOLTIPS = ("Every expression x every turn, labelled '<expression>, <turn>'.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "turns": ("STRING", {"default": "straight, yaw -20, yaw 20, pitch -10, pitch 10, roll 10",
+                                     "tooltip": "Head turns separated by commas: 'straight' or axis-degree pairs "
+                                                "('yaw 15 pitch -10'). yaw > 0 turns towards the image's right (the "
+                                                "subject's left), pitch > 0 lowers the chin, roll > 0 tilts "
+                                                "counter-clockwise in the image; within +-90 degrees."}),
+            },
+            "optional": {"expression": (sockets.EXPRESSION, {"tooltip": "The expressions to turn; unconnected: a "
+                                                                      "neutral face."})},
+        }
+
+    def turn(self, turns, expression=None):
+        if expression is None:
+            expression = expression_library.presets(["neutral"], 1.0)
+        return (expression_edit.with_head_turns(expression, expression_edit.parse_turns(turns)),)
+
+
 class GenAffectExpressionToPrompt:
     DESCRIPTION = (
         "Describes each expression in words ('left mouth corner slightly raised, brows lowered and drawn together, "
@@ -200,10 +230,16 @@ class GenAffectExpressionToPrompt:
         if style not in self.STYLES:
             raise GenAffectInputError(f"unknown style {style!r}; choose one of {', '.join(self.STYLES)}.")
         family = self.STYLES[style]
+        turns = expression.head_turn
         if family is None:
-            prompts = expression_text.describe_batch(blendshapes, prefix, suffix)
+            prompts = expression_text.describe_batch(blendshapes, prefix, suffix, turns)
         elif family == "pixelsmile":
+            if turns is not None and any(expression_text.describe_turn(turn) for turn in turns):
+                raise GenAffectInputError("PixelSmile's instructions name an expression category only; they cannot ask "
+                                          "for a head turn. Use an 'edit: Qwen-Image-Edit' instruction for it, or turn "
+                                          "the photo's head with Warp Expression.")
             prompts = expression_text.pixelsmile_batch(expression.labels)
         else:
-            prompts = expression_text.instruction_batch(blendshapes, template if family == "template" else family, keep)
+            prompts = expression_text.instruction_batch(blendshapes, template if family == "template" else family, keep,
+                                                        turns)
         return (prompts, "\n".join(prompts))

@@ -59,11 +59,22 @@ class GenAffectSamplingGuard:
                 "reference_expression": (sockets.EXPRESSION, {
                     "tooltip": "The reference photo's own expression (Estimate Expression on it): a face that shows "
                                "it instead of its target fails ('expression copied'). Needs the estimator."}),
+                "max_pose_error": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 90.0, "step": 0.5,
+                                             "tooltip": "Largest head pose error (degrees, the worst of yaw, pitch and "
+                                                        "roll) that passes: each face against the reference photo's "
+                                                        "pose plus its target's head turn. Needs reference_expression "
+                                                        "and the target. 0: no limit."}),
             },
         }
 
     def build(self, vae, face_analyzer, identity, candidates, retries, min_identity, max_expression_error,
-              target_expression=None, estimator=None, held_out_identity=None, reference_expression=None):
+              target_expression=None, estimator=None, held_out_identity=None, reference_expression=None,
+              max_pose_error=0.0):
+        if max_pose_error > 0 and (reference_expression is None or target_expression is None):
+            raise GenAffectInputError(
+                "the guard's max_pose_error compares each face's head pose with the reference photo's plus its target's "
+                "head turn: connect reference_expression (Estimate Expression on the photo) and target_expression, "
+                "or set max_pose_error to 0.")
         if reference_expression is not None and estimator is None:
             raise GenAffectInputError("the guard's reference_expression is compared with each generated face's "
                                       "expression, which needs the estimator: connect GenAffect Expression Estimator "
@@ -74,4 +85,5 @@ class GenAffectSamplingGuard:
                 "connect GenAffect Expression Estimator Loader (ComfyUI's face_landmarks describe given images, not "
                 "the ones the sampler makes), or disconnect target_expression to check identity only.")
         return (SamplingGuard(vae, face_analyzer, identity, target_expression, estimator, held_out_identity,
-                              candidates, retries, min_identity, max_expression_error, reference_expression),)
+                              candidates, retries, min_identity, max_expression_error, reference_expression,
+                              max_pose_error or None),)

@@ -1,5 +1,7 @@
 """Expression type, library, editing, transitions and prompt text."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from genaffect.models.errors import GenAffectInputError
@@ -233,14 +235,14 @@ def test_prompt_node_returns_one_prompt_per_expression_and_needs_blendshapes():
 
 EDIT_GOLDEN = {  # happy at intensity 0.5: the same words as the description, in each editor's wording
     "edit: Qwen-Image-Edit": "Change the facial expression of the person in the image: cheeks slightly raised, "
-                             "mouth corners raised. Keep the same person with the same face shape, hair, head pose, "
-                             "clothing, lighting and background.",
+                             "mouth corners raised. Keep the same person with the same face shape, hair, head pose "
+                             "and gaze, clothing, lighting and background.",
     "edit: FLUX.2": "Change only the person's facial expression: cheeks slightly raised, mouth corners raised. Keep "
-                    "the same person with the same face shape, hair, head pose, clothing, lighting and background "
-                    "unchanged.",
+                    "the same person with the same face shape, hair, head pose and gaze, clothing, lighting and "
+                    "background unchanged.",
     "edit: FLUX.1 Kontext": "Change the person's facial expression: cheeks slightly raised, mouth corners raised, "
-                            "while keeping the same person with the same face shape, hair, head pose, clothing, "
-                            "lighting and background.",
+                            "while keeping the same person with the same face shape, hair, head pose and gaze, "
+                            "clothing, lighting and background.",
 }
 
 
@@ -250,6 +252,75 @@ def test_edit_instructions_say_what_to_change_and_what_to_keep_in_each_editors_w
     prompts, _ = GenAffectExpressionToPrompt().describe(batch, "ignored prefix,", "ignored suffix", style=style)
     assert prompts[0] == EDIT_GOLDEN[style]
     assert "neutral expression, relaxed face" in prompts[1] and "ignored" not in prompts[1]
+
+
+TURN_GOLDEN = {  # happy at 0.5 with the head turned 20 degrees to the subject's left and the chin lowered 10
+    "edit: Qwen-Image-Edit": "Change the facial expression of the person in the image: cheeks slightly raised, "
+                             "mouth corners raised. Pose the head: turned about 20 degrees to their left, chin lowered "
+                             "about 10 degrees. Keep the same person with the same face shape, hair, gaze, clothing, "
+                             "lighting and background.",
+    "edit: FLUX.2": "Change only the person's facial expression: cheeks slightly raised, mouth corners raised, with "
+                    "the head turned about 20 degrees to their left, chin lowered about 10 degrees. Keep the same "
+                    "person with the same face shape, hair, gaze, clothing, lighting and background unchanged.",
+    "edit: FLUX.1 Kontext": "Change the person's facial expression: cheeks slightly raised, mouth corners raised, and "
+                            "pose the head turned about 20 degrees to their left, chin lowered about 10 degrees, while "
+                            "keeping the same person with the same face shape, hair, gaze, clothing, lighting and "
+                            "background.",
+    "description": "close-up portrait photo of a person, cheeks slightly raised, mouth corners raised, head turned "
+                   "about 20 degrees to their left, chin lowered about 10 degrees",
+}
+
+
+def turned(batch, *turns):
+    return replace(batch, head_turn=np.array(turns, np.float32))
+
+
+@pytest.mark.parametrize("style", sorted(TURN_GOLDEN))
+def test_a_head_turn_is_worded_in_each_editors_wording_and_leaves_the_keep_words(style):
+    (batch,) = GenAffectExpressionPreset().build("happy, happy", 0.5)
+    node = GenAffectExpressionToPrompt()
+    prompts, _ = node.describe(turned(batch, (20.0, 10.0, 0.0), (1.0, -2.0, 0.0)), "close-up portrait photo of a person,",
+                               "", style=style)
+    assert prompts[0] == TURN_GOLDEN[style]
+    unturned, _ = node.describe(batch, "close-up portrait photo of a person,", "", style=style)
+    assert prompts[1] == unturned[0]  # a turn under 2.5 degrees is no turn: the head pose and gaze are kept
+
+
+def test_turn_words_follow_the_editors_sliders_signs_and_round_to_five_degrees():
+    assert expression_text.describe_turn((-12.0, -7.4, 9.0)) == (
+        "turned about 10 degrees to their right, chin raised about 5 degrees, tilted about 10 degrees towards their "
+        "right shoulder")
+    assert expression_text.describe_turn((0.0, 0.0, -3.0)) == "tilted about 5 degrees towards their left shoulder"
+    assert expression_text.describe_turn((2.4, -2.4, 0.0)) == ""
+
+
+def test_the_keep_words_drop_what_changes_a_moved_gaze_keeps_the_head_pose():
+    (batch,) = GenAffectExpressionPreset().build("happy", 0.5)
+    looking = replace(batch, blendshapes=batch.blendshapes.copy())
+    looking.blendshapes[0, [BLENDSHAPE_INDEX["eyeLookOutLeft"], BLENDSHAPE_INDEX["eyeLookInRight"]]] = 0.6
+    node = GenAffectExpressionToPrompt()
+    (prompt,), _ = node.describe(looking, "", "", style="edit: Qwen-Image-Edit")
+    assert "gaze turned to the left" in prompt and "hair, head pose, clothing" in prompt
+    (prompt,), _ = node.describe(turned(looking, (0.0, 0.0, 15.0)), "", "", style="edit: Qwen-Image-Edit")
+    assert "Pose the head: tilted about 15 degrees towards their right shoulder" in prompt
+    assert "hair, clothing" in prompt and "gaze," not in prompt.split("Keep")[1]
+    assert expression_text.kept("her freckles and head pose and gaze", True, True) == "her freckles"
+    assert expression_text.kept("head pose and gaze, hair", True, False) == "gaze, hair"
+    assert expression_text.kept("her freckles", False, False) == "her freckles"  # no such item: as written
+
+
+def test_own_template_places_the_turn_where_it_says_or_after_the_expression_and_pixelsmile_refuses_one():
+    (batch,) = GenAffectExpressionPreset().build("surprised", 1.0)
+    node = GenAffectExpressionToPrompt()
+    words = expression_text.describe(batch.blendshapes[0])
+    prompts, _ = node.describe(turned(batch, (-30.0, 0.0, 0.0)), "", "", style="edit: own template", keep="her hair",
+                               template="Make her look like this: {expression}. Head: {turn}. Keep {keep}.")
+    assert prompts == [f"Make her look like this: {words}. Head: turned about 30 degrees to their right. Keep her hair."]
+    prompts, _ = node.describe(turned(batch, (-30.0, 0.0, 0.0)), "", "", style="edit: own template", keep="her hair",
+                               template="Make her look like this: {expression}; keep {keep}.")
+    assert prompts == [f"Make her look like this: {words}, head turned about 30 degrees to their right; keep her hair."]
+    with pytest.raises(GenAffectInputError, match="cannot ask for a head turn"):
+        node.describe(turned(batch, (10.0, 0.0, 0.0)), "", "", style="edit: PixelSmile")
 
 
 def test_own_edit_template_and_keep_words_are_used_and_a_template_without_the_expression_is_refused():
@@ -379,3 +450,38 @@ def test_interpolate_steps_must_be_a_whole_number_of_at_least_two(steps):
 
 def preset_batch(names: str) -> ExpressionBatch:
     return GenAffectExpressionPreset().build(names, 1.0)[0]
+
+
+def test_head_turns_give_every_expression_once_per_turn_added_to_its_own_turn():
+    from genaffect.nodes.expression_nodes import GenAffectHeadTurns
+
+    (batch,) = GenAffectExpressionPreset().build("happy, sad", 1.0)
+    batch = replace(batch, head_turn=np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32))
+    (sheet,) = GenAffectHeadTurns().turn("straight, yaw -20, Yaw 10 pitch -5", batch)
+    assert sheet.labels == ["happy, straight", "happy, yaw -20", "happy, yaw 10 pitch -5",
+                            "sad, straight", "sad, yaw -20", "sad, yaw 10 pitch -5"]
+    np.testing.assert_array_equal(sheet.head_turn, [[5, 0, 0], [-15, 0, 0], [15, -5, 0],
+                                                    [0, 0, 0], [-20, 0, 0], [10, -5, 0]])
+    np.testing.assert_array_equal(sheet.blendshapes[:3], np.repeat(batch.blendshapes[:1], 3, axis=0))
+    (neutral,) = GenAffectHeadTurns().turn("roll 12")
+    assert neutral.labels == ["neutral, roll 12"] and neutral.head_turn.tolist() == [[0.0, 0.0, 12.0]]
+
+
+@pytest.mark.parametrize("turns, message", [("yaw", "axis-degree pairs"), ("tilt 10", "unknown axis 'tilt'"),
+                                            ("yaw ten", "'ten' is not a number"), ("pitch 95", "within"),
+                                            ("yaw nan", "within"), (" , ", "no head turns")])
+def test_bad_head_turns_are_refused_saying_what_to_write(turns, message):
+    with pytest.raises(GenAffectInputError, match=message):
+        expression_edit.parse_turns(turns)
+
+
+def test_interpolate_and_mix_carry_the_head_turn_an_unturned_side_counting_as_straight():
+    from genaffect.nodes.expression_nodes import GenAffectExpressionInterpolate, GenAffectExpressionMix, GenAffectHeadTurns
+
+    (straight,) = GenAffectExpressionPreset().build("neutral", 1.0)
+    (turned_happy,) = GenAffectHeadTurns().turn("yaw 20 roll -10", GenAffectExpressionPreset().build("happy", 1.0)[0])
+    (steps,) = GenAffectExpressionInterpolate().interpolate(straight, turned_happy, 3, "linear")
+    np.testing.assert_allclose(steps.head_turn, [[0, 0, 0], [10, 0, -5], [20, 0, -10]])
+    both = concatenate([straight, turned_happy])
+    (mixed,) = GenAffectExpressionMix().mix(both, "1, 3")
+    np.testing.assert_allclose(mixed.head_turn, [[15.0, 0.0, -7.5]])

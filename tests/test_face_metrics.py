@@ -184,3 +184,33 @@ def test_a_face_nearer_a_reference_than_the_persons_own_photos_are_is_flagged_as
     one_reference = extract_identity(analyzer, references[:1])[0]
     alone = face_metrics.measure(analyzer, one_reference, generated)
     assert alone.same_person_band is None and alone.copies is None  # one photo gives no band: not judged
+
+
+def test_head_pose_error_is_against_the_reference_photos_pose_plus_each_targets_turn_in_degrees(analyzer):
+    from genaffect.nodes.expression_nodes import GenAffectHeadTurns
+
+    identity = _identity(analyzer)
+    photo = ExpressionBatch(["reference photo"], blendshapes=np.zeros((1, 52), np.float32),
+                            head_pose=np.array([[5.0, 2.0, -1.0]], np.float32))
+    (target,) = GenAffectHeadTurns().turn("straight, yaw 20")
+    looking = np.zeros(52, np.float32)
+    looking[[BLENDSHAPE_INDEX["eyeLookOutLeft"], BLENDSHAPE_INDEX["eyeLookInRight"]]] = 0.4  # gaze to their left
+    estimator = ExpressionEstimator(MarkerLandmarker(scores=[looking], yaw=25.0), "face_landmarker.task")
+    images = [faces_image(dict(cx=128, cy=128))] * 2
+    metrics = face_metrics.measure(analyzer, identity, images, target=target, estimator=estimator,
+                                   reference_expression=photo)
+    measured = np.array([m.head_pose for m in metrics.images])
+    np.testing.assert_allclose(measured[:, 0], 25.0, atol=0.01)
+    # wanted yaw: 5 (the photo) + 0, then 5 + 20; pitch and roll as the photo's
+    errors = np.array([m.pose_error for m in metrics.images])
+    np.testing.assert_allclose(errors[:, 0], [20.0, 0.0], atol=0.01)
+    np.testing.assert_allclose(errors[:, 1:], np.abs(measured[:, 1:] - [2.0, -1.0]), atol=0.01)
+    np.testing.assert_allclose(metrics.pose_error_mean, errors.mean(axis=0), atol=1e-6)
+    assert "head pose error" in metrics.summary() and "|yaw| 10.0" in metrics.summary()
+    # the faces look 0.4 to their left in both eyes; the targets' gaze is the neutral face's as the estimator reads it
+    assert face_metrics.gaze(looking[None]).tolist() == [[pytest.approx(0.4), 0.0]]
+    wanted = np.abs(face_metrics.gaze(looking[None]) - face_metrics.gaze(target.estimator_space("test"))).sum(axis=1)
+    assert [m.gaze_error for m in metrics.images] == pytest.approx(wanted.tolist())
+    without = face_metrics.measure(analyzer, identity, images, target=target, estimator=ExpressionEstimator(
+        MarkerLandmarker(scores=[looking], yaw=25.0), "face_landmarker.task"))
+    assert without.pose_error_mean is None and "head pose error" not in without.summary()  # a turn needs the photo's pose

@@ -124,6 +124,7 @@ def _run_every_node():
         "GenAffectExpressionInterpolate": NODE_CLASS_MAPPINGS["GenAffectExpressionInterpolate"]().interpolate(
             preset[0], preset[0], 3, "linear"),
         "GenAffectExpressionMix": NODE_CLASS_MAPPINGS["GenAffectExpressionMix"]().mix(preset[0], "1, 3"),
+        "GenAffectHeadTurns": NODE_CLASS_MAPPINGS["GenAffectHeadTurns"]().turn("straight, yaw 20", preset[0]),
         "GenAffectExpressionToPrompt": NODE_CLASS_MAPPINGS["GenAffectExpressionToPrompt"]().describe(preset[0], "a", ""),
         "GenAffectDrawExpressions": NODE_CLASS_MAPPINGS["GenAffectDrawExpressions"]().draw(preset[0], 64, 0, True, "t"),
         "GenAffectConditioningIntensity": NODE_CLASS_MAPPINGS["GenAffectConditioningIntensity"]().blend(

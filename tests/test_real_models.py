@@ -116,3 +116,24 @@ def test_the_shipped_face_mesh_is_the_one_in_mediapipes_task_file():
     np.testing.assert_allclose(shipped.vertices, mesh["vertices"], atol=1e-6)
     assert np.array_equal(shipped.triangles, mesh["triangles"]) and len(mesh["triangles"]) == 898
     assert np.array_equal(shipped.basis_ids, mesh["procrustes_ids"])
+
+
+def test_face_metrics_pose_error_of_the_warps_head_turns_is_a_few_degrees_and_their_signs_agree(estimator, astronaut):
+    """Head Turns' signs, Warp Expression's and MediaPipe's agree: the astronaut warped by each turn and read back
+    by the real landmarker is within a few degrees of her own pose plus the turn (a sign error would be 20-40)."""
+    from genaffect.models.evaluation.face_metrics import pose_error
+    from genaffect.models.expression import face_motion, photo_warp
+    from genaffect.models.expression.expression_library import estimator_target
+    from genaffect.nodes.expression_nodes import GenAffectHeadTurns
+
+    (turns,) = GenAffectHeadTurns().turn("yaw 15, yaw -15, pitch 10, pitch -10, roll 10, roll -10")
+    own = expression_estimator.estimate_expressions(estimator, [astronaut]).expression
+    motion = face_motion.face_motion()
+    face = face_motion.pose_face(motion.mesh, own.landmarks[0], own.blendshapes[0], own.head_pose[0], 512, 512)
+    warped = [photo_warp.warp_photo(motion, astronaut, face, estimator_target("neutral"), 1.0, turn).image
+              for turn in turns.head_turn]
+    back = expression_estimator.estimate_expressions(estimator, warped).expression.head_pose
+    errors = pose_error(back, turns, list(range(len(turns))), own)
+    print("pose error (yaw, pitch, roll) per turn:", dict(zip(turns.labels, errors.round(1).tolist())))
+    asked = np.abs(turns.head_turn) > 0
+    assert errors[asked].max() < 4.0 and errors.mean() < 3.0

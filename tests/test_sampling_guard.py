@@ -378,3 +378,18 @@ def test_a_face_showing_the_reference_photos_expression_fails_and_is_re_sampled(
     assert copied["failures"] == ["shows the reference photo's expression instead of its target"]
     assert [(r["sampled"], r["passed"]) for r in report["rounds"]] == [
         (["calm", "smile", "shout"], ["calm", "shout"]), (["smile"], ["smile"])]
+
+
+def test_the_guards_pose_tolerance_needs_the_photos_pose_and_the_targets_and_goes_into_its_pass_rule(analyzer, identity,
+                                                                                                    estimator):
+    with pytest.raises(GenAffectInputError, match="max_pose_error compares each face's head pose"):
+        GenAffectSamplingGuard().build(PaintingVAE(), analyzer, identity, 1, 1, 0.4, 1.0, TARGETS, estimator,
+                                       max_pose_error=5.0)
+    photo = ExpressionBatch(["photo"], blendshapes=np.zeros((1, 52), np.float32),
+                            head_pose=np.zeros((1, 3), np.float32))
+    guard = GenAffectSamplingGuard().build(PaintingVAE(), analyzer, identity, 1, 1, 0.4, 1.0, TARGETS, estimator,
+                                           reference_expression=photo, max_pose_error=5.0)[0]
+    assert guard.rule(True).max_pose_error == 5.0
+    assert guard.rule(False).max_pose_error is None  # nothing measured the faces: no pose to hold them to
+    unlimited = GenAffectSamplingGuard().build(PaintingVAE(), analyzer, identity, 1, 1, 0.4, 1.0, TARGETS, estimator)[0]
+    assert unlimited.rule(True).max_pose_error is None

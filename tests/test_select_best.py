@@ -69,3 +69,23 @@ def test_a_copy_of_the_photo_or_its_expression_or_another_expression_loses_to_a_
     assert [c.chosen for c in choose(_metrics(as_photo, moved), 1, 2)] == [False, True]
     no_face = ImageMetrics(0, "a", False)
     assert [c.chosen for c in choose(_metrics(no_face, right), 1, 2)] == [False, True]
+
+
+def test_a_pose_tolerance_makes_a_candidate_off_by_more_degrees_lose_and_says_why():
+    from genaffect.models.evaluation.select_best import PassRule, failures
+
+    turned_wrong = ImageMetrics(0, "a", True, identity_cosine=0.95, blendshape_l1=0.05, pose_error=[14.0, 2.0, 1.0])
+    on_pose = ImageMetrics(1, "a", True, identity_cosine=0.70, blendshape_l1=0.10, pose_error=[3.0, 4.5, 0.5])
+    unmeasured = ImageMetrics(2, "a", True, identity_cosine=0.99, blendshape_l1=0.01)
+    rule = PassRule(max_pose_error=5.0)
+    assert failures(turned_wrong, rule) == ["head pose off by 14.0 degrees (yaw), above 5"]
+    assert failures(on_pose, rule) == [] and failures(turned_wrong) == []  # no tolerance: no pose gate
+    assert failures(unmeasured, rule) == ["head pose not measured (the estimator found no face, or no reference pose)"]
+    assert [c.chosen for c in choose(_metrics(turned_wrong, on_pose, unmeasured), 1, 3, rule)] == [False, True, False]
+    assert [c.chosen for c in choose(_metrics(turned_wrong, on_pose, unmeasured), 1, 3)] == [False, False, True]
+
+
+def test_select_best_refuses_a_pose_tolerance_without_the_photos_measured_pose(analyzer):
+    images = to_image_tensor(faces_image(dict(cx=128, cy=128)))
+    with pytest.raises(GenAffectInputError, match="max_pose_error compares each candidate's head pose"):
+        GenAffectSelectBest().select(images, 1, analyzer, _identity(analyzer), TARGETS.rows([0]), max_pose_error=5.0)

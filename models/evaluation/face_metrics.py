@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import GenAffectInputError, NoFaceFoundError
-from ..expression.batch import ExpressionBatch
+from ..expression.batch import BLENDSHAPE_INDEX, ExpressionBatch
 from ..expression.expression_estimator import ExpressionEstimator, estimate_expressions
 from ..expression.expression_library import estimator_space
 from ..face.face_analyzer import FaceAnalyzer
@@ -45,6 +45,10 @@ class ImageMetrics:
     copy_suspected: bool | None = None  # nearer a reference than any two real photos of the person are
     # shows the reference photo's own expression rather than its target (None: not judged)
     expression_copied: bool | None = None
+    head_pose: list[float] | None = None  # measured yaw, pitch, roll (degrees)
+    # |measured - wanted| yaw, pitch, roll in degrees; wanted = the reference photo's pose + the target's head turn
+    pose_error: list[float] | None = None
+    gaze_error: float | None = None  # |measured - target| horizontal and vertical gaze (eyeLook blendshapes), summed
     note: str = ""
 
 
@@ -63,6 +67,8 @@ class SetMetrics:
     held_out_mean: float | None = None
     copies: int | None = None  # faces suspected to be copied from a reference
     expression_copies: int | None = None  # faces that show the reference photo's expression, not their target
+    pose_error_mean: list[float] | None = None  # mean |error| of yaw, pitch, roll over the measured faces (degrees)
+    gaze_error_mean: float | None = None
     # (images, 52): each face's re-estimated blendshapes and its target as the estimator reads it, NaN where none
     # (for curves over frames; not in the JSON)
     measured: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -103,6 +109,12 @@ class SetMetrics:
         if self.expression_copies is not None:
             lines.append(f"expression copied from the reference photo (nearer its expression than the target): "
                          f"{self.expression_copies}")
+        if self.pose_error_mean is not None:
+            yaw, pitch, roll = self.pose_error_mean
+            lines.append(f"head pose error (the reference photo's pose + each target's head turn): mean |yaw| "
+                         f"{yaw:.1f}, |pitch| {pitch:.1f}, |roll| {roll:.1f} degrees")
+        if self.gaze_error_mean is not None:
+            lines.append(f"gaze error (eyeLook blendshapes, horizontal + vertical): mean {self.gaze_error_mean:.3f}")
         return "\n".join(lines)
 
 
@@ -281,6 +293,8 @@ def measure(
         held_out_mean=_mean([r.held_out_cosine for r in results]),
         copies=copies,
         expression_copies=sum(judged) if judged else None,
+        pose_error_mean=_mean_rows([r.pose_error for r in results]),
+        gaze_error_mean=_mean([r.gaze_error for r in results]),
         measured=measured,
         expected=expected,
     )
@@ -316,13 +330,45 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
     nearest = nearest_to_own_target(found.blendshapes, wanted, own) if len(target) > 1 else [None] * len(own)
     copied = ([None] * len(own) if reference is None
               else expression_copied(found.blendshapes, wanted[own], reference.estimator_space(NODE)))
+    pose_errors = pose_error(found.head_pose, target, own, reference)
+    gaze_errors = np.abs(gaze(found.blendshapes) - gaze(wanted[own])).sum(axis=1)
     for row, index in enumerate(estimation.image_indices):
+        if found.head_pose is not None:
+            results[index].head_pose = [round(float(v), 2) for v in found.head_pose[row]]
+        if pose_errors is not None:
+            results[index].pose_error = [round(float(v), 2) for v in pose_errors[row]]
+        results[index].gaze_error = float(gaze_errors[row])
         results[index].expression_copied = copied[row]
         results[index].expression_nearest = nearest[row]
         results[index].blendshape_l1 = float(l1[row])
         if l2 is not None:
             results[index].flame_l2 = float(l2[row])
     return measured, expected
+
+
+def gaze(blendshapes: np.ndarray) -> np.ndarray:
+    """(N, 52) -> (N, 2) horizontal (> 0: towards the subject's left) and vertical (> 0: up) gaze, each the mean
+    of the two eyes' eyeLook blendshapes (0..1 each way)."""
+    value = lambda name: np.asarray(blendshapes, np.float64)[:, BLENDSHAPE_INDEX[name]]  # noqa: E731
+    horizontal = (value("eyeLookOutLeft") + value("eyeLookInRight") - value("eyeLookInLeft") - value("eyeLookOutRight"))
+    vertical = value("eyeLookUpLeft") + value("eyeLookUpRight") - value("eyeLookDownLeft") - value("eyeLookDownRight")
+    return np.stack([horizontal, vertical], axis=1) / 2.0
+
+
+def pose_error(measured: np.ndarray | None, target: ExpressionBatch, own: list[int],
+               reference: ExpressionBatch | None) -> np.ndarray | None:
+    """|measured - wanted| yaw, pitch, roll (degrees) per measured face, wanted = the reference photo's head pose
+    (the mean of its rows) plus the face's target head turn; None without a measured pose or a reference pose (a
+    turn is relative to the photo it is applied to)."""
+    if measured is None or reference is None or reference.head_pose is None:
+        return None
+    wanted = reference.head_pose.astype(np.float64).mean(axis=0) + target.filled("head_turn")[own]
+    return np.abs(np.asarray(measured, np.float64) - wanted)
+
+
+def _mean_rows(rows) -> list[float] | None:
+    present = [row for row in rows if row is not None]
+    return [float(v) for v in np.mean(present, axis=0)] if present else None
 
 
 def _mean(values) -> float | None:

@@ -10,8 +10,8 @@ scales), and the earlier candidate on a tie.
 Whether a candidate *passes* is the one rule both Select Best and guarded sampling
 (``models/sampling_guard.py``) use: a face found, not suspected to be copied from a reference, not nearer
 another expression's target of the set, not showing the reference photo's own expression instead of its
-target (when Face Metrics judged it), and, when a :class:`PassRule` sets them, identity and expression
-error within its limits. With the default rule passing is exactly the gates that follow it in the order, so
+target (when Face Metrics judged it), and, when a :class:`PassRule` sets them, identity, expression error and
+head pose error within its limits. With the default rule passing is exactly the gates that follow it in the order, so
 the ranking is the same with or without limits until one is set.
 """
 
@@ -32,6 +32,8 @@ class PassRule:
     min_identity: float | None = None  # ArcFace cosine to the reference identity
     max_expression_error: float | None = None  # Face Metrics' blendshape L1 to the candidate's own target
     expression_measured: bool = False  # the expression is checked: a face the estimator cannot read fails
+    # the largest of Face Metrics' yaw, pitch and roll errors (degrees; needs the photo's measured pose)
+    max_pose_error: float | None = None
 
 
 def failures(metrics: ImageMetrics, rule: PassRule = PassRule()) -> list[str]:
@@ -53,6 +55,12 @@ def failures(metrics: ImageMetrics, rule: PassRule = PassRule()) -> list[str]:
     if rule.max_expression_error is not None and m.blendshape_l1 is not None \
             and m.blendshape_l1 > rule.max_expression_error:
         reasons.append(f"expression error {m.blendshape_l1:.3f} above {rule.max_expression_error:.3f}")
+    if rule.max_pose_error is not None:
+        if m.pose_error is None:
+            reasons.append("head pose not measured (the estimator found no face, or no reference pose)")
+        elif max(m.pose_error) > rule.max_pose_error:
+            axis = ("yaw", "pitch", "roll")[max(range(3), key=lambda i: m.pose_error[i])]
+            reasons.append(f"head pose off by {max(m.pose_error):.1f} degrees ({axis}), above {rule.max_pose_error:g}")
     return reasons
 
 

@@ -127,6 +127,50 @@ def add_head_turn(batch: ExpressionBatch, turn) -> ExpressionBatch:
     return replace(batch, head_turn=batch.filled("head_turn") + turn)
 
 
+AXES = {"yaw": 0, "pitch": 1, "roll": 2}
+STRAIGHT = "straight"
+TURN_LIMIT_DEGREES = 90.0  # beyond it the face looks away from the camera
+
+
+def parse_turns(text: str) -> list[tuple[str, np.ndarray]]:
+    """'straight, yaw -20, yaw 20, pitch 10 roll -5' -> [(label, (yaw, pitch, roll) degrees)], one per item:
+    items are separated by commas; an item is 'straight' or axis-degree pairs (yaw, pitch, roll; signs as the
+    Editor's head sliders)."""
+    turns = []
+    for item in split_list(text):
+        words = item.lower().split()
+        turn = np.zeros(3, np.float32)
+        if words != [STRAIGHT]:
+            if not words or len(words) % 2:
+                raise GenAffectInputError(f"head turn {item!r}: write '{STRAIGHT}' or axis-degree pairs such as "
+                                          "'yaw -20' or 'yaw 15 pitch 10' (axes: yaw, pitch, roll).")
+            for axis, number in zip(words[::2], words[1::2]):
+                if axis not in AXES:
+                    raise GenAffectInputError(f"head turn {item!r}: unknown axis {axis!r}; use yaw, pitch or roll.")
+                try:
+                    degrees = float(number)
+                except ValueError as error:
+                    raise GenAffectInputError(f"head turn {item!r}: {number!r} is not a number of degrees.") from error
+                if not math.isfinite(degrees) or abs(degrees) > TURN_LIMIT_DEGREES:
+                    raise GenAffectInputError(f"head turn {item!r}: {axis} must be within +-{TURN_LIMIT_DEGREES:g} "
+                                              "degrees.")
+                turn[AXES[axis]] += degrees
+        turns.append((" ".join(words), turn))
+    if not turns:
+        raise GenAffectInputError(f"no head turns given; list some, e.g. '{STRAIGHT}, yaw -20, yaw 20'.")
+    return turns
+
+
+def with_head_turns(batch: ExpressionBatch, turns: list[tuple[str, np.ndarray]]) -> ExpressionBatch:
+    """Every expression of ``batch`` once per turn (expression by expression, the turns in order), each turn added
+    to the expression's own; labelled '<expression>, <turn>'."""
+    rows = np.repeat(np.arange(len(batch)), len(turns))
+    repeated = batch.rows(rows.tolist())
+    added = np.tile(np.stack([turn for _, turn in turns]), (len(batch), 1))
+    labels = [f"{batch.labels[row]}, {turns[index % len(turns)][0]}" for index, row in enumerate(rows)]
+    return replace(repeated, labels=labels, head_turn=(repeated.filled("head_turn") + added).astype(np.float32))
+
+
 @lru_cache(maxsize=1)
 def _preset_sliders() -> tuple[tuple[str, np.ndarray], ...]:
     names = preset_names()

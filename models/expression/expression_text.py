@@ -128,10 +128,12 @@ def joined_lines(text: str) -> str:
     return re.sub(r"\s*" + LINE_BREAK.pattern + r"+\s*", " ", text).strip()
 
 
-def describe_batch(blendshapes: np.ndarray, prefix: str = "", suffix: str = "") -> list[str]:
-    """One prompt per row, with optional words before and after the description (each one line)."""
+def describe_batch(blendshapes: np.ndarray, prefix: str = "", suffix: str = "", turns=None) -> list[str]:
+    """One prompt per row, with optional words before and after the description (each one line) and the row's
+    head turn (``turns`` (N, 3), or None) worded after the expression."""
     words = (one_line("prefix", prefix).strip(), one_line("suffix", suffix).strip())
-    return [" ".join(part for part in (words[0], describe(row), words[1]) if part) for row in blendshapes]
+    return [" ".join(part for part in (words[0], describe_row(row, None if turns is None else turns[index]), words[1])
+                     if part) for index, row in enumerate(blendshapes)]
 
 
 # Edit instructions for instruction editors: what to change (the description above) and what to keep.
@@ -144,18 +146,95 @@ EDIT_TEMPLATES = {
     "flux2": "Change only the person's facial expression: {expression}. Keep {keep} unchanged.",
     "kontext": "Change the person's facial expression: {expression}, while keeping {keep}.",
 }
+# The same where the head turns ({turn}: "turned about 20 degrees to their left, chin lowered about 10 degrees").
+TURN_TEMPLATES = {
+    "qwen_image_edit": "Change the facial expression of the person in the image: {expression}. Pose the head: {turn}. "
+                       "Keep {keep}.",
+    "flux2": "Change only the person's facial expression: {expression}, with the head {turn}. Keep {keep} unchanged.",
+    "kontext": "Change the person's facial expression: {expression}, and pose the head {turn}, while keeping {keep}.",
+}
 PLACEHOLDER = "{expression}"
+TURN_PLACEHOLDER = "{turn}"
+TURN_VISIBLE = 2.5  # degrees: a smaller turn is not worded (and the head pose counts as kept)
+GAZE_SHAPES = tuple(f"eyeLook{way}{side}" for way in ("Up", "Down", "In", "Out") for side in ("Left", "Right"))
+KEPT_POSE = re.compile(r"head pose(?: and gaze)?")  # the item of a keep list that says the pose stays
 
 
-def instruction_batch(blendshapes: np.ndarray, template: str, keep: str = KEEP) -> list[str]:
+def _degrees(value: float) -> str:
+    return f"about {max(5, int(5 * round(abs(value) / 5)))} degrees"
+
+
+def describe_turn(turn) -> str:
+    """Words for a head turn (yaw, pitch, roll in degrees, the Editor's head sliders and Warp Expression's
+    convention: yaw > 0 towards the image's right = the subject's left, pitch > 0 chin down, roll > 0
+    counter-clockwise in the image = towards the subject's right shoulder); "" when every angle is under
+    TURN_VISIBLE. Sides are the subject's own, as in the expression's words."""
+    yaw, pitch, roll = (float(v) for v in turn)
+    parts = []
+    if abs(yaw) >= TURN_VISIBLE:
+        parts.append(f"turned {_degrees(yaw)} to their {'left' if yaw > 0 else 'right'}")
+    if abs(pitch) >= TURN_VISIBLE:
+        parts.append(f"chin {'lowered' if pitch > 0 else 'raised'} {_degrees(pitch)}")
+    if abs(roll) >= TURN_VISIBLE:
+        parts.append(f"tilted {_degrees(roll)} towards their {'right' if roll > 0 else 'left'} shoulder")
+    return ", ".join(parts)
+
+
+def gaze_moves(blendshapes: np.ndarray) -> bool:
+    """Whether the expression moves the eyes' gaze enough to be worded (see :func:`describe`)."""
+    return any(float(blendshapes[BLENDSHAPE_INDEX[name]]) >= VISIBLE for name in GAZE_SHAPES)
+
+
+def kept(keep: str, turned: bool, gaze_moved: bool) -> str:
+    """The keep words with their head-pose item saying what really stays: "head pose and gaze" when neither
+    changes, "head pose" or "gaze" when one does, nothing when both do. A keep text without that item is used as
+    written."""
+    still = " and ".join(part for part, changes in (("head pose", turned), ("gaze", gaze_moved)) if not changes)
+    if still:
+        return KEPT_POSE.sub(still, keep, count=1)
+    if KEPT_POSE.fullmatch(keep.strip()):
+        return ""
+    item = KEPT_POSE.pattern
+    for with_separator in (r",\s*" + item, r"\s+and\s+" + item, item + r"\s*,\s*", item + r"\s+and\s+", item):
+        if re.search(with_separator, keep):  # the item goes with one of its separators
+            return re.sub(with_separator, "", keep, count=1).strip()
+    return keep
+
+
+def describe_row(blendshapes: np.ndarray, turn=None) -> str:
+    """The expression's words, and the head turn's after them (prompts for text-to-image models)."""
+    words = describe(blendshapes)
+    turn_words = describe_turn(turn) if turn is not None else ""
+    return f"{words}, head {turn_words}" if turn_words else words
+
+
+def instruction_batch(blendshapes: np.ndarray, template: str, keep: str = KEEP, turns=None) -> list[str]:
     """One edit instruction per row: ``template`` with ``{expression}`` replaced by the row's description
-    and ``{keep}`` by ``keep``. A template may be a family name of :data:`EDIT_TEMPLATES` or the user's own."""
+    and ``{keep}`` by ``keep``. A template may be a family name of :data:`EDIT_TEMPLATES` or the user's own.
+    ``turns`` (N, 3): a head turn per row (the expression's head_turn); a family's row with a turn takes its
+    TURN_TEMPLATES wording, the user's own template its ``{turn}`` (or the words after the expression). The keep
+    words say "head pose and gaze" where neither changes (see :func:`kept`)."""
+    family = template if template in EDIT_TEMPLATES else None
     template = joined_lines(EDIT_TEMPLATES.get(template, template))  # multi-line boxes, one instruction per line
-    keep = joined_lines(keep)
+    keep = joined_lines(keep).strip()
     if PLACEHOLDER not in template:
         raise GenAffectInputError(f"the edit template must contain {PLACEHOLDER} where the expression goes; got "
                                   f"{template!r}.")
-    return [template.replace("{keep}", keep.strip()).replace(PLACEHOLDER, describe(row)) for row in blendshapes]
+    prompts = []
+    for index, row in enumerate(blendshapes):
+        turn_words = describe_turn(turns[index]) if turns is not None else ""
+        expression = describe(row)
+        if not turn_words:
+            text = template.replace(TURN_PLACEHOLDER, "")
+        elif family is not None:
+            text = TURN_TEMPLATES[family].replace(TURN_PLACEHOLDER, turn_words)
+        elif TURN_PLACEHOLDER in template:
+            text = template.replace(TURN_PLACEHOLDER, turn_words)
+        else:  # the user's template does not place the turn: it follows the expression's words
+            text, expression = template, f"{expression}, head {turn_words}"
+        row_keep = kept(keep, bool(turn_words), gaze_moves(row))
+        prompts.append(text.replace("{keep}", row_keep).replace(PLACEHOLDER, expression))
+    return prompts
 
 
 def pixelsmile_batch(labels: list[str]) -> list[str]:

@@ -43,10 +43,12 @@ class SamplingGuard:
     min_identity: float = 0.4
     max_expression_error: float = 1.0
     reference_expression: ExpressionBatch | None = None  # the reference photo's own expression
+    max_pose_error: float | None = None  # degrees (needs reference_expression's head pose); None: no limit
 
     def rule(self, expression_measured: bool) -> PassRule:
         return PassRule(min_identity=self.min_identity, max_expression_error=self.max_expression_error,
-                        expression_measured=expression_measured)
+                        expression_measured=expression_measured,
+                        max_pose_error=self.max_pose_error if expression_measured else None)
 
 
 def guard_of(value) -> SamplingGuard | None:
