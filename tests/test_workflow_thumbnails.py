@@ -36,3 +36,12 @@ def test_thumbnail_expressions_come_from_the_workflows_presets_and_editors():
     with open(os.path.join(WORKFLOWS, "identity_from_photos.json"), encoding="utf-8") as handle:
         _, batch = workflow_expressions(json.load(handle))
     assert len(batch) == 1 and not batch.blendshapes.any()  # no expressions named: a neutral face
+
+
+def test_a_head_pose_sheets_picture_names_its_turns():
+    with open(os.path.join(WORKFLOWS, "head_pose_sheet.json"), encoding="utf-8") as handle:
+        title, batch = workflow_expressions(json.load(handle))
+    assert title.startswith("a head-pose sheet")
+    assert batch.labels == ["neutral, straight", "neutral, yaw -20", "neutral, yaw 20", "neutral, pitch -10",
+                            "neutral, pitch 10", "neutral, roll 10"]
+    assert batch.head_turn[:, 0].tolist() == [0, -20, 20, 0, 0, 0] and not batch.blendshapes.any()

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import GenAffectInputError, checked_number
 from ..expression.batch import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, ExpressionBatch, split_list
-from ..expression.expression_edit import SLIDER_NAMES, apply_edits
+from ..expression.expression_edit import SLIDER_NAMES, apply_edits, parse_turns, with_head_turns
 from ..expression.expression_library import presets
 from ..files.packaged_data import data_path, parsing, read_json
 from .pictures import draw_sheet, fit_text, font_of_size, sheet_size
@@ -158,8 +158,9 @@ def draw_expressions(batch: ExpressionBatch, size: int = 192, columns: int = 0, 
 
 def workflow_expressions(workflow: dict) -> tuple[str, ExpressionBatch]:
     """The title (its Read me note's first line) and the expressions a saved ComfyUI workflow names: its
-    Expression Presets' names (each once, in order) and its Expression Editors' sliders on a neutral face;
-    a workflow whose expressions come from photos gives a neutral face. A file that is not a workflow as ComfyUI
+    Expression Presets' names (each once, in order) and its Expression Editors' sliders on a neutral face, each
+    once per turn of its Head Turns (labelled; the drawing does not turn); a workflow whose expressions come from
+    photos gives a neutral face. A file that is not a workflow as ComfyUI
     saves it is refused, saying what is wrong."""
     nodes = workflow.get("nodes") if isinstance(workflow, dict) else None
     if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
@@ -178,10 +179,12 @@ def _workflow_expressions(nodes: list[dict]) -> tuple[str, ExpressionBatch]:
     nodes = sorted(nodes, key=lambda node: node.get("order", 0))
     notes = [node["widgets_values"][0] for node in nodes if node.get("type") == "Note" and node.get("widgets_values")]
     title = notes[0].splitlines()[0].removeprefix("GenAffect - ") if notes else ""
-    names, rows, labels = [], [], []
+    names, rows, labels, turns = [], [], [], []
     for node in nodes:
         values = node.get("widgets_values") or []
-        if node.get("type") == "GenAffectExpressionPreset" and values:
+        if node.get("type") == "GenAffectHeadTurns" and values:
+            turns += parse_turns(str(values[0]))
+        elif node.get("type") == "GenAffectExpressionPreset" and values:
             names = list(dict.fromkeys(names + split_list(str(values[0]))))  # each once, in order
         elif node.get("type") == "GenAffectExpressionEditor" and len(values) >= 1 + len(SLIDER_NAMES):
             # intensity, the sliders, then (saved since the head sliders came) yaw, pitch and roll
@@ -193,8 +196,9 @@ def _workflow_expressions(nodes: list[dict]) -> tuple[str, ExpressionBatch]:
         library = presets(names, 1.0)
         rows, labels = list(library.blendshapes) + rows, list(library.labels) + labels
     if not rows:
-        rows, labels = [np.zeros(NUM_BLENDSHAPES, np.float32)], ["expressions from your photos"]
-    return title, ExpressionBatch(labels, blendshapes=np.stack(rows))
+        rows, labels = [np.zeros(NUM_BLENDSHAPES, np.float32)], ["neutral" if turns else "expressions from your photos"]
+    batch = ExpressionBatch(labels, blendshapes=np.stack(rows))
+    return title, with_head_turns(batch, turns) if turns else batch  # a head-pose sheet: its turns, labelled
 
 
 def draw_thumbnail(title: str, batch: ExpressionBatch, width: int = 512, height: int = 384) -> np.ndarray:
