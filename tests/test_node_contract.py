@@ -38,7 +38,6 @@ TYPE_CHECKS = {
     "GA_SHEET_JOB": lambda v: isinstance(v, SheetJob),
     "GA_FACES": lambda v: isinstance(v, FaceListing),
     "GA_FACE_CROPS": lambda v: isinstance(v, FaceCrops),
-    "MASK": lambda v: isinstance(v, torch.Tensor) and v.ndim == 3 and v.dtype == torch.float32,
     "FLOAT": lambda v: isinstance(v, float),
     "CONDITIONING": lambda v: isinstance(v, list) and all(isinstance(part[0], torch.Tensor) and isinstance(part[1], dict)
                                                           for part in v),
