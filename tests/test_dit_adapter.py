@@ -5,7 +5,6 @@ bf16, placed after PuLID-FLUX's blocks, saved with metadata that is checked agai
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 from genaffect.models.errors import GenAffectInputError, ModelFileError
 from genaffect.models.expression.batch import ExpressionBatch
 from genaffect.models.expression.expression_library import presets
+from genaffect.models.face.identity import Identity
 from genaffect.models.generation.backbones import diffusers_sizes
 from genaffect.models.generation.dit_adapter import (
     DiTAdapter,
@@ -255,7 +255,7 @@ def test_a_damaged_adapter_file_is_refused_naming_the_file_and_field_before_allo
 def test_the_dit_nodes_feed_presets_in_the_estimators_space_and_estimated_expressions_as_they_are():
     adapter = DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=32, double_blocks=2, single_blocks=4,
                                           token_width=32, heads=2, head_dim=8, resampler_depth=1))
-    identity = types.SimpleNamespace(embedding=np.full(512, 512 ** -0.5, np.float32))
+    identity = Identity(references=[], embedding=np.full(512, 512 ** -0.5, np.float32))
     sheet = presets(["happy", "sad"])  # recipes in .blendshapes, what MediaPipe reads in .estimator_blendshapes
     assert not np.allclose(sheet.blendshapes, sheet.estimator_blendshapes)
     _, rows = dit_nodes.adapter_conditions(adapter, identity, sheet)
