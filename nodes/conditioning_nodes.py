@@ -8,6 +8,7 @@ import logging
 import torch
 
 from ..models.errors import GenAffectInputError
+from ..models.expression import expression_library
 from ..models.generation import conditioning_blend
 from . import sockets
 from .conditioning_batch import same_reference_photo
@@ -72,8 +73,9 @@ class GenAffectConditioningIntensity:
         "Continuous expression intensity and blends for text- and edit-conditioned models (PixelSmile's method on "
         "Qwen-Image-Edit-2511): encode a neutral instruction and one per target expression (with the photo, for an "
         "editor), and each image gets e = e_neutral + sum alpha_k (e_k - e_neutral), its alphas read from its "
-        "expression (a preset at intensity 0.4 gives alpha 0.4; Interpolate's steps give a smooth sequence; Mix "
-        "gives a blend). alpha 0 is the neutral conditioning exactly, 1 a target exactly."
+        "expression, fitted in the estimator's space (a preset at intensity 0.4 gives alpha 0.4, at 1.5 alpha 1.5; "
+        "Interpolate's steps give a smooth sequence; Mix gives a blend). alpha 0 is the neutral conditioning "
+        "exactly, 1 a target exactly."
     )
     CATEGORY = "GenAffect/sampling"
     FUNCTION = "blend"
@@ -115,7 +117,8 @@ class GenAffectConditioningIntensity:
             raise GenAffectInputError("no target conditionings: encode one instruction per target expression and "
                                       "connect them to targets.")
         parts = [_single(c, f"target {i + 1}") for i, c in enumerate(targets)]
-        target_rows = first_value(target_expressions).require("blendshapes", "Conditioning Intensity")
+        # in the estimator's space, where a preset at any intensity is the same straight line from the neutral face
+        target_rows = first_value(target_expressions).estimator_space("Conditioning Intensity")
         wanted = first_value(expression)
         if len(parts) != len(target_rows):
             raise GenAffectInputError(f"{len(parts)} target conditionings for {len(target_rows)} target expressions: "
@@ -148,8 +151,9 @@ class GenAffectConditioningIntensity:
                                           f"{list(neutral_extras['pooled_output'].shape)}: encode all with the same "
                                           "text encoder node.")
             _same_settings(neutral_extras, extras, f"target {index + 1}")
-        alphas, residuals = conditioning_blend.fit_alphas(wanted.require("blendshapes", "Conditioning Intensity"),
+        alphas, residuals = conditioning_blend.fit_alphas(wanted.estimator_space("Conditioning Intensity"),
                                                           target_rows, first_value(max_alpha),
+                                                          expression_library.estimator_space().neutral,
                                                           nearest=first_value(fit) == "nearest blend")
         conditionings, lines = [], []
         for image, (row, residual) in enumerate(zip(alphas, residuals)):

@@ -184,3 +184,22 @@ def test_settings_shared_by_the_neutral_and_every_target_are_kept():
     shared = {"area": (64, 64, 0, 0), "strength": 1.0}
     out, _ = run(encoded(5, 1, **shared), [encoded(6, 2, **shared)], "happy", preset("happy", 0.5))
     assert out[0][0][1]["area"] == (64, 64, 0, 0) and out[0][0][1]["guidance"] == 2.5
+
+
+def test_intensity_up_to_one_and_a_half_comes_back_as_its_alpha_for_every_pixelsmile_category():
+    """Exaggerated presets clip their strongest movements at 1; the fit, in the estimator's space, leaves the clipped
+    values out and finds the intensity from the rest (fitting the clipped recipes capped it near 1.2)."""
+    from genaffect.models.expression.expression_library import library, pixelsmile
+
+    entries = library()
+    for category in pixelsmile()["categories"]:
+        name = next(n for n, e in entries.items() if list(e.pixelsmile) == [category])
+        target = preset(name)
+        for intensity in (0.3, 1.0, 1.25, 1.5):
+            exaggerated = preset(name, intensity)
+            assert exaggerated.estimator_blendshapes.max() <= 1.0
+            neutral, encoded_target = encoded(4, 1), encoded(4, 2)
+            _, info = GenAffectConditioningIntensity().blend([neutral], [encoded_target], [target], [exaggerated],
+                                                             [1.5])
+            alpha = float(info.rsplit(" ", 1)[1].split()[0]) if "not a blend" not in info else None
+            assert alpha == pytest.approx(intensity, abs=2e-3), (category, name, intensity, info)

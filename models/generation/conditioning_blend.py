@@ -26,29 +26,49 @@ SNAP = 1e-6  # alphas this close to 0 or 1 are taken as 0 or 1 (a preset at inte
 
 
 def fit_alphas(expressions: np.ndarray, targets: np.ndarray, max_alpha: float = 1.5,
-               nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 52) expressions and (K, 52) full-intensity targets (neutral = no blendshape moves) ->
-    alphas (N, K) and each row's relative residual (0: exactly a blend of the targets). MediaPipe's
-    ``_neutral`` score (index 0) is not a movement and is left out, as in Face Metrics.
+               neutral: np.ndarray | None = None, nearest: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 52) expressions and (K, 52) full-intensity targets -> alphas (N, K) and each row's relative residual
+    (0: exactly a blend of the targets), fitted on the movements from ``neutral`` (the neutral face in the same
+    space: the estimator's reading of a relaxed face for estimator-space vectors; None: no blendshape moves).
+    MediaPipe's ``_neutral`` score (index 0) is not a movement and is left out, as in Face Metrics.
+
+    Blendshapes live in 0..1, so an exaggerated expression (a preset at intensity 1.5) has its strongest movements
+    clipped at 1: those are censored - a value held at 1 only says the blend reaches at least 1 there - and the
+    fit rests on the movements that were not clipped, so alpha 1.5 comes back as 1.5, not the ~1.2 the clipped
+    values alone would say.
 
     An expression that needs an alpha outside 0..max_alpha is refused, unless ``nearest``: then each row takes the
     nearest blend within those bounds (measured expressions, e.g. a video's, are rarely exact blends of a few
     presets), and its residual says how much was lost."""
     expressions = np.asarray(expressions, np.float64)[:, 1:]
     targets = np.asarray(targets, np.float64)[:, 1:]
-    norms = np.linalg.norm(targets, axis=1)
+    base = np.zeros(targets.shape[1]) if neutral is None else np.asarray(neutral, np.float64)[1:]
+    moves, deltas = expressions - base, targets - base
+    norms = np.linalg.norm(deltas, axis=1)
     if np.any(norms == 0):
         raise GenAffectInputError("a target expression is neutral (no blendshape moves); the neutral conditioning "
                                   "already is that one: give targets that move the face.")
-    alphas = np.linalg.lstsq(targets.T, expressions.T, rcond=None)[0].T
-    if nearest:
-        alphas = bounded_least_squares(targets, expressions, alphas, max_alpha)
+    alphas = np.zeros((len(expressions), len(targets)))
+    residual = np.zeros(len(expressions))
+    for row, (expression, move) in enumerate(zip(expressions, moves)):
+        used = np.ones(len(move), dtype=bool)
+        for _ in range(3):  # drop the clipped values the fit runs past, then fit again
+            alpha = np.linalg.lstsq(deltas[:, used].T, move[used], rcond=None)[0]
+            if nearest:
+                alpha = bounded_least_squares(deltas[:, used], move[used][None], alpha[None], max_alpha)[0]
+            predicted = base + alpha @ deltas
+            censored = ((expression >= 1.0 - SNAP) & (predicted >= 1.0 - SNAP)) | \
+                       ((expression <= SNAP) & (predicted <= SNAP) & (base > SNAP))
+            if np.array_equal(~censored, used) or not (~censored).any():
+                break
+            used = ~censored
+        alphas[row] = alpha
+        residual[row] = np.linalg.norm((expression - predicted)[used])
     alphas[np.abs(alphas) < SNAP] = 0.0
     alphas[np.abs(alphas - 1.0) < SNAP] = 1.0
-    residual = np.linalg.norm(expressions - alphas @ targets, axis=1)
-    size = np.linalg.norm(expressions, axis=1)
+    size = np.linalg.norm(moves, axis=1)
     relative = np.divide(residual, size, out=np.zeros_like(residual), where=size > 0)
-    bad = np.argwhere((alphas < 0) | (alphas > max_alpha))
+    bad = np.argwhere((alphas < 0) | (alphas > max_alpha + SNAP))
     if len(bad):
         image, target = (int(i) for i in bad[0])
         raise GenAffectInputError(
