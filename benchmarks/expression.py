@@ -64,10 +64,10 @@ def main() -> int:
     node = GenAffectEstimateExpression()
 
     def run_ours():
-        node.estimate(estimator, tensor, "largest", 0, "skip")
+        node.estimate(tensor, "largest", 0, "skip", estimator=estimator)
 
     def run_ours_undrawn():
-        node.estimate(estimator, tensor, "largest", 0, "skip", draw_preview=False)
+        node.estimate(tensor, "largest", 0, "skip", estimator=estimator, draw_preview=False)
 
     def run_theirs():
         for frame in frames:

@@ -202,12 +202,15 @@ class GenAffectAlignFace:
 
     def align(self, face_analyzer, images, size, face_order, face_index, on_no_face):
         frames = image_batch_to_rgb_uint8(images, what="Align Face images")
+        retried = []
         aligned, skipped = face_align.align_photos(
             face_analyzer, frames, face_order=face_order, face_index=face_index, on_no_face=on_no_face, size=size,
-            on_progress=comfy_host.progress_callback(len(frames)))
+            on_progress=comfy_host.progress_callback(len(frames)), retried=retried)
         report = f"aligned {len(aligned)} of {len(frames)} photo(s) to {size}x{size}"
         if skipped:
             report += "; skipped " + face_choice.describe_skipped(skipped)
+        if retried:
+            report += "; " + face_choice.describe_retried(retried)
         return (rgb_uint8_to_image_batch(aligned), report)
 
 

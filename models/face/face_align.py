@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import GenAffectInputError, NoFaceFoundError, checked_number
 from ..images import rgb_to_bgr
-from .face_choice import SkippedImage, describe_skipped, faces_per_image
-from .identity import order_faces
+from .face_choice import RetriedImage, SkippedImage, describe_skipped, faces_per_image
+from .identity import ordered_faces
 
 ALIGNED_SIZE = 512  # Arc2Face's resolution
 MAX_ALIGNED_SIZE = 4096  # an aligned face larger than this is a typo, and would need gigabytes
@@ -75,17 +75,19 @@ def align_ffhq(image_rgb: np.ndarray, keypoints: np.ndarray, size: int = ALIGNED
 
 def align_photos(analyzer, images_rgb: list[np.ndarray], *, face_order: str = "largest", face_index: int = 0,
                  on_no_face: str = "skip", size: int = ALIGNED_SIZE,
-                 on_progress=None) -> tuple[list[np.ndarray], list[SkippedImage]]:
-    """Each photo's chosen face aligned FFHQ-style, and the photos skipped for want of a face.
+                 on_progress=None, retried: list[RetriedImage] | None = None
+                 ) -> tuple[list[np.ndarray], list[SkippedImage]]:
+    """Each photo's chosen face aligned FFHQ-style, and the photos skipped for want of a face (``retried``
+    gets the photos whose face a detection retry found).
 
     ``analyzer`` is a GA_FACE_ANALYZER (only its detector runs). No face in any photo is an error.
     """
     size = checked_number("size", size, whole=True, low=16, high=MAX_ALIGNED_SIZE)
     aligned, skipped = [], []
-    detect = lambda _, rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    detect = lambda _, rgb: ordered_faces(analyzer, rgb_to_bgr(rgb), face_order)  # noqa: E731
     for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
                                                      on_no_face=on_no_face, skipped=skipped, what="Photo",
-                                                     on_progress=on_progress):
+                                                     on_progress=on_progress, retried=retried):
         if usable:
             aligned.append(align_ffhq(images_rgb[index], detections[face_index].keypoints, size))
     if not aligned:

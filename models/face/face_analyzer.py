@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 ARC2FACE_RECOGNIZER = "arcface.onnx"
 ARC2FACE_RECOGNIZER_URL = "https://huggingface.co/FoivosPar/Arc2Face/blob/main/arcface.onnx"
 EMBEDDING_SIZE = 512
+MIN_RETRY_SIZE = 128  # the smallest detection size a retry uses (SCRFD takes multiples of 32)
 
 _cache_lock = threading.Lock()
 _model_cache: dict[tuple[tuple[str, int, int], tuple[str, ...]], object] = {}
@@ -149,12 +150,43 @@ class FaceAnalyzer:
             lines.append(f"{task}: {os.path.basename(self.files[task])} on {', '.join(providers)}")
         return "\n".join(lines)
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+    def detect(self, image_bgr: np.ndarray, size: int | None = None) -> list[Detection]:
+        """One detector pass at the analyzer's size (or ``size``)."""
+        size = size or self.det_size
         # Size and threshold go with every call: the detector object is shared through the cache.
-        boxes, keypoints = self.detector.detect(
-            image_bgr, input_size=(self.det_size, self.det_size), det_thresh=self.det_threshold
-        )
+        boxes, keypoints = self.detector.detect(image_bgr, input_size=(size, size), det_thresh=self.det_threshold)
         return [Detection(box=boxes[i, :4].copy(), keypoints=keypoints[i].copy(), score=float(boxes[i, 4])) for i in range(boxes.shape[0])]
+
+    def retry_attempts(self) -> list[tuple[float, int]]:
+        """(border, size) of each retry after a first pass found nothing: a face that fills the frame is larger
+        than the detector's biggest anchors once the photo is scaled up to the detection size (SCRFD at 640
+        misses most 256x256 close-ups), so the retries make it smaller: an edge-replicated border of a quarter
+        of the longer side, then half the detection size, then both, then a border of half the side."""
+        smaller = max(MIN_RETRY_SIZE, self.det_size // 2 // 32 * 32)
+        return [(0.25, self.det_size), (0.0, smaller), (0.25, smaller), (0.5, smaller)]
+
+    def find_faces(self, image_bgr: np.ndarray) -> tuple[list[Detection], str]:
+        """The faces of ``image_bgr`` and how they were found: ``""`` by the first pass, else the retry that
+        found them, in words. Faces found with a border are given in the photo's own pixels, and only faces
+        whose centre lies inside the photo count."""
+        found = self.detect(image_bgr)
+        if found:
+            return found, ""
+        height, width = image_bgr.shape[:2]
+        for border, size in self.retry_attempts():
+            pad = int(round(border * max(height, width)))
+            padded = np.pad(image_bgr, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else image_bgr
+            shift = np.array([pad, pad], dtype=np.float32)
+            found = []
+            for face in self.detect(padded, size):
+                box, keypoints = face.box - np.tile(shift, 2), face.keypoints - shift
+                if 0 <= (box[0] + box[2]) / 2 < width and 0 <= (box[1] + box[3]) / 2 < height:
+                    found.append(Detection(box=box, keypoints=keypoints, score=face.score))
+            if found:
+                how = (f"with a {border:.0%} border" if pad else "") + (" and" if pad and size != self.det_size else "")
+                how += f" at detection size {size}" if size != self.det_size else ""
+                return found, f"found on retry ({how.strip()}): the face fills the frame"
+        return [], ""
 
     def align(self, image_bgr: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """The crop the recognizer sees: insightface's ArcFace similarity alignment."""

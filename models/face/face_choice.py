@@ -21,6 +21,18 @@ class SkippedImage:
     reason: str
 
 
+@dataclass
+class RetriedImage:
+    """A photo whose face the first detection pass missed and a retry found (a close-up, usually)."""
+
+    image_index: int
+    how: str
+
+
+def describe_retried(retried: list[RetriedImage]) -> str:
+    return "; ".join(f"image {r.image_index}: face {r.how}" for r in retried)
+
+
 def check_face_choice(face_index: int, on_no_face: str) -> None:
     if on_no_face not in NO_FACE_POLICIES:
         raise GenAffectInputError(f"on_no_face must be one of {NO_FACE_POLICIES}, got {on_no_face!r}.")
@@ -55,9 +67,11 @@ def skip_or_fail(index: int, reason: str, on_no_face: str, skipped: list[Skipped
 
 
 def faces_per_image(images_rgb, detect, *, face_index: int, face_order: str, on_no_face: str,
-                    skipped: list[SkippedImage], what: str = "Image", on_progress=None):
+                    skipped: list[SkippedImage], what: str = "Image", on_progress=None,
+                    retried: list[RetriedImage] | None = None):
     """The one loop over a node's photos: yields ``(index, faces, usable)`` for each, ``faces`` as
-    ``detect(index, rgb)`` returns them in ``face_order`` (none for a photo too small to hold a face) and ``usable``
+    ``detect(index, rgb)`` returns them - ``(faces in face_order, how)``, ``how`` empty unless a detection retry
+    found them (noted in ``retried`` and the log) - (none for a photo too small to hold a face) and ``usable``
     when face ``face_index`` exists. Photos without it stop the node or are noted in ``skipped``, as
     ``on_no_face`` says; progress moves after each photo is handled."""
     check_face_choice(face_index, on_no_face)
@@ -65,7 +79,11 @@ def faces_per_image(images_rgb, detect, *, face_index: int, face_order: str, on_
         faces = []
         reason = too_small_reason(rgb)
         if reason is None:
-            faces = detect(index, rgb)
+            faces, how = detect(index, rgb)
+            if how:
+                log.info("GenAffect: %s %d: face %s.", what.lower(), index, how)
+                if retried is not None:
+                    retried.append(RetriedImage(index, how))
             reason = no_face_reason(len(faces), face_index, face_order)
         if reason is not None:
             skip_or_fail(index, reason, on_no_face, skipped, what)

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import GenAffectInputError, NoFaceFoundError
 from ..images import bgr_to_rgb, rgb_to_bgr
 from .face_analyzer import Detection, FaceAnalyzer
-from .face_choice import FACE_ORDERS, SkippedImage, describe_skipped, faces_per_image
+from .face_choice import FACE_ORDERS, RetriedImage, SkippedImage, describe_skipped, faces_per_image
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Identity:
     skipped: list[SkippedImage] = field(default_factory=list)
     recognition_model: str = ""
     note: str = ""  # what the set of references says as a whole (two that disagree)
+    retried: list[RetriedImage] = field(default_factory=list)  # references whose face a detection retry found
     # Per-face edits of several people: image i of a set shows person ``person_of_image[i]``, whose embedding is
     # that row of ``person_embeddings`` (one per reference); a set sampled in rounds repeats the images' order.
     # None: every image shows the one person of ``embedding``.
@@ -106,6 +107,8 @@ class Identity:
             )
         for skip in self.skipped:
             lines.append(f"  image {skip.image_index}: skipped ({skip.reason})")
+        for retry in self.retried:
+            lines.append(f"  image {retry.image_index}: face {retry.how}")
         if self.note:
             lines.append(f"  note: {self.note}")
         return "\n".join(lines)
@@ -120,6 +123,12 @@ def order_faces(detections: list[Detection], order: str) -> list[Detection]:
     if order == "left to right":
         return sorted(detections, key=lambda d: (d.box[0] + d.box[2]) / 2)
     raise GenAffectInputError(f"face order must be one of {FACE_ORDERS}, got {order!r}.")
+
+
+def ordered_faces(analyzer: FaceAnalyzer, image_bgr: np.ndarray, order: str) -> tuple[list[Detection], str]:
+    """The analyzer's faces of one photo (with its detection retries) in ``order``, and how they were found."""
+    faces, how = analyzer.find_faces(image_bgr)
+    return order_faces(faces, order), how
 
 
 def mean_identity(embeddings: np.ndarray) -> np.ndarray:
@@ -161,17 +170,23 @@ def extract_identity(
     """
     kept: list[tuple[int, Detection, np.ndarray, int]] = []
     skipped: list[SkippedImage] = []
+    retried: list[RetriedImage] = []
     all_detections: list[list[Detection]] = []
-    detect = lambda _, rgb: order_faces(analyzer.detect(rgb_to_bgr(rgb)), face_order)  # noqa: E731
+    current = {}  # the photo being read, converted to BGR once for the detector and the alignment
+
+    def detect(_, rgb):
+        current["bgr"] = rgb_to_bgr(rgb)
+        return ordered_faces(analyzer, current["bgr"], face_order)
+
     for index, detections, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
                                                      on_no_face=on_no_face, skipped=skipped, what="Reference image",
-                                                     on_progress=on_progress):
+                                                     on_progress=on_progress, retried=retried):
         all_detections.append(detections)
         if usable:
             chosen = detections[face_index]
             if len(detections) > 1:
                 log.info("GenAffect: image %d has %d faces; using face %d by '%s'.", index, len(detections), face_index, face_order)
-            kept.append((index, chosen, analyzer.align(rgb_to_bgr(images_rgb[index]), chosen.keypoints), len(detections)))
+            kept.append((index, chosen, analyzer.align(current["bgr"], chosen.keypoints), len(detections)))
     if not kept:
         details = describe_skipped(skipped)
         raise NoFaceFoundError(
@@ -209,6 +224,7 @@ def extract_identity(
         skipped=skipped,
         recognition_model=analyzer.files.get("recognition", ""),
         note=note,
+        retried=retried,
     )
     return identity, all_detections
 
