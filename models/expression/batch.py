@@ -55,9 +55,10 @@ PROVIDERS = {
     "head_pose": "GenAffect Estimate Expression",
     "landmarks": "GenAffect Estimate Expression",
     "head_turn": "GenAffect Expression Editor (its head sliders)",
+    "image_size": "GenAffect Estimate Expression",
 }
 # Representations carried row by row (in this order) besides the labels.
-ARRAYS = ("blendshapes", "estimator_blendshapes", "flame", "head_pose", "landmarks", "head_turn")
+ARRAYS = ("blendshapes", "estimator_blendshapes", "flame", "head_pose", "landmarks", "head_turn", "image_size")
 # Representations whose absence means "none of it" (zeros) rather than "unknown": batches without them mix with
 # batches that have them (a head turn asked for on some expressions only).
 ZERO_WHEN_MISSING = ("head_turn",)
@@ -80,6 +81,9 @@ class ExpressionBatch:
     # sliders), relative to the face it is applied to - unlike head_pose, which is where an estimated face looks.
     # Warp Expression turns the photo's head by it. None: no turn asked for.
     head_turn: np.ndarray | None = None
+    # (N, 2) height and width in pixels of the image each row's landmarks were read on (they are normalised to it):
+    # what turns them back into the face's true proportions (the expression judge needs them).
+    image_size: np.ndarray | None = None
 
     def __post_init__(self):
         count = len(self.labels)
@@ -89,7 +93,8 @@ class ExpressionBatch:
         if self.estimator_blendshapes is not None and self.blendshapes is None:
             raise GenAffectInputError("estimator-space blendshapes come beside blendshapes, never alone.")
         widths = {"blendshapes": (NUM_BLENDSHAPES,), "estimator_blendshapes": (NUM_BLENDSHAPES,),
-                  "flame": (FLAME_SIZE,), "head_pose": (3,), "landmarks": None, "head_turn": (3,)}
+                  "flame": (FLAME_SIZE,), "head_pose": (3,), "landmarks": None, "head_turn": (3,),
+                  "image_size": (2,)}
         for name, width in widths.items():
             value = getattr(self, name)
             if value is None:
@@ -102,6 +107,8 @@ class ExpressionBatch:
                 )
             if not np.all(np.isfinite(value)):
                 raise GenAffectInputError(f"expression {name} contains NaN or infinite values.")
+            if name == "image_size" and np.any(value < 1):
+                raise GenAffectInputError(f"expression image sizes must be whole pixels of at least 1, got {value.min()}.")
             setattr(self, name, value)
         self._check_ranges()
 

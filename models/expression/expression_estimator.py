@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import GenAffectInputError, ModelFileError, NoFaceFoundError
-from ..face.face_choice import SkippedImage, describe_skipped, faces_per_image
+from ..face.face_choice import RetriedImage, SkippedImage, describe_skipped, faces_per_image
 from ..files.model_catalog import catalog_entry
 from . import face_landmarks, smirk_encoder
 from .batch import ExpressionBatch
@@ -140,6 +140,7 @@ class Estimation:
     image_indices: list[int]  # the input image of each expression
     faces_in_image: list[int]
     skipped: list[SkippedImage] = field(default_factory=list)
+    retried: list[RetriedImage] = field(default_factory=list)  # faces a detection retry found
 
     def report(self) -> str:
         lines = [f"{len(self.image_indices)} expression(s) estimated"
@@ -150,6 +151,8 @@ class Estimation:
                          f"yaw {yaw:+.0f} pitch {pitch:+.0f} roll {roll:+.0f}")
         for skipped in self.skipped:
             lines.append(f"  image {skipped.image_index} skipped: {skipped.reason}")
+        for retry in self.retried:
+            lines.append(f"  image {retry.image_index}: face {retry.how}")
         return "\n".join(lines)
 
 
@@ -179,14 +182,17 @@ def estimate_expressions(
     crops: list[torch.Tensor] = []  # waiting for SMIRK, encoded in chunks so long videos stay small
     flame_parts: list[np.ndarray] = []
     def detect(index, rgb):  # MediaPipe's faces (the wheel's or core's), in the chosen order
+        how = ""
         if core_landmarks is not None:
             faces = face_landmarks.faces_from_core(core[index], rgb.shape[:2], f" frame {index}")
         else:
-            faces = face_landmarks.faces_from_result(estimator.landmarker.detect(to_mediapipe_image(rgb)))
-        return [faces[i] for i in face_landmarks.face_order(faces, face_order)]
+            faces, how = landmarker_faces(estimator.landmarker, rgb)
+        return [faces[i] for i in face_landmarks.face_order(faces, face_order)], how
 
+    retried: list[RetriedImage] = []
     for index, faces, usable in faces_per_image(images_rgb, detect, face_index=face_index, face_order=face_order,
-                                                on_no_face=on_no_face, skipped=skipped, on_progress=on_progress):
+                                                on_no_face=on_no_face, skipped=skipped, on_progress=on_progress,
+                                                retried=retried):
         if usable:
             rgb, face = images_rgb[index], faces[face_index]
             found.append((index, face, len(faces)))
@@ -210,5 +216,26 @@ def estimate_expressions(
         flame=flame,
         head_pose=np.stack([face["head_pose"] for _, face, _ in found]),
         landmarks=np.stack([face["landmarks"] for _, face, _ in found]),
+        image_size=np.array([images_rgb[i].shape[:2] for i, _, _ in found], dtype=np.float32),
     )
-    return Estimation(expression, [i for i, _, _ in found], [n for _, _, n in found], skipped)
+    return Estimation(expression, [i for i, _, _ in found], [n for _, _, n in found], skipped, retried)
+
+
+RETRY_BORDER = 0.25  # of the longer side, edge-replicated: MediaPipe's detector misses some faces that touch the frame
+
+
+def landmarker_faces(landmarker, rgb: np.ndarray) -> tuple[list[dict], str]:
+    """MediaPipe's faces of one RGB photo, and how they were found: ``""`` on the photo as it is, else on a retry
+    with an edge-replicated border (landmarks given back in the photo's own normalised coordinates)."""
+    faces = face_landmarks.faces_from_result(landmarker.detect(to_mediapipe_image(rgb)))
+    if faces:
+        return faces, ""
+    height, width = rgb.shape[:2]
+    pad = int(round(RETRY_BORDER * max(height, width)))
+    padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    faces = face_landmarks.faces_from_result(landmarker.detect(to_mediapipe_image(padded)))
+    scale = np.array([padded.shape[1] / width, padded.shape[0] / height, padded.shape[1] / width], dtype=np.float32)
+    shift = np.array([pad / width, pad / height, 0.0], dtype=np.float32)
+    for face in faces:  # normalised in the padded photo -> normalised in the photo (z is scaled like x)
+        face["landmarks"] = (face["landmarks"] * scale - shift).astype(np.float32)
+    return faces, f"found on retry (with a {RETRY_BORDER:.0%} border)" if faces else ""

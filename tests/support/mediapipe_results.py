@@ -19,10 +19,17 @@ from mediapipe.tasks.python.components.containers.category import Category  # no
 from mediapipe.tasks.python.components.containers.landmark import NormalizedLandmark  # noqa: E402
 
 
-def make_face(centre_x, size, scores=None, yaw=0.0, pitch=0.0, roll=0.0, presence=None, shuffled=False, centre_y=0.5):
-    """One face: 478 landmarks spread over a square of side ``size`` (normalised units) at the centre."""
+def make_face(centre_x, size, scores=None, yaw=0.0, pitch=0.0, roll=0.0, presence=None, shuffled=False, centre_y=0.5,
+              shape=None):
+    """One face: 478 landmarks spread over a square of side ``size`` (normalised units) at the centre, or ``shape``
+    - real landmarks (478, 3) of a face, normalised to a square photo - scaled and moved there."""
     rng = np.random.default_rng(int(centre_x * 1000))
-    points = rng.uniform(-0.5, 0.5, size=(478, 3)) * [size, size, 0.1] + [centre_x, centre_y, 0.0]
+    if shape is None:
+        points = rng.uniform(-0.5, 0.5, size=(478, 3)) * [size, size, 0.1] + [centre_x, centre_y, 0.0]
+    else:
+        shape = np.asarray(shape, dtype=np.float64)
+        span = float(np.ptp(shape[:, 0]))
+        points = (shape - [shape[:, 0].mean(), shape[:, 1].mean(), 0.0]) * (size / span) + [centre_x, centre_y, 0.0]
     landmarks = [NormalizedLandmark(x=float(x), y=float(y), z=float(z), presence=presence) for x, y, z in points]
     scores = scores if scores is not None else np.linspace(0, 1, len(BLENDSHAPE_NAMES))
     categories = [Category(index=i, score=float(s), category_name=n) for i, (n, s) in enumerate(zip(BLENDSHAPE_NAMES, scores))]
@@ -60,8 +67,10 @@ class MarkerLandmarker:
     head pose of every face.
     """
 
-    def __init__(self, scores: list[np.ndarray] | None = None, yaw: float = 0.0):
+    def __init__(self, scores: list[np.ndarray] | None = None, yaw: float = 0.0,
+                 shapes: list[np.ndarray] | None = None):
         self.scores = scores
+        self.shapes = shapes  # real landmark arrays (478, 3) to give the faces, in call order (cycled)
         self.yaw = yaw
         self.calls = 0
         self.closed = False
@@ -71,9 +80,10 @@ class MarkerLandmarker:
         assert image.dtype == np.uint8 and image.shape[2] == 3, "the landmarker gets RGB uint8"
         height, width = image.shape[:2]
         scores = None if self.scores is None else self.scores[self.calls % len(self.scores)]
+        shape = None if self.shapes is None else self.shapes[self.calls % len(self.shapes)]
         self.calls += 1
         faces = [
-            make_face(cx / width, 2 * half / width, scores, yaw=self.yaw, centre_y=cy / height)
+            make_face(cx / width, 2 * half / width, scores, yaw=self.yaw, centre_y=cy / height, shape=shape)
             for cx, cy, half in painted_markers(image)
         ]
         return make_result(*faces)

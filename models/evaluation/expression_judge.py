@@ -1,0 +1,344 @@
+"""The landmark judge: which expression a face shows, read from MediaPipe's 478 landmarks, relative to the
+person's own reference photo when its landmarks are known.
+
+GenAffect always has the person's photo, so the judge reads the *change* from it: the face's landmarks are
+pose-normalised (a 3-D similarity onto a template, fitted on the landmarks that move least with expression),
+moved onto the reference photo's the same way, and the difference is classified. Photos of one person differ by
+expression; photos of different people differ by face shape, which this removes. Without the reference photo's
+landmarks the face is read alone (a second head of the same file, less accurate across sources).
+
+The classifier is data, ``models/data/expression_judge.npz`` (numpy arrays and a JSON ``meta`` string: classes,
+settings, provenance of the labelled photos it was trained on, its evaluation), written by
+``tools/train_expression_judge.py``: per head the feature parts, a standardisation and dense layers (ReLU between,
+softmax at the end). It is read with numpy and checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from ..errors import GenAffectInputError, ModelFileError
+from ..expression.batch import ExpressionBatch
+from ..expression.expression_library import library
+from ..files.packaged_data import data_path
+
+log = logging.getLogger(__name__)
+
+JUDGE_FILE = "expression_judge.npz"
+FORMAT = "genaffect.expression_judge"
+MAX_BYTES = 4_000_000  # a judge file is well under 1 MB; a bigger one is not ours
+NUM_LANDMARKS = 478
+HEADS = ("relative", "alone")
+PARTS = ("delta", "shape", "reference_shape")
+# PixelSmile's category names -> the judge's class names (presets name their categories PixelSmile's way).
+PIXELSMILE_CLASS = {"angry": "angry", "contempt": "contempt", "disgust": "disgusted", "fear": "fearful",
+                    "happy": "happy", "sad": "sad", "surprised": "surprised", "neutral": "neutral"}
+# "expression copied" needs the judge this sure that the face shows the reference photo's class.
+COPIED_PROBABILITY = 0.5
+
+
+# --------------------------------------------------------------------------------------------------- geometry
+def to_pixels(landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
+    """(N, 478, 3) landmarks normalised to their image -> the face's true proportions (pixels; MediaPipe scales z
+    like x)."""
+    size = np.asarray(image_size, dtype=np.float64).reshape(-1, 2)
+    points = np.asarray(landmarks, dtype=np.float64).copy()
+    points[..., 0] *= size[:, None, 1]
+    points[..., 1] *= size[:, None, 0]
+    points[..., 2] *= size[:, None, 1]
+    return points
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batched least-squares 3-D similarity (Umeyama): scale s (N,), rotation R (N, 3, 3) and translation t (N, 3)
+    with s R source + t ~ target. ``source`` (N, P, 3); ``target`` (N, P, 3) or (P, 3)."""
+    source = np.asarray(source, dtype=np.float64)
+    target = np.broadcast_to(np.asarray(target, dtype=np.float64), source.shape)
+    source_mean, target_mean = source.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
+    a, b = source - source_mean, target - target_mean
+    u, sigma, vt = np.linalg.svd(np.einsum("npi,npj->nij", b, a) / source.shape[1])
+    sign = np.ones((len(source), 3))
+    sign[np.linalg.det(u) * np.linalg.det(vt) < 0, -1] = -1
+    rotation = u @ (sign[:, :, None] * vt)
+    scale = (sigma * sign).sum(axis=1) / ((a ** 2).sum(axis=(1, 2)) / source.shape[1])
+    translation = target_mean[:, 0] - scale[:, None] * np.einsum("nij,nj->ni", rotation, source_mean[:, 0])
+    return scale, rotation, translation
+
+
+def align(points: np.ndarray, target: np.ndarray, rigid: np.ndarray) -> np.ndarray:
+    """Each face of ``points`` (N, 478, 3) moved by the similarity that best maps its ``rigid`` landmarks onto
+    ``target``'s ((478, 3), or one target per face)."""
+    scale, rotation, translation = similarity(points[:, rigid], np.asarray(target)[..., rigid, :])
+    return scale[:, None, None] * np.einsum("npj,nij->npi", points, rotation) + translation[:, None]
+
+
+# ------------------------------------------------------------------------------------------------------ model
+@dataclass(frozen=True)
+class Head:
+    parts: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weights (in, out), bias (out,)), ReLU between
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        x = (features - self.mean) / self.scale
+        for i, (weights, bias) in enumerate(self.layers):
+            x = x @ weights + bias
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, 0.0)
+        x = np.exp(x - x.max(axis=1, keepdims=True))
+        return x / x.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the judge read on N faces."""
+
+    judge: str  # which head, in words
+    classes: tuple[str, ...]
+    probabilities: np.ndarray  # (N, classes)
+
+    def probabilities_of(self, row: int) -> dict[str, float]:
+        return {name: round(float(p), 4) for name, p in zip(self.classes, self.probabilities[row])}
+
+    def top(self, row: int) -> tuple[str, float]:
+        best = int(np.argmax(self.probabilities[row]))
+        return self.classes[best], float(self.probabilities[row, best])
+
+    def probability(self, row: int, classes) -> float:
+        return float(sum(self.probabilities[row, self.classes.index(c)] for c in classes if c in self.classes))
+
+
+class LandmarkJudge:
+    """The classifier of ``expression_judge.npz``: class probabilities of faces from their landmarks."""
+
+    def __init__(self, meta: dict, template: np.ndarray, rigid: np.ndarray, subset: np.ndarray,
+                 heads: dict[str, Head], path: str = ""):
+        self.meta, self.template, self.rigid, self.subset, self.heads = meta, template, rigid, subset, heads
+        self.classes = tuple(meta["classes"])
+        self.path = path
+
+    @classmethod
+    def from_file(cls, path: str) -> LandmarkJudge:
+        return cls(*_read(path), path=path)
+
+    # ------------------------------------------------------------------ features
+    def canonical(self, landmarks: np.ndarray, image_size: np.ndarray) -> np.ndarray:
+        """Pose-normalised landmarks (N, 478, 3) in the template's frame."""
+        return align(to_pixels(landmarks, image_size), self.template, self.rigid)
+
+    def features(self, head: str, faces: np.ndarray, references: np.ndarray | None) -> np.ndarray:
+        """One feature row per face from canonical landmarks (and the reference photo's, one per face)."""
+        columns = []
+        for part in self.heads[head].parts:
+            if part == "delta":
+                moved = align(faces, references, self.rigid)
+                columns.append((moved - references)[:, self.subset].reshape(len(faces), -1))
+            elif part == "shape":
+                columns.append((faces - self.template)[:, self.subset].reshape(len(faces), -1))
+            elif part == "reference_shape":
+                columns.append((references - self.template)[:, self.subset].reshape(len(faces), -1))
+        return np.hstack(columns)
+
+    # ------------------------------------------------------------------ reading
+    def read_landmarks(self, landmarks: np.ndarray, image_size: np.ndarray, reference_landmarks: np.ndarray | None = None,
+                       reference_size: np.ndarray | None = None) -> Reading:
+        """Probabilities of N faces, relative to one reference photo (its (478, 3) landmarks and image size) when
+        given, else each face alone."""
+        faces = self.canonical(landmarks, image_size)
+        if reference_landmarks is None:
+            return Reading(self.describe("alone"), self.classes,
+                           self.heads["alone"].probabilities(self.features("alone", faces, None)))
+        reference = self.canonical(np.asarray(reference_landmarks)[None], np.asarray(reference_size)[None])
+        references = np.repeat(reference, len(faces), axis=0)
+        return Reading(self.describe("relative"), self.classes, self.relative_probabilities(faces, references))
+
+    def relative_probabilities(self, faces: np.ndarray, references: np.ndarray) -> np.ndarray:
+        """(N, classes) for canonical faces, each relative to its canonical reference photo (the "relative" head,
+        trained on neutral reference photos: a face like its photo reads as neutral)."""
+        return self.heads["relative"].probabilities(self.features("relative", faces, references))
+
+    def read(self, faces: ExpressionBatch, reference: ExpressionBatch | None = None) -> Reading:
+        """The judge's reading of estimated faces (Estimate Expression's batch, with landmarks and image sizes),
+        relative to the reference photo(s) when their landmarks are given: the mean of the readings relative to
+        each reference photo."""
+        landmarks, size = _landmarks_of(faces, "the judged faces")
+        if not _has_landmarks(reference):
+            return self.read_landmarks(landmarks, size)
+        ref_landmarks, ref_sizes = _landmarks_of(reference, "reference_expression")
+        readings = [self.read_landmarks(landmarks, size, ref_landmarks[i], ref_sizes[i]) for i in range(len(reference))]
+        return Reading(readings[0].judge, self.classes, np.mean([r.probabilities for r in readings], axis=0))
+
+    def reference_class(self, reference: ExpressionBatch | None) -> str | None:
+        """The class the judge reads on the reference photo(s) themselves, the way it reads the faces: relative to
+        the photo (a face that shows the photo's expression reads as this class); None without their landmarks."""
+        if not _has_landmarks(reference):
+            return None
+        return self.classes[int(np.argmax(self.read(reference, reference).probabilities.mean(axis=0)))]
+
+    def shape_distances(self, faces: ExpressionBatch, reference: ExpressionBatch | None,
+                        image_indices: list[int]) -> dict[int, float]:
+        """Per face (keyed by its image index): the RMS distance of its pose-normalised landmarks to the nearest
+        reference photo's, or to that photo's mirror image, in units of the template's size - near 0 for a copy
+        of the photo, re-encoded, resized, cropped or mirrored. Empty without the reference photo's landmarks."""
+        if not _has_landmarks(reference):
+            return {}
+        landmarks, size = _landmarks_of(faces, "the judged faces")
+        ref_landmarks, ref_sizes = _landmarks_of(reference, "reference_expression")
+        candidates = self.canonical(landmarks, size)
+        photos = self.canonical(ref_landmarks, ref_sizes)
+        photos = np.concatenate([photos, self.mirrored(photos)])
+        best = np.full(len(candidates), np.inf)
+        for photo in photos:
+            moved = align(candidates, photo, self.rigid)
+            rms = np.sqrt(((moved - photo)[:, self.subset] ** 2).sum(axis=-1).mean(axis=1))
+            best = np.minimum(best, rms)
+        return {index: float(distance) for index, distance in zip(image_indices, best)}
+
+    def mirrored(self, faces: np.ndarray) -> np.ndarray:
+        """Canonical faces as seen in a mirror: each landmark takes its mirror twin's place, x flipped about the
+        template's midline."""
+        mirrored = faces[:, self.mirror_order].copy()
+        mirrored[..., 0] = 2 * self.midline_x - mirrored[..., 0]
+        return mirrored
+
+    @cached_property
+    def _twins(self) -> tuple[np.ndarray, float]:
+        return mirror_twins(self.template)
+
+    @property
+    def mirror_order(self) -> np.ndarray:
+        return self._twins[0]
+
+    @property
+    def midline_x(self) -> float:
+        return self._twins[1]
+
+    def describe(self, head: str) -> str:
+        return ("landmark judge, relative to the reference photo" if head == "relative"
+                else "landmark judge, face alone (connect reference_expression to read it relative to the photo)")
+
+
+def mirror_twins(template: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each landmark's mirror twin (the nearest point of the template flipped about its midline) and the midline's
+    x: MediaPipe's mesh is symmetric, so the twins are its left-right pairs."""
+    midline = [1, 4, 5, 6, 168, 197, 195, 2, 0, 13, 14, 17, 152, 10, 151, 9, 8]  # points on the face's midline
+    x0 = float(template[midline, 0].mean())
+    flipped = template.copy()
+    flipped[:, 0] = 2 * x0 - flipped[:, 0]
+    distances = ((flipped[:, None, :2] - template[None, :, :2]) ** 2).sum(axis=-1)
+    return distances.argmin(axis=1), x0
+
+
+def _has_landmarks(batch: ExpressionBatch | None) -> bool:
+    return batch is not None and batch.landmarks is not None and batch.image_size is not None
+
+
+def _landmarks_of(batch: ExpressionBatch, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if batch.landmarks is None or batch.image_size is None:
+        raise GenAffectInputError(f"the expression judge needs the landmarks and image sizes of {what}: they come from "
+                                  "GenAffect Estimate Expression.")
+    if batch.landmarks.shape[1:] != (NUM_LANDMARKS, 3):
+        raise GenAffectInputError(f"{what} carry landmarks of shape {list(batch.landmarks.shape[1:])}; the judge reads "
+                                  f"MediaPipe's {NUM_LANDMARKS} x 3.")
+    return batch.landmarks, batch.image_size
+
+
+def _read(path: str):
+    """Read and check a judge file; every problem is an error naming it."""
+    def fail(what):
+        raise ModelFileError(f"{path}: {what}. Reinstall GenAffect, or write the file again with "
+                             "tools/train_expression_judge.py.")
+
+    if not os.path.isfile(path):
+        fail("the expression judge's data file is missing")
+    if os.path.getsize(path) > MAX_BYTES:
+        fail(f"{os.path.getsize(path):,} bytes is far more than a judge file holds")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{path} is not a readable judge file ({error}).") from error
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except (KeyError, ValueError) as error:
+        raise ModelFileError(f"{path}: no readable 'meta' JSON ({error}).") from error
+    if meta.get("format") != FORMAT:
+        fail(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+    classes = meta.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and len(set(classes)) == len(classes)
+            and "neutral" in classes):
+        fail(f"classes {classes!r} are not a list of distinct names with 'neutral' (a face like its photo)")
+    for key in ("template", "rigid", "subset"):
+        if key not in arrays:
+            fail(f"no '{key}' array")
+    template, rigid, subset = arrays["template"].astype(np.float64), arrays["rigid"], arrays["subset"]
+    if template.shape != (NUM_LANDMARKS, 3) or not np.all(np.isfinite(template)):
+        fail(f"template of shape {template.shape}, expected ({NUM_LANDMARKS}, 3) finite values")
+    for name, indices, least in (("rigid", rigid, 4), ("subset", subset, 1)):
+        if indices.ndim != 1 or indices.dtype.kind not in "iu" or len(indices) < least \
+                or indices.min() < 0 or indices.max() >= NUM_LANDMARKS:
+            fail(f"'{name}' must be at least {least} landmark indices in 0..{NUM_LANDMARKS - 1}")
+    widths = {"delta": 3 * len(subset), "shape": 3 * len(subset), "reference_shape": 3 * len(subset)}
+    heads = {}
+    for head in HEADS:
+        spec = meta.get("heads", {}).get(head)
+        if not isinstance(spec, dict) or not spec.get("parts") or any(p not in PARTS for p in spec["parts"]):
+            fail(f"head '{head}' names no parts or unknown ones (known: {PARTS})")
+        if head == "alone" and any(p != "shape" for p in spec["parts"]):
+            fail("the 'alone' head can only read the face's own shape")
+        width = sum(widths[p] for p in spec["parts"])
+        mean, scale = arrays.get(f"{head}_mean"), arrays.get(f"{head}_scale")
+        if mean is None or scale is None or mean.shape != (width,) or scale.shape != (width,) or np.any(scale <= 0):
+            fail(f"head '{head}' needs a mean and a positive scale of {width} values")
+        layers, inputs, index = [], width, 0
+        while f"{head}_w{index}" in arrays:
+            weights, bias = arrays[f"{head}_w{index}"], arrays.get(f"{head}_b{index}")
+            if weights.ndim != 2 or weights.shape[0] != inputs or bias is None or bias.shape != (weights.shape[1],):
+                fail(f"head '{head}' layer {index} has weights {weights.shape} after {inputs} inputs")
+            layers.append((weights.astype(np.float64), bias.astype(np.float64)))
+            inputs, index = weights.shape[1], index + 1
+        if not layers or inputs != len(classes):
+            fail(f"head '{head}' must end in {len(classes)} outputs, one per class")
+        if not all(np.all(np.isfinite(a)) for layer in layers for a in layer) or not np.all(np.isfinite(mean)):
+            fail(f"head '{head}' holds NaN or infinite values")
+        heads[head] = Head(tuple(spec["parts"]), mean.astype(np.float64), scale.astype(np.float64), tuple(layers))
+    return meta, template, rigid.astype(np.int64), subset.astype(np.int64), heads
+
+
+@lru_cache(maxsize=1)
+def landmark_judge() -> LandmarkJudge:
+    """The judge that ships with the pack (read once)."""
+    return LandmarkJudge.from_file(data_path(JUDGE_FILE))
+
+
+# ------------------------------------------------------------------------------------------ what was asked for
+def asked_classes(label: str) -> tuple[str, ...]:
+    """The judge's classes a target asks for, from its label: a class name itself, or a library preset's PixelSmile
+    categories (one: "laughing" asks for happy; two, a blend: "happily surprised" accepts either). Empty where the
+    target has no class (a wink, a viseme, an own edit): the judge then reads it without a verdict."""
+    name = label.strip().lower()
+    classes = landmark_judge().classes
+    if name in classes:
+        return (name,)
+    entry = library().get(name)
+    if entry is None:
+        return ()
+    found = tuple(PIXELSMILE_CLASS[c] for c in entry.pixelsmile if PIXELSMILE_CLASS.get(c) in classes)
+    return found if len(found) == len(entry.pixelsmile) else ()
+
+
+def expression_copied(top: str | None, probability: float | None, reference_class: str | None,
+                      asked: list[str] | tuple[str, ...]) -> bool | None:
+    """Does a face show the reference photo's expression instead of its target? The judge reads the photo's class
+    on it (at least :data:`COPIED_PROBABILITY` sure) where the target asks for another. None: not judged (no
+    reference class, or the target asks for the photo's own class)."""
+    if reference_class is None or top is None or not asked or reference_class in asked:
+        return None
+    return top == reference_class and (probability or 0.0) >= COPIED_PROBABILITY
