@@ -6,7 +6,10 @@ tables in step with it, so they never disagree.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+
+from .packaged_data import data_path
 
 ARC2FACE_HF = "https://huggingface.co/FoivosPar/Arc2Face/blob/main/"
 
@@ -110,8 +113,26 @@ CATALOG: tuple[ModelFile, ...] = (
     ),
 )
 
+EXPRESSION_NETWORKS = "expression_networks"  # the folder of the pixel judges' ONNX files
+
+
+def _expression_networks() -> tuple[ModelFile, ...]:
+    """The downloadable expression networks (the pixel judge), from their model cards - one home for their
+    addresses, sizes and licences (models/data/expression_networks.json)."""
+    with open(data_path("expression_networks.json"), encoding="utf-8") as handle:
+        data = json.load(handle)
+    return tuple(
+        ModelFile("expression judge", EXPRESSION_NETWORKS, card["file"], card["url"],
+                  round(card["bytes"] / 1e6, 1) if card.get("bytes") else card.get("size_mb"), card["licence"],
+                  "pixel judge: " + card["name"] + (" (recommended)" if card["file"] == data["default"] else ""),
+                  optional=True)
+        for card in data["networks"])
+
+
+CATALOG += _expression_networks()
+
 # Folders the pack registers with ComfyUI (models/<name>/ by default, next to the user's own entries).
-MODEL_FOLDERS = ("insightface", "mediapipe", "smirk", "arc2face", "genaffect")
+MODEL_FOLDERS = ("insightface", "mediapipe", "smirk", "arc2face", "genaffect", EXPRESSION_NETWORKS)
 
 
 def catalog_entry(name: str) -> ModelFile:
