@@ -107,7 +107,7 @@ def _pack_imports(path: str) -> set[str]:
 
 # models/ in stages, each importing only its own stage and the ones below (nothing points back up)
 STAGE_LEVEL = {"errors": 0, "images": 0, "files": 1, "face": 2, "expression": 3, "generation": 4, "evaluation": 5,
-               "drawing": 6, "doctor": 7, "face_drawing": 7}
+               "drawing": 6, "doctor": 7, "face_drawing": 7, "score_expressions": 7}
 
 
 def _stage(dotted: str) -> str:

@@ -336,3 +336,36 @@ def draw_curves(title: str, curves: list[tuple[str, np.ndarray, int, bool]], fra
     for t in sorted({0, frames - 1, frames // 2}):
         draw.text((to_x(t) - 8, bottom + 4), str(t), fill=(160, 160, 160), font=font)
     return np.asarray(picture)
+
+
+def draw_confusion_chart(summary_lines: list[str], confusion: dict[str, dict[str, int]]) -> np.ndarray:
+    """The summary above a confusion matrix (rows: what each face was aimed at; columns: what the judge read), each
+    cell shaded by its share of the row, the diagonal green."""
+    rows = list(confusion)
+    columns = list(next(iter(confusion.values()))) if confusion else []
+    font = font_of_size(14)
+    cell, label_width = 64, 110
+    top = 16 + len(summary_lines) * (font.size + 4) + 30
+    width = max(640, label_width + cell * len(columns) + 20)
+    height = top + cell * len(rows) + 20
+    picture = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    y = 8
+    for line in summary_lines:
+        draw.text((10, y), fit_text(draw, line, font, width - 20), fill=TEXT, font=font)
+        y += font.size + 4
+    for j, name in enumerate(columns):
+        draw.text((label_width + j * cell + 4, top - 22), name[:8], fill=TEXT, font=font)
+    for i, name in enumerate(rows):
+        total = max(sum(confusion[name].values()), 1)
+        draw.text((10, top + i * cell + cell // 2 - 8), name[:12], fill=TEXT, font=font)
+        for j, column in enumerate(columns):
+            count = confusion[name][column]
+            share = count / total
+            base = (60, 200, 110) if column == name else (235, 90, 70)
+            fill = tuple(int(BACKGROUND[k] + share * (base[k] - BACKGROUND[k])) for k in range(3))
+            box = [label_width + j * cell, top + i * cell, label_width + (j + 1) * cell - 2, top + (i + 1) * cell - 2]
+            draw.rectangle(box, fill=fill)
+            if count:
+                draw.text((box[0] + 6, box[1] + cell // 2 - 8), f"{count}", fill=TEXT, font=font)
+    return np.asarray(picture)
