@@ -10,7 +10,13 @@ from .conditioning_nodes import GenAffectConditioningIntensity
 from .consistent_nodes import GenAffectConsistentAttention, GenAffectConsistentBatchSampler
 from .dit_nodes import GenAffectApplyDiTAdapter, GenAffectDiTAdapterLoader, GenAffectDiTSampler
 from .estimation_nodes import GenAffectEstimateExpression, GenAffectExpressionEstimatorLoader
-from .evaluation_nodes import GenAffectExpressionSheet, GenAffectFaceMetrics, GenAffectSelectBest
+from .evaluation_nodes import (
+    GenAffectExpressionNetworkLoader,
+    GenAffectExpressionSheet,
+    GenAffectFaceMetrics,
+    GenAffectScoreExpressions,
+    GenAffectSelectBest,
+)
 from .expression_nodes import (
     GenAffectExpressionEditor,
     GenAffectExpressionInterpolate,
@@ -52,10 +58,12 @@ NODES = (
     (GenAffectFitExpressionMapping, "GenAffect Fit Expression Mapping"),
     (GenAffectApplyExpressionMapping, "GenAffect Apply Expression Mapping"),
     (GenAffectDrawExpressions, "GenAffect Draw Expressions"),
+    (GenAffectExpressionNetworkLoader, "GenAffect Expression Network Loader"),
     (GenAffectFaceMetrics, "GenAffect Face Metrics"),
     (GenAffectExpressionSheet, "GenAffect Expression Sheet"),
     (GenAffectSelectBest, "GenAffect Select Best"),
     (GenAffectSaveSheetJob, "GenAffect Save Sheet Job"),
+    (GenAffectScoreExpressions, "GenAffect Score Expressions"),
     (GenAffectConditioningIntensity, "GenAffect Conditioning Intensity"),
     (GenAffectConsistentAttention, "GenAffect Consistent Attention"),
     (GenAffectConsistentBatchSampler, "GenAffect Consistent Batch Sampler"),

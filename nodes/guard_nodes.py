@@ -12,9 +12,10 @@ class GenAffectSamplingGuard:
     DESCRIPTION = (
         "Makes the batch samplers keep only faces that pass: connect its guard to GenAffect Consistent Batch Sampler "
         "or GenAffect DiT Sampler. Each round the sampler decodes the set with the VAE and scores every face like "
-        "Face Metrics against its own target; a face passes when it is found, not copied from a reference, nearer "
-        "its own expression than the set's others, not showing the reference photo's expression instead, and within "
-        "the identity and expression limits (Select Best's rule). The expressions without a passing face are "
+        "Face Metrics against its own target; a face passes when it is found, is the person (identity at least "
+        "min_identity), is not copied from a reference, is read by the expression judge as the asked-for expression, "
+        "does not show the reference photo's expression instead, and is within the expression-error limit (Select "
+        "Best's rule, which also ranks identity first). The expressions without a passing face are "
         "sampled again with new seeds derived from the seed, until all pass or the retries are spent; the "
         "sampler's report says which failed."
     )
@@ -57,19 +58,23 @@ class GenAffectSamplingGuard:
                                "identity and copying are checked."}),
                 "held_out_identity": (sockets.IDENTITY, {"tooltip": "Other photos of the person (see Face Metrics)."}),
                 "reference_expression": (sockets.EXPRESSION, {
-                    "tooltip": "The reference photo's own expression (Estimate Expression on it): a face that shows "
-                               "it instead of its target fails ('expression copied'). Needs the estimator."}),
+                    "tooltip": "The reference photo's own expression (Estimate Expression on it): the judge reads "
+                               "each face relative to the person's photo, and a face that shows the photo's "
+                               "expression instead of its target fails ('expression copied'). Needs the estimator."}),
                 "max_pose_error": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 90.0, "step": 0.5,
                                              "tooltip": "Largest head pose error (degrees, the worst of yaw, pitch and "
                                                         "roll) that passes: each face against the reference photo's "
                                                         "pose plus its target's head turn. Needs reference_expression "
                                                         "and the target. 0: no limit."}),
+                "expression_network": (sockets.EXPRESSION_NETWORK, {
+                    "tooltip": "A pixel judge (Expression Network Loader): its reading of every face is reported "
+                               "beside the landmark judge's."}),
             },
         }
 
     def build(self, vae, face_analyzer, identity, candidates, retries, min_identity, max_expression_error,
               target_expression=None, estimator=None, held_out_identity=None, reference_expression=None,
-              max_pose_error=0.0):
+              max_pose_error=0.0, expression_network=None):
         if max_pose_error > 0 and (reference_expression is None or target_expression is None):
             raise GenAffectInputError(
                 "the guard's max_pose_error compares each face's head pose with the reference photo's plus its target's "
@@ -86,4 +91,4 @@ class GenAffectSamplingGuard:
                 "the ones the sampler makes), or disconnect target_expression to check identity only.")
         return (SamplingGuard(vae, face_analyzer, identity, target_expression, estimator, held_out_identity,
                               candidates, retries, min_identity, max_expression_error, reference_expression,
-                              max_pose_error or None),)
+                              max_pose_error or None, expression_network),)

@@ -147,3 +147,57 @@ def test_cuda_that_silently_fell_back_to_cpu_is_reported():
 def test_pack_folder_copied_elsewhere_loads_the_same(tiny_pack, tmp_path):
     copy = shutil.copytree(tiny_pack, tmp_path / "elsewhere")
     assert load(str(copy)).files["detection"].startswith(str(copy))
+
+
+def test_a_face_filling_a_256_pixel_frame_is_found_on_a_retry_and_every_node_reports_it(tiny_pack):
+    """At detection size 640 a 256x256 close-up is scaled up 2.5x, past the detector's largest faces (the tiny
+    detector misses it as SCRFD does): the retry with a border finds it, in the photo's own pixels."""
+    from genaffect.models.evaluation import face_metrics
+    from genaffect.models.face import face_align, identity
+
+    analyzer = face_analyzer.load_face_analyzer("antelopev2", tiny_pack, CPU, det_size=640)
+    close_up = faces_image(dict(cx=128, cy=128, half=60))
+    assert analyzer.detect(rgb_to_bgr(close_up)) == []
+    faces, how = analyzer.find_faces(rgb_to_bgr(close_up))
+    assert len(faces) == 1 and how == "found on retry (with a 25% border): the face fills the frame"
+    box = faces[0].box
+    assert np.allclose([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], [128, 128], atol=2)
+    found, _ = identity.extract_identity(analyzer, [close_up])
+    assert [r.image_index for r in found.retried] == [0] and "face found on retry" in found.report()
+    retried = []
+    aligned, _ = face_align.align_photos(analyzer, [close_up], size=64, retried=retried)
+    assert len(aligned) == 1 and retried[0].how == how
+    wide = faces_image(dict(cx=320, cy=320, half=40), height=640, width=640)  # found at once at size 640
+    metrics = face_metrics.measure(analyzer, found, [close_up, wide])
+    assert metrics.images[0].detection == how and metrics.images[1].detection == ""
+    assert "found only on a detection retry (close-ups): 1" in metrics.summary()
+    assert analyzer.retry_attempts() == [(0.25, 640), (0.0, 320), (0.25, 320), (0.5, 320)]
+
+
+def test_a_photo_without_a_face_is_tried_every_way_before_no_face_is_said(analyzer):
+    faces, how = analyzer.find_faces(rgb_to_bgr(faces_image()))
+    assert faces == [] and how == ""
+
+
+REAL_MODELS = os.environ.get("GENAFFECT_TEST_MODELS", "")
+REAL_DETECTOR = os.path.join(REAL_MODELS, "insightface", "models", "buffalo_sc_int8", "det_500m.onnx")
+
+
+@pytest.mark.skipif(not os.path.isfile(REAL_DETECTOR), reason="set GENAFFECT_TEST_MODELS to a models folder with "
+                    "insightface/models/buffalo_sc_int8/det_500m.onnx to run the real detector on a close-up")
+def test_the_real_scrfd_finds_a_real_close_up_only_with_the_retry(tmp_path):
+    """The astronaut's face cropped to fill a 256x256 frame, as in a generated close-up sheet: real SCRFD (buffalo_sc)
+    at size 640 misses it; the retry finds it with its eyes where they are."""
+    from PIL import Image
+    from skimage import data
+
+    pack = tmp_path / "buffalo_sc_int8"
+    shutil.copytree(os.path.dirname(REAL_DETECTOR), pack)
+    analyzer = face_analyzer.load_face_analyzer("buffalo_sc_int8", str(pack), CPU, det_size=640)
+    crop = np.asarray(Image.fromarray(data.astronaut()[60:190, 170:290]).resize((256, 256), Image.LANCZOS))
+    assert analyzer.detect(rgb_to_bgr(crop)) == []
+    faces, how = analyzer.find_faces(rgb_to_bgr(crop))
+    assert len(faces) == 1 and how.startswith("found on retry")
+    eyes = faces[0].keypoints[:2]  # the astronaut's eyes at about (204, 101) and (247, 104) in the photo
+    expected = (np.array([[204.1, 100.6], [246.8, 103.6]]) - [170, 60]) * [256 / 120, 256 / 130]
+    assert np.abs(eyes - expected).max() < 12

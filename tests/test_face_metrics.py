@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 from genaffect.models.errors import GenAffectInputError
-from genaffect.models.evaluation import face_metrics
+from genaffect.models.evaluation import copy_checks, face_metrics
 from genaffect.models.expression import smirk_encoder
 from genaffect.models.expression.batch import BLENDSHAPE_INDEX, ExpressionBatch
-from genaffect.models.expression.expression_estimator import ExpressionEstimator
-from genaffect.models.expression.expression_library import readable_blendshapes
+from genaffect.models.expression.expression_estimator import ExpressionEstimator, estimate_expressions
+from genaffect.models.expression.expression_library import presets, readable_blendshapes
 from genaffect.models.face.identity import extract_identity
+from judge_readings import golden, square_shape
 from mediapipe_results import MarkerLandmarker, core_landmarks
 from smirk_weights import published_layout_weights
 from tiny_insightface import blank_image, faces_image
@@ -140,25 +141,44 @@ def test_expression_accuracy_counts_faces_nearest_their_own_target_of_the_set(an
     assert face_metrics.nearest_to_own_target(np.full((1, 52), 0.25), halves, [0]) == [False]  # a tie is no hit
 
 
-def test_a_face_showing_the_reference_photos_expression_instead_of_its_target_is_flagged(analyzer):
+def _person_photos():
+    """Golden readings of one person (a source the judge never trained on): their neutral photo and the photos the
+    judge reads right relative to it."""
+    readings = golden()
+    row = int(np.flatnonzero(readings["reference"] >= 0)[0])
+    person, neutral = readings["person"][row], int(readings["reference"][row])
+    right = {str(readings["labels"][i]): int(i) for i in np.flatnonzero(readings["person"] == person)
+             if i != neutral and readings["classes"][int(np.argmax(readings["relative"][i]))] == readings["labels"][i]}
+    return readings, neutral, right
+
+
+def test_the_judge_reads_each_face_relative_to_the_photo_and_flags_one_that_kept_the_photos_expression(analyzer):
+    readings, neutral, right = _person_photos()
+    shown = sorted(right)[:2]  # two expressions the judge reads right on this person
     identity = _identity(analyzer)
-    photo = ExpressionBatch(["reference photo"], blendshapes=np.full((1, 52), 0.1, np.float32))  # its own look
-    targets = np.stack([np.full(52, 0.8), np.full(52, 0.6), np.full(52, 0.11)]).astype(np.float32)
-    # face 1 kept the photo's look (0.15: nearer 0.1 than 0.8), face 2 moved towards its target (0.5), and
-    # target 3 is the photo's own expression: nothing to tell apart, not judged
-    estimated = [np.full(52, v, np.float32) for v in (0.15, 0.5, 0.1)]
-    estimator = ExpressionEstimator(MarkerLandmarker(scores=estimated), "face_landmarker.task")
-    target = ExpressionBatch(["wide", "wider", "as photo"], blendshapes=targets)
-    images = [faces_image(dict(cx=128, cy=128))] * 3
-    metrics = face_metrics.measure(analyzer, identity, images, target=target, estimator=estimator,
+    image = faces_image(dict(cx=128, cy=128, photo=1))
+    photo = estimate_expressions(ExpressionEstimator(MarkerLandmarker(shapes=[square_shape(readings, neutral)]),
+                                                     "face_landmarker.task"), [image]).expression
+    # face 1 shows its target, face 2 kept the photo's neutral face although asked for the second expression,
+    # face 3 is asked for the photo's own expression (neutral): nothing to tell apart, not judged
+    shapes = [square_shape(readings, right[shown[0]]), square_shape(readings, neutral), square_shape(readings, neutral)]
+    estimator = ExpressionEstimator(MarkerLandmarker(shapes=shapes), "face_landmarker.task")
+    target = presets([shown[0], shown[1], "neutral"])
+    metrics = face_metrics.measure(analyzer, identity, [image] * 3, target=target, estimator=estimator,
                                    reference_expression=photo)
-    assert [m.expression_copied for m in metrics.images] == [True, False, None]
-    assert metrics.expression_copies == 1 and "expression copied from the reference photo" in metrics.summary()
-    unjudged = face_metrics.measure(analyzer, identity, images, target=target, estimator=ExpressionEstimator(
-        MarkerLandmarker(scores=estimated), "face_landmarker.task"))
-    assert unjudged.expression_copies is None and "expression copied" not in unjudged.summary()
+    first, kept, calm = metrics.images
+    assert first.judge == "landmark judge, relative to the reference photo" and first.judge_top == shown[0]
+    assert first.judge_correct and first.judge_probability == pytest.approx(first.judge_probabilities[shown[0]], abs=1e-3)
+    assert np.argmax(readings["relative"][right[shown[0]]]) == readings["classes"].tolist().index(first.judge_top)
+    assert kept.judge_top == "neutral" and kept.judge_correct is False and kept.expression_copied is True
+    assert first.expression_copied is False and calm.expression_copied is None and calm.judge_correct is True
+    assert metrics.expression_copies == 1 and metrics.judge_accuracy == pytest.approx(2 / 3)
+    assert "expression copied from the reference photo" in metrics.summary()
+    alone = face_metrics.measure(analyzer, identity, [image] * 3, target=target, estimator=ExpressionEstimator(
+        MarkerLandmarker(shapes=shapes), "face_landmarker.task"))
+    assert alone.expression_copies is None and alone.images[0].judge.startswith("landmark judge, face alone")
     with pytest.raises(GenAffectInputError, match="connect target_expression too"):
-        face_metrics.measure(analyzer, identity, images, reference_expression=photo)
+        face_metrics.measure(analyzer, identity, [image], reference_expression=photo)
 
 
 def test_one_target_for_all_images_has_no_accuracy_to_report(analyzer):
@@ -170,20 +190,31 @@ def test_one_target_for_all_images_has_no_accuracy_to_report(analyzer):
     assert metrics.expression_accuracy is None and "accuracy" not in metrics.summary()
 
 
-def test_a_face_nearer_a_reference_than_the_persons_own_photos_are_is_flagged_as_copied(analyzer):
+def test_a_copy_of_a_reference_photo_is_flagged_by_closeness_and_a_new_photo_of_the_person_is_not(analyzer):
     references = [faces_image(dict(cx=128, cy=128, identity=0)), faces_image(dict(cx=120, cy=136, half=48, identity=0))]
     identity = extract_identity(analyzer, references)[0]
-    held_out = extract_identity(analyzer, [faces_image(dict(cx=136, cy=120, half=36, identity=0))])[0]
-    generated = [references[0], faces_image(dict(cx=128, cy=128, identity=5))]  # a pixel copy, another person
+    held_out = extract_identity(analyzer, [faces_image(dict(cx=136, cy=120, half=36, identity=0, photo=3))])[0]
+    # a pixel copy of reference 1, a new photo of the person, another person
+    generated = [references[0], faces_image(dict(cx=128, cy=128, identity=0, photo=1)),
+                 faces_image(dict(cx=128, cy=128, identity=5))]
     metrics = face_metrics.measure(analyzer, identity, generated, held_out=held_out)
-    low, high = metrics.same_person_band
-    assert low == high < 0.999  # two real photos of the person: one pair, and they differ
-    assert [m.copy_suspected for m in metrics.images] == [True, False] and metrics.copies == 1
+    assert [m.copy_suspected for m in metrics.images] == [True, False, False] and metrics.copies == 1
+    assert metrics.images[0].nearest_reference_cosine > copy_checks.COPY_COSINE_ALONE
+    assert "no reference landmarks" in metrics.images[0].copy_reason
     assert all(m.held_out_cosine is not None for m in metrics.images) and metrics.held_out_mean is not None
-    assert "1 suspected" in metrics.summary() and "held-out photos" in metrics.summary()
-    one_reference = extract_identity(analyzer, references[:1])[0]
-    alone = face_metrics.measure(analyzer, one_reference, generated)
-    assert alone.same_person_band is None and alone.copies is None  # one photo gives no band: not judged
+    assert "copied from a reference photo (the same face, pose and expression): 1" in metrics.summary()
+    # with the reference photo's landmarks a copy is the same person with the same face shape
+    readings, neutral, right = _person_photos()
+    other = sorted(right)[0]
+    photo = estimate_expressions(ExpressionEstimator(MarkerLandmarker(shapes=[square_shape(readings, neutral)]),
+                                                     "f.task"), [references[0]]).expression
+    shapes = [square_shape(readings, neutral), square_shape(readings, right[other]), square_shape(readings, neutral)]
+    estimator = ExpressionEstimator(MarkerLandmarker(shapes=shapes), "face_landmarker.task")
+    metrics = face_metrics.measure(analyzer, identity, generated, target=presets([other] * 3), estimator=estimator,
+                                   reference_expression=photo)
+    copy, new, stranger = metrics.images
+    assert copy.copy_suspected is True and "face shape distance 0.0000" in copy.copy_reason
+    assert new.copy_suspected is False and stranger.copy_suspected is False  # another expression; another person
 
 
 def test_head_pose_error_is_against_the_reference_photos_pose_plus_each_targets_turn_in_degrees(analyzer):

@@ -5,10 +5,12 @@ import os
 import numpy as np
 import pytest
 import torch
+from fer_network import write_tiny_network
 from genaffect import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from genaffect.models.expression.batch import ExpressionBatch
 from genaffect.models.expression.expression_estimator import ExpressionEstimator
 from genaffect.models.expression.expression_mapping import ExpressionMapping
+from genaffect.models.expression.expression_network import ExpressionNetwork
 from genaffect.models.face.face_analyzer import FaceAnalyzer
 from genaffect.models.face.face_crops import FaceCrops
 from genaffect.models.face.face_listing import FaceListing
@@ -33,6 +35,7 @@ TYPE_CHECKS = {
     "GA_EXPRESSION": lambda v: isinstance(v, ExpressionBatch),
     "GA_EXPRESSION_ESTIMATOR": lambda v: isinstance(v, ExpressionEstimator),
     "GA_EXPRESSION_MAPPING": lambda v: isinstance(v, ExpressionMapping),
+    "GA_EXPRESSION_NETWORK": lambda v: isinstance(v, ExpressionNetwork),
     "GA_DIT_ADAPTER": lambda v: isinstance(v, DiTAdapter),
     "GA_SAMPLING_GUARD": lambda v: isinstance(v, SamplingGuard),
     "GA_SHEET_JOB": lambda v: isinstance(v, SheetJob),
@@ -93,7 +96,12 @@ def _run_every_node():
     DiTAdapter(DiTAdapterConfig(family="flux", hidden_size=32, double_blocks=2, single_blocks=4, token_width=32,
                                 heads=2, head_dim=8, resampler_depth=1)).save(
         os.path.join(comfy_host.models_dir(), "genaffect", "tiny_dit_adapter.safetensors"))
-    metrics = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]().measure(images, analyzer_outputs[0], identity[0], preset[0], estimator[0])
+    networks = os.path.join(comfy_host.models_dir(), "expression_networks")
+    os.makedirs(networks, exist_ok=True)
+    write_tiny_network(os.path.join(networks, "tiny_network.onnx"))
+    network = NODE_CLASS_MAPPINGS["GenAffectExpressionNetworkLoader"]().load("tiny_network.onnx", "CPU")
+    metrics = NODE_CLASS_MAPPINGS["GenAffectFaceMetrics"]().measure(images, analyzer_outputs[0], identity[0], preset[0],
+                                                                    estimator[0], expression_network=network[0])
     from PIL import Image
 
     Image.fromarray(faces_image(dict(cx=128, cy=128))).save(os.path.join(os.environ["GENAFFECT_INPUT_DIR"], "ann.png"))
@@ -136,7 +144,10 @@ def _run_every_node():
         "GenAffectFitExpressionMapping": fitted,
         "GenAffectApplyExpressionMapping": NODE_CLASS_MAPPINGS["GenAffectApplyExpressionMapping"]().apply(
             preset[0], "(the mapping input)", False, fitted["result"][0]),
+        "GenAffectExpressionNetworkLoader": network,
         "GenAffectFaceMetrics": metrics,
+        "GenAffectScoreExpressions": NODE_CLASS_MAPPINGS["GenAffectScoreExpressions"]().score(
+            images, "happy, fear", analyzer_outputs[0], identity[0], estimator[0], estimated[0], None, network[0]),
         "GenAffectDiTAdapterLoader": NODE_CLASS_MAPPINGS["GenAffectDiTAdapterLoader"]().load(
             "tiny_dit_adapter.safetensors"),
         "GenAffectSelectBest": NODE_CLASS_MAPPINGS["GenAffectSelectBest"]().select(

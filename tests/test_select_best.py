@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from genaffect.models.errors import GenAffectInputError
 from genaffect.models.evaluation.face_metrics import ImageMetrics, SetMetrics
-from genaffect.models.evaluation.select_best import choose
+from genaffect.models.evaluation.select_best import PassRule, choose, failures, is_person, passes
 from genaffect.models.expression.batch import ExpressionBatch
 from genaffect.models.expression.expression_estimator import ExpressionEstimator
 from genaffect.models.face.identity import extract_identity
@@ -21,13 +21,11 @@ TARGETS = ExpressionBatch(["calm", "wild"], blendshapes=np.stack([CALM, WILD]))
 
 
 def _identity(analyzer):
-    # one reference photo: no same-person band, so no copy check (the tiny recognizer scores any two paintings
-    # of a person ~0.99, which the band would call copies); copy gating is tested on its own below
     return extract_identity(analyzer, [faces_image(dict(cx=128, cy=128, identity=0))])[0]
 
 
 def test_the_person_with_the_right_expression_is_chosen_per_expression(analyzer):
-    person = faces_image(dict(cx=136, cy=120, half=36, identity=0))
+    person = faces_image(dict(cx=136, cy=120, half=36, identity=0, photo=1))  # a new photo of the person
     stranger = faces_image(dict(cx=136, cy=120, half=36, identity=5))
     # round 1: calm <- a stranger, wild <- the person looking calm; round 2: both the person, right expressions
     images = [stranger, person, person, person]
@@ -43,7 +41,7 @@ def test_the_person_with_the_right_expression_is_chosen_per_expression(analyzer)
 
 
 def test_ties_go_to_the_earlier_round_and_wrong_batch_sizes_are_explained(analyzer):
-    person = faces_image(dict(cx=136, cy=120, half=36, identity=0))
+    person = faces_image(dict(cx=136, cy=120, half=36, identity=0, photo=1))
     estimator = ExpressionEstimator(MarkerLandmarker(scores=[CALM, WILD]), "face_landmarker.task")
     _, report, _ = GenAffectSelectBest().select(to_image_tensor(*[person] * 4), 2, analyzer, _identity(analyzer),
                                                 TARGETS, estimator=estimator)
@@ -89,3 +87,59 @@ def test_select_best_refuses_a_pose_tolerance_without_the_photos_measured_pose(a
     images = to_image_tensor(faces_image(dict(cx=128, cy=128)))
     with pytest.raises(GenAffectInputError, match="max_pose_error compares each candidate's head pose"):
         GenAffectSelectBest().select(images, 1, analyzer, _identity(analyzer), TARGETS.rows([0]), max_pose_error=5.0)
+
+
+def _judged(index, identity, probability, top="happy", l1=0.1, **more) -> ImageMetrics:
+    return ImageMetrics(index, "happy", True, identity_cosine=identity, blendshape_l1=l1, asked_classes=["happy"],
+                        judge="landmark judge", judge_top=top, judge_top_probability=max(probability, 0.5),
+                        judge_probability=probability, judge_correct=top == "happy", **more)
+
+
+def test_a_stranger_never_wins_however_well_it_shows_the_expression_and_the_verdict_says_so():
+    stranger = _judged(0, identity=0.12, probability=0.99, l1=0.01)
+    person_off = _judged(1, identity=0.71, probability=0.10, top="sad", l1=0.30)
+    choices = choose(_metrics(stranger, person_off), 1, 2)
+    assert [c.chosen for c in choices] == [False, True]
+    assert choices[1].verdict.startswith("identity: identity cosine 0.710") and "0.120" in choices[1].verdict
+    assert failures(stranger)[0] == "not the person: identity cosine 0.120 below 0.30"
+    assert failures(person_off) == ["landmark judge reads sad (0.500), not happy (0.100)"]
+    strict = PassRule(min_identity=0.8)  # the guard's limit replaces the default as the person's threshold
+    assert not is_person(person_off, strict) and is_person(person_off)
+
+
+def test_among_the_persons_faces_the_judges_probability_decides_then_the_intensity_distance():
+    sure = _judged(0, identity=0.60, probability=0.90, l1=0.20)
+    unsure = _judged(1, identity=0.80, probability=0.60, l1=0.05)
+    choices = choose(_metrics(sure, unsure), 1, 2)
+    assert [c.chosen for c in choices] == [True, False]
+    assert choices[0].verdict.startswith("judge probability: landmark judge p(happy) 0.900 vs")
+    near = _judged(0, identity=0.60, probability=0.91, l1=0.20)  # probabilities this close are no evidence
+    closer = _judged(1, identity=0.60, probability=0.90, l1=0.05)
+    choices = choose(_metrics(near, closer), 1, 2)
+    assert [c.chosen for c in choices] == [False, True]
+    assert choices[1].verdict == "intensity distance: blendshape L1 0.050 vs blendshape L1 0.200 (candidate 1)"
+    assert choose(_metrics(near), 1, 1)[0].verdict == "the only candidate"
+
+
+def test_a_similar_looking_stranger_above_the_threshold_still_loses_to_the_person():
+    """Strangers of one look-alike source reach cosine 0.5: among a pool the person's best face sets the bar."""
+    person_off = _judged(0, identity=0.80, probability=0.20, top="sad")
+    stranger = _judged(1, identity=0.50, probability=0.99)  # above 0.30, but 0.30 below the person's face
+    choices = choose(_metrics(person_off, stranger), 1, 2)
+    assert [c.chosen for c in choices] == [True, False]
+    assert choices[0].verdict.startswith("identity: identity cosine 0.800 (the person from 0.55)")
+    closer = _judged(1, identity=0.70, probability=0.99)  # within the margin: the person too, and reads right
+    assert [c.chosen for c in choose(_metrics(person_off, closer), 1, 2)] == [False, True]
+
+
+def test_a_stranger_never_wins_where_the_persons_only_face_is_a_copy():
+    """Measured on JAFFE: a posed 'fearful' photo nearly the neutral reference is flagged a copy; with copies left
+    out of the pool's best identity, a look-alike stranger at 0.32 that read fearful won. The copy is still the
+    person: it is chosen, and its verdict says it fails."""
+    copy = _judged(0, identity=0.90, probability=0.10, top="neutral", copy_suspected=True,
+                   copy_reason="identity cosine 0.855")
+    stranger = _judged(1, identity=0.32, probability=1.0)
+    choices = choose(_metrics(copy, stranger), 1, 2)
+    assert [c.chosen for c in choices] == [True, False]
+    assert choices[0].verdict.startswith("identity: identity cosine 0.900 (the person from 0.55)")
+    assert not passes(copy)

@@ -1,14 +1,22 @@
-"""How good is a generated expression set: same person as the reference, same person across the set,
-and the expression that was asked for.
+"""How good is a generated expression set: same person as the reference, same person across the set, not a
+copy of a reference photo, and the expression that was asked for.
 
 - identity: ArcFace cosine of each image's face to the reference identity (Arc2Face reports 0.796 on
   AgeDB for its own generations);
 - consistency: mean and minimum cosine over all pairs of generated faces;
+- copies: a face so close to a reference photo - the same person *and* the same face shape, pose and expression,
+  or pixels that are nearly the same - that it was copied rather than generated (``copy_checks.py``, thresholds
+  measured on real photos);
+- the expression, read by judges: GenAffect's landmark classifier (``expression_judge.py``: the class
+  probabilities of each face, judged relative to the person's reference photo when its expression is given) and,
+  when one is loaded, a pixel network (``expression/expression_network.py``), an independent second opinion whose
+  agreement is reported; a target named after a class (a preset) gives the probability of the asked-for class;
 - expression error: mean absolute difference between the blendshapes re-estimated on the image and the
   target in the estimator's own space (a preset's calibrated estimator-space target, an estimated
   expression's own blendshapes), over the blendshapes the estimator can read (EmojiDiff's metric, restricted
   to what MediaPipe measures: the list is data, ``estimator_targets.json``; blendshapes it never moves would
-  only add a floor no image can beat), and the Euclidean distance of FLAME-55 when both sides have it.
+  only add a floor no image can beat), and the Euclidean distance of FLAME-55 when both sides have it: how far
+  the intensity is from the target.
 """
 
 from __future__ import annotations
@@ -23,10 +31,12 @@ from ..errors import GenAffectInputError, NoFaceFoundError
 from ..expression.batch import BLENDSHAPE_INDEX, ExpressionBatch
 from ..expression.expression_estimator import ExpressionEstimator, estimate_expressions
 from ..expression.expression_library import estimator_space
+from ..expression.expression_network import ExpressionNetwork
 from ..face.face_analyzer import FaceAnalyzer
 from ..face.face_choice import no_face_reason, too_small_reason
-from ..face.identity import Identity, order_faces
+from ..face.identity import Identity, ordered_faces
 from ..images import rgb_to_bgr
+from . import copy_checks, expression_judge
 
 NODE = "GenAffect Face Metrics"
 
@@ -42,7 +52,7 @@ class ImageMetrics:
     # is the face nearer its own target than every other target of the set (blendshape L1)? None: not measured
     expression_nearest: bool | None = None
     held_out_cosine: float | None = None  # to the held-out photos of the person (not used for conditioning)
-    copy_suspected: bool | None = None  # nearer a reference than any two real photos of the person are
+    copy_suspected: bool | None = None  # copied from a reference photo (copy_checks.py); None: not judged
     # shows the reference photo's own expression rather than its target (None: not judged)
     expression_copied: bool | None = None
     head_pose: list[float] | None = None  # measured yaw, pitch, roll (degrees)
@@ -50,6 +60,22 @@ class ImageMetrics:
     pose_error: list[float] | None = None
     gaze_error: float | None = None  # |measured - target| horizontal and vertical gaze (eyeLook blendshapes), summed
     note: str = ""
+    detection: str = ""  # how the face was found when the first detection pass missed it (a close-up)
+    nearest_reference_cosine: float | None = None  # the highest cosine to one reference photo
+    copy_reason: str = ""  # the numbers that decided the copy check
+    asked_classes: list[str] = field(default_factory=list)  # the judge's classes the target asks for
+    judge: str = ""  # which judge read the expression (the landmark classifier, relative to the reference or not)
+    judge_probabilities: dict[str, float] | None = None
+    judge_top: str | None = None
+    judge_top_probability: float | None = None
+    judge_probability: float | None = None  # of the asked-for class (summed over a blend's classes)
+    judge_correct: bool | None = None  # the judge's top class is one the target asks for
+    pixel_judge: str = ""  # the expression network's file, when one is loaded
+    pixel_probabilities: dict[str, float] | None = None
+    pixel_top: str | None = None
+    pixel_probability: float | None = None
+    pixel_correct: bool | None = None
+    judges_agree: bool | None = None  # the two judges' top classes are the same
 
 
 @dataclass
@@ -65,8 +91,11 @@ class SetMetrics:
     expression_accuracy: float | None = None  # share of measured faces nearest their own target
     same_person_band: tuple[float, float] | None = None  # min, max cosine between the person's real photos
     held_out_mean: float | None = None
-    copies: int | None = None  # faces suspected to be copied from a reference
+    copies: int | None = None  # faces copied from a reference
     expression_copies: int | None = None  # faces that show the reference photo's expression, not their target
+    judge_accuracy: float | None = None  # share of judged faces whose top class is the asked-for one
+    pixel_accuracy: float | None = None
+    judges_agreement: float | None = None  # share of faces both judges read where their top classes agree
     pose_error_mean: list[float] | None = None  # mean |error| of yaw, pitch, roll over the measured faces (degrees)
     gaze_error_mean: float | None = None
     # (images, 52): each face's re-estimated blendshapes and its target as the estimator reads it, NaN where none
@@ -89,6 +118,20 @@ class SetMetrics:
             f"identity cosine to reference: mean {number(self.identity_mean)}, min {number(self.identity_min)}",
             f"set consistency (pairwise cosine): mean {number(self.consistency_mean)}, min {number(self.consistency_min)}",
         ]
+        retried = [m for m in self.images if m.detection]
+        if retried:
+            lines.append(f"faces found only on a detection retry (close-ups): {len(retried)} "
+                         f"({', '.join(m.label for m in retried)})")
+        judged = [m for m in self.images if m.judge_correct is not None]
+        if judged:
+            lines.append(f"expression accuracy ({judged[0].judge}): {self.judge_accuracy:.0%} of {len(judged)} "
+                         "faces read as the asked-for expression; " + ", ".join(
+                             f"{m.label}: {m.judge_top} ({m.judge_top_probability:.2f})" for m in judged[:12]))
+        if self.pixel_accuracy is not None:
+            lines.append(f"pixel judge ({self.images[0].pixel_judge}): {self.pixel_accuracy:.0%} read as asked")
+        if self.judges_agreement is not None:
+            lines.append(f"the two judges agree on {self.judges_agreement:.0%} of faces (where they disagree, "
+                         "look at the face yourself)")
         if self.blendshape_l1_mean is not None:
             lines.append(f"expression error (blendshape L1): mean {number(self.blendshape_l1_mean)}, over the "
                          f"{len(estimator_space().readable)} blendshapes the estimator reads, to the targets as it "
@@ -97,9 +140,9 @@ class SetMetrics:
             lines.append(f"expression error (FLAME-55 L2): mean {number(self.flame_l2_mean)}")
         if self.same_person_band is not None:
             low, high = self.same_person_band
-            lines.append(f"the person's real photos agree with each other at cosine {low:.3f}..{high:.3f}; a generated "
-                         f"face above {high:.3f} to a reference was likely copied from it (its pose and expression "
-                         f"too): {self.copies} suspected")
+            lines.append(f"the person's reference photos agree with each other at cosine {low:.3f}..{high:.3f}")
+        if self.copies is not None:
+            lines.append(f"copied from a reference photo (the same face, pose and expression): {self.copies}")
         if self.held_out_mean is not None:
             lines.append(f"identity cosine to held-out photos of the person (not used to condition): mean "
                          f"{number(self.held_out_mean)}; far below the cosine to the reference also means copying")
@@ -107,8 +150,8 @@ class SetMetrics:
             lines.append(f"expression accuracy (nearest to its own target of the set's targets): "
                          f"{self.expression_accuracy:.0%}")
         if self.expression_copies is not None:
-            lines.append(f"expression copied from the reference photo (nearer its expression than the target): "
-                         f"{self.expression_copies}")
+            lines.append(f"expression copied from the reference photo (the judge reads the photo's expression, not "
+                         f"the target's): {self.expression_copies}")
         if self.pose_error_mean is not None:
             yaw, pitch, roll = self.pose_error_mean
             lines.append(f"head pose error (the reference photo's pose + each target's head turn): mean |yaw| "
@@ -167,24 +210,6 @@ def flame_l2(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(estimated) - np.asarray(target), axis=1)
 
 
-# Below this blendshape L1 a target is the reference photo's own expression (or nearly): no copy to tell apart.
-# Real photos of one labelled expression scatter about 0.07-0.10 around its target (the calibration).
-SAME_EXPRESSION_L1 = 0.03
-
-
-def expression_copied(estimated: np.ndarray, targets: np.ndarray, reference: np.ndarray) -> list[bool | None]:
-    """Per face: does it show the reference photo's expression rather than its own target - nearer (blendshape
-    L1) the photo's expression (the mean of the reference rows) than its target? Not judged (None) where the
-    target is itself within ``SAME_EXPRESSION_L1`` of the photo's expression."""
-    photo = np.asarray(reference, dtype=np.float64).mean(axis=0, keepdims=True)
-    estimated, targets = np.asarray(estimated), np.asarray(targets)
-    to_photo = blendshape_l1(estimated, np.repeat(photo, len(estimated), axis=0))
-    to_target = blendshape_l1(estimated, targets)
-    apart = blendshape_l1(targets, np.repeat(photo, len(targets), axis=0))
-    return [None if gap < SAME_EXPRESSION_L1 else bool(near_photo < near_target)
-            for near_photo, near_target, gap in zip(to_photo, to_target, apart)]
-
-
 def _target_rows(target: ExpressionBatch, count: int) -> list[int]:
     """One target per image: N targets for N images, or one for all."""
     if len(target) == count:
@@ -217,15 +242,19 @@ def measure(
     core_landmarks: dict | None = None,
     held_out: Identity | None = None,
     reference_expression: ExpressionBatch | None = None,
+    expression_network: ExpressionNetwork | None = None,
 ) -> SetMetrics:
     """Metrics for RGB uint8 images (the largest face of each). Faceless images are reported, not fatal.
 
-    Copying (WithAnyone, ICLR 2026): real photos of one person are far from identical, so a generated face
-    nearer to a reference photo than any two of the person's real photos are to each other was most likely
-    copied from it. With two or more references their own pairwise cosines give that band (it adapts to the
-    recognizer and the person); ``held_out`` photos of the person, not used for conditioning, give the
-    similarity a new photo of them would have. ``reference_expression`` (estimated on the reference photo)
-    lets each face be checked for the other copy: its target's expression replaced by the photo's own."""
+    Copying (WithAnyone, ICLR 2026): real photos of one person are far from identical, so a generated face that
+    is the reference photo again - the same person, face shape, pose and expression, or nearly the same pixels -
+    was copied from it (``copy_checks.py``; the landmarks of the reference photo come with
+    ``reference_expression``, Estimate Expression on it). ``held_out`` photos of the person, not used for
+    conditioning, give the similarity a new photo of them would have. ``reference_expression`` also lets the
+    expression judge read each face relative to the person's own photo, and check the other copy: the photo's
+    expression in place of the target's; its head pose is what each target's head turn is measured from.
+    ``expression_network`` adds the pixel judge's reading of every face. An identity of several people (Crop
+    Faces) compares each image with its own person."""
     _check_same_recognizer(analyzer, identity)
     if held_out is not None:
         _check_same_recognizer(analyzer, held_out)
@@ -233,18 +262,22 @@ def measure(
     labels = labels or [f"image {i}" for i in range(count)]
     if len(labels) != count:
         raise GenAffectInputError(f"{len(labels)} labels for {count} images; give one per image or none.")
+    if reference_expression is not None and target is None:
+        raise GenAffectInputError(f"{NODE}: a reference_expression is compared with each face's target; connect "
+                                  "target_expression too.")
     results = [ImageMetrics(i, labels[i], False) for i in range(count)]
 
-    crops, kept = [], []
+    crops, kept, detections = [], [], {}
     for index, rgb in enumerate(images_rgb):
         reason = too_small_reason(rgb)
         if reason is None:
             bgr = rgb_to_bgr(rgb)
-            faces = order_faces(analyzer.detect(bgr), "largest")
+            faces, results[index].detection = ordered_faces(analyzer, bgr, "largest")
             reason = no_face_reason(len(faces), 0, "largest")
         if reason is None:
             crops.append(analyzer.align(bgr, faces[0].keypoints))
             kept.append(index)
+            detections[index] = faces[0]
         else:
             results[index].note = reason
         if on_progress is not None:
@@ -252,28 +285,24 @@ def measure(
     embeddings = analyzer.embed(crops) if crops else np.zeros((0, 512), np.float32)
     wanted = identity.embeddings_for(count)  # each image's own person (several with per-face crops)
     cosines = np.einsum("nd,nd->n", embeddings, wanted[kept]) if crops else np.zeros(0)
-    for index, cosine in zip(kept, cosines):
+    references = np.stack([r.embedding for r in identity.references])
+    for index, cosine, nearest in zip(kept, cosines, (embeddings @ references.T).max(axis=1) if crops else []):
         results[index].face_found = True
         results[index].identity_cosine = float(cosine)
-    # the copy band compares photos of one person; the references of several people are one photo each
-    band = None if identity.several_people else same_person_band(np.stack([r.embedding for r in identity.references]))
-    copies = None
-    if band is not None and crops:
-        nearest_reference = (embeddings @ np.stack([r.embedding for r in identity.references]).T).max(axis=1)
-        for index, similarity in zip(kept, nearest_reference):
-            results[index].copy_suspected = bool(similarity > band[1])
-        copies = sum(results[index].copy_suspected for index in kept)
+        results[index].nearest_reference_cosine = float(nearest)
     if held_out is not None and crops:
         for index, cosine in zip(kept, embeddings @ held_out.embedding):
             results[index].held_out_cosine = float(cosine)
 
-    measured = expected = None
+    shapes, measured, expected = {}, None, None
     if target is not None:
-        measured, expected = _measure_expression(results, images_rgb, target, estimator, core_landmarks,
-                                                 reference_expression)
-    elif reference_expression is not None:
-        raise GenAffectInputError(f"{NODE}: a reference_expression is compared with each face's target; connect "
-                                  "target_expression too.")
+        measured, expected, shapes = _measure_expression(results, images_rgb, target, estimator, core_landmarks,
+                                                         reference_expression)
+    if expression_network is not None:
+        _pixel_judge(results, images_rgb, detections, expression_network)
+    for index in kept:
+        results[index].copy_suspected, results[index].copy_reason = copy_checks.copied(
+            results[index].nearest_reference_cosine, shapes.get(index))
     judged = [r.expression_copied for r in results if r.expression_copied is not None]
 
     people = [identity.person_of_image[i % len(identity.person_of_image)] for i in kept] if identity.several_people \
@@ -289,10 +318,14 @@ def measure(
         blendshape_l1_mean=_mean([r.blendshape_l1 for r in results]),
         flame_l2_mean=_mean([r.flame_l2 for r in results]),
         expression_accuracy=_mean([float(r.expression_nearest) for r in results if r.expression_nearest is not None]),
-        same_person_band=band,
+        # the band compares photos of one person; the references of several people are one photo each
+        same_person_band=None if identity.several_people else same_person_band(references),
         held_out_mean=_mean([r.held_out_cosine for r in results]),
-        copies=copies,
+        copies=sum(bool(results[index].copy_suspected) for index in kept) if kept else None,
         expression_copies=sum(judged) if judged else None,
+        judge_accuracy=_mean([float(r.judge_correct) for r in results if r.judge_correct is not None]),
+        pixel_accuracy=_mean([float(r.pixel_correct) for r in results if r.pixel_correct is not None]),
+        judges_agreement=_mean([float(r.judges_agree) for r in results if r.judges_agree is not None]),
         pose_error_mean=_mean_rows([r.pose_error for r in results]),
         gaze_error_mean=_mean([r.gaze_error for r in results]),
         measured=measured,
@@ -302,9 +335,12 @@ def measure(
 
 def _measure_expression(results: list[ImageMetrics], images_rgb, target: ExpressionBatch,
                         estimator: ExpressionEstimator | None, core_landmarks: dict | None = None,
-                        reference: ExpressionBatch | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each face's expression against its target, written into ``results``; returns every image's re-estimated
-    blendshapes and its target in the estimator's space (NaN rows where no face was read)."""
+                        reference: ExpressionBatch | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+    """Blendshape and FLAME errors, head pose and gaze errors, the landmark judge's reading and the
+    expression-copy check of every face the estimator finds, written into ``results``. Returns every image's
+    re-estimated blendshapes and its target in the estimator's space (NaN rows where no face was read, for curves
+    over frames) and each read image's face-shape distance to the nearest reference photo (for the copy check;
+    empty without the reference photo's landmarks)."""
     if estimator is None and core_landmarks is None:
         raise GenAffectInputError(
             f"{NODE} needs an expression estimator to compare with the target expression: connect GenAffect "
@@ -319,17 +355,15 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
     except NoFaceFoundError:
         for result in results:
             result.note = result.note or "no face for the expression estimator"
-        return measured, expected
+        return measured, expected, {}
     found = estimation.expression
     measured[estimation.image_indices] = found.blendshapes
-    l1 = blendshape_l1(found.blendshapes, wanted[[rows[i] for i in estimation.image_indices]])
+    own = [rows[i] for i in estimation.image_indices]
+    l1 = blendshape_l1(found.blendshapes, wanted[own])
     l2 = None
     if found.flame is not None and target.flame is not None:
-        l2 = flame_l2(found.flame, target.flame[[rows[i] for i in estimation.image_indices]])
-    own = [rows[i] for i in estimation.image_indices]
+        l2 = flame_l2(found.flame, target.flame[own])
     nearest = nearest_to_own_target(found.blendshapes, wanted, own) if len(target) > 1 else [None] * len(own)
-    copied = ([None] * len(own) if reference is None
-              else expression_copied(found.blendshapes, wanted[own], reference.estimator_space(NODE)))
     pose_errors = pose_error(found.head_pose, target, own, reference)
     gaze_errors = np.abs(gaze(found.blendshapes) - gaze(wanted[own])).sum(axis=1)
     for row, index in enumerate(estimation.image_indices):
@@ -338,12 +372,26 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
         if pose_errors is not None:
             results[index].pose_error = [round(float(v), 2) for v in pose_errors[row]]
         results[index].gaze_error = float(gaze_errors[row])
-        results[index].expression_copied = copied[row]
         results[index].expression_nearest = nearest[row]
         results[index].blendshape_l1 = float(l1[row])
         if l2 is not None:
             results[index].flame_l2 = float(l2[row])
-    return measured, expected
+
+    judge = expression_judge.landmark_judge()
+    reading = judge.read(found, reference)
+    reference_class = judge.reference_class(reference)
+    for row, index in enumerate(estimation.image_indices):
+        result = results[index]
+        result.asked_classes = list(expression_judge.asked_classes(target.labels[own[row]]))
+        result.judge = reading.judge
+        result.judge_probabilities = reading.probabilities_of(row)
+        result.judge_top, result.judge_top_probability = reading.top(row)
+        if result.asked_classes:
+            result.judge_probability = reading.probability(row, result.asked_classes)
+            result.judge_correct = result.judge_top in result.asked_classes
+            result.expression_copied = expression_judge.expression_copied(
+                result.judge_top, result.judge_top_probability, reference_class, result.asked_classes)
+    return measured, expected, judge.shape_distances(found, reference, estimation.image_indices)
 
 
 def gaze(blendshapes: np.ndarray) -> np.ndarray:
@@ -369,6 +417,26 @@ def pose_error(measured: np.ndarray | None, target: ExpressionBatch, own: list[i
 def _mean_rows(rows) -> list[float] | None:
     present = [row for row in rows if row is not None]
     return [float(v) for v in np.mean(present, axis=0)] if present else None
+
+
+def _pixel_judge(results: list[ImageMetrics], images_rgb, detections: dict, network: ExpressionNetwork) -> None:
+    """The expression network's reading of every face the face analyzer found, and its agreement with the
+    landmark judge."""
+    indices = sorted(detections)
+    if not indices:
+        return
+    crops = [network.crop(images_rgb[i], detections[i].box, detections[i].keypoints) for i in indices]
+    probabilities = network.probabilities(crops)
+    for index, row in zip(indices, probabilities):
+        result = results[index]
+        result.pixel_judge = network.name
+        result.pixel_probabilities = {name: float(p) for name, p in zip(network.classes, row)}
+        result.pixel_top = network.classes[int(np.argmax(row))]
+        if result.asked_classes and any(c in network.classes for c in result.asked_classes):
+            result.pixel_probability = float(sum(result.pixel_probabilities.get(c, 0.0) for c in result.asked_classes))
+            result.pixel_correct = result.pixel_top in result.asked_classes
+        if result.judge_top is not None and result.judge_top in network.classes:
+            result.judges_agree = result.pixel_top == result.judge_top
 
 
 def _mean(values) -> float | None:

@@ -89,7 +89,7 @@ class GuardOutcome:
         """One candidate in the report: where it came from, whether it passed and why not, its scores."""
         c = candidate
         return {"expression": self.labels[c.expression], "round": c.round, "seed": c.seed, "position": c.position,
-                "passed": c.passed, "chosen": c.chosen, "failures": c.failures,
+                "passed": c.passed, "chosen": c.chosen, "verdict": c.verdict, "failures": c.failures,
                 **{k: v for k, v in asdict(c.metrics).items() if k not in ("index", "label")}}
 
     def report(self) -> dict:

@@ -2,17 +2,25 @@
 expression (issue: users want the sheet to come out right, not only a report).
 
 Candidates come in rounds: ``[round 1: expression 1..N, round 2: expression 1..N, ...]`` (what K runs of a
-sampler with different seeds give, batched). Each is scored by Face Metrics against its own target; the
-order is: passing (:func:`failures` is empty) first, then a face found, not copied from a reference, nearest
-its own target of the set, then the highest identity cosine minus expression error (both on comparable 0..1
-scales), and the earlier candidate on a tie.
+sampler with different seeds give, batched). Each is scored by Face Metrics against its own target and ranked
+by these steps, in order; the first step where two candidates differ decides, and the verdict names it:
 
-Whether a candidate *passes* is the one rule both Select Best and guarded sampling
-(``models/sampling_guard.py``) use: a face found, not suspected to be copied from a reference, not nearer
-another expression's target of the set, not showing the reference photo's own expression instead of its
-target (when Face Metrics judged it), and, when a :class:`PassRule` sets them, identity, expression error and
-head pose error within its limits. With the default rule passing is exactly the gates that follow it in the order, so
-the ranking is the same with or without limits until one is set.
+1. a face was found;
+2. **identity first**: the face is the person - its ArcFace cosine to the reference identity is at least the
+   rule's ``min_identity`` (else :data:`SAME_PERSON_COSINE`) and, below :data:`CERTAINLY_THE_PERSON`, within
+   :data:`IDENTITY_MARGIN` of the best candidate's (a copy of a reference photo included: it is still the person,
+   so a stranger never wins because the person's own face was flagged a copy; the floor never rises above
+   :data:`CERTAINLY_THE_PERSON`, so a copy cannot push out a face of the person at or above it) - so a face that
+   is not the person never beats one that is, whatever its expression;
+3. it passes (:func:`failures` is empty: the one rule both Select Best and guarded sampling,
+   ``models/evaluation/sampling_guard.py``, use - the gates below and the rule's own limits:
+   expression error and head pose error);
+4. not a copy of a reference photo, and not showing the reference photo's expression instead of its target;
+5. the judge reads the asked-for expression (its top class is one of the target's classes; for targets the
+   judge has no class for, the face is nearest its own target of the set's);
+6. the judge's probability of the asked-for class (in steps of :data:`PROBABILITY_STEP`: smaller differences
+   are no evidence), then the intensity distance (Face Metrics' blendshape L1 to the target, in steps of
+   :data:`DISTANCE_STEP`), then the identity cosine, then the earlier candidate.
 """
 
 from __future__ import annotations
@@ -23,33 +31,68 @@ from ..errors import GenAffectInputError
 from ..expression.batch import ExpressionBatch
 from .face_metrics import ImageMetrics, SetMetrics
 
+# ArcFace cosine at and above which a face counts as the person when the rule sets no identity limit. Measured
+# on real photos (INT8 MobileFaceNet; docs/judge.md, "Select Best"): 99.5 % of pairs of different people's photos
+# stay below it in KDEF and the Taiwanese corpus, 99.9 % in the wild; photos of one person rarely fall under it.
+SAME_PERSON_COSINE = 0.30
+# ...but look-alike strangers reach 0.53 (JAFFE: 16 % of stranger pairs above 0.30), so among a pool a face also
+# counts as the person only when its cosine is within this of the best candidate's. Compared on half of the posed
+# sources' people, 0.08-0.18 all chose no stranger; the widest keeps the most of the person's photos in play.
+IDENTITY_MARGIN = 0.18
+# At and above this no stranger was measured (the highest stranger cosine to a person's identity: 0.50), so the
+# margin never pushes a face this close to the identity out of the person's pool.
+CERTAINLY_THE_PERSON = 0.55
+PROBABILITY_STEP = 0.05
+DISTANCE_STEP = 0.01
+
 
 @dataclass(frozen=True)
 class PassRule:
-    """The limits a candidate must meet besides the gates every candidate meets (a face, not copied, nearest
-    its own target, not the reference photo's expression). None: no limit."""
+    """The limits a candidate must meet besides the gates every candidate meets (a face, the person, not copied,
+    the asked-for expression, not the reference photo's expression). None: no limit of its own."""
 
-    min_identity: float | None = None  # ArcFace cosine to the reference identity
+    min_identity: float | None = None  # ArcFace cosine to the reference identity (None: SAME_PERSON_COSINE)
     max_expression_error: float | None = None  # Face Metrics' blendshape L1 to the candidate's own target
     expression_measured: bool = False  # the expression is checked: a face the estimator cannot read fails
     # the largest of Face Metrics' yaw, pitch and roll errors (degrees; needs the photo's measured pose)
     max_pose_error: float | None = None
 
+    @property
+    def identity_threshold(self) -> float:
+        return SAME_PERSON_COSINE if self.min_identity is None else self.min_identity
+
+
+def is_person(metrics: ImageMetrics, rule: PassRule = PassRule()) -> bool:
+    return metrics.identity_cosine is not None and metrics.identity_cosine >= rule.identity_threshold
+
+
+def reads_as_asked(metrics: ImageMetrics) -> bool | None:
+    """Does the expression judge read the asked-for expression? Its top class where the target has classes,
+    else the nearest-target rule; None where neither was measured."""
+    if metrics.judge_correct is not None:
+        return metrics.judge_correct
+    return metrics.expression_nearest
+
 
 def failures(metrics: ImageMetrics, rule: PassRule = PassRule()) -> list[str]:
-    """Why a candidate does not pass, in words (empty: it passes)."""
+    """Why a candidate does not pass, in words naming the judge and the number (empty: it passes)."""
     m = metrics
     if not m.face_found:
         return [m.note or "no face"]
     reasons = []
+    if not is_person(m, rule):
+        reasons.append(f"not the person: identity cosine {_number(m.identity_cosine)} below "
+                       f"{rule.identity_threshold:.2f}")
     if m.copy_suspected is True:
-        reasons.append("copied from a reference photo (nearer to it than the person's own photos are to each other)")
-    if m.expression_nearest is False:
-        reasons.append("nearer another expression's target than its own")
+        reasons.append(f"copied from a reference photo ({m.copy_reason or 'too close to it'})")
     if m.expression_copied is True:
-        reasons.append("shows the reference photo's expression instead of its target")
-    if rule.min_identity is not None and (m.identity_cosine is None or m.identity_cosine < rule.min_identity):
-        reasons.append(f"identity cosine {_number(m.identity_cosine)} below {rule.min_identity:.2f}")
+        reasons.append("shows the reference photo's expression instead of its target"
+                       + (f" ({m.judge} reads {m.judge_top})" if m.judge_top else ""))
+    if m.judge_correct is False:
+        reasons.append(f"{m.judge} reads {m.judge_top} ({_number(m.judge_top_probability)}), not "
+                       f"{'/'.join(m.asked_classes)} ({_number(m.judge_probability)})")
+    elif m.judge_correct is None and m.expression_nearest is False:
+        reasons.append("nearer another expression's target than its own")
     if rule.expression_measured and m.blendshape_l1 is None:
         reasons.append("expression not read (the estimator found no face)")
     if rule.max_expression_error is not None and m.blendshape_l1 is not None \
@@ -69,7 +112,7 @@ def passes(metrics: ImageMetrics, rule: PassRule = PassRule()) -> bool:
 
 
 def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None else f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
 @dataclass
@@ -79,6 +122,7 @@ class Choice:
     index: int  # in the candidates' batch
     metrics: ImageMetrics
     chosen: bool = False
+    verdict: str = ""  # for the chosen one: which step decided against the runner-up, with its numbers
 
 
 def candidate_targets(target: ExpressionBatch, images: int, candidates: int) -> ExpressionBatch:
@@ -91,26 +135,69 @@ def candidate_targets(target: ExpressionBatch, images: int, candidates: int) -> 
     return target.rows([i for _ in range(candidates) for i in range(expressions)])
 
 
-def rank_key(choice: Choice, rule: PassRule = PassRule()) -> tuple:
-    """Smaller is better: passing, a face, not copied, nearest its own target, not showing the reference
-    photo's expression, identity minus expression error, the earlier candidate."""
+def _steps(choice: Choice, rule: PassRule, best_identity: float | None = None) -> list[tuple[str, object, str]]:
+    """The ranking steps of one candidate among a pool whose best identity cosine is ``best_identity``: (name,
+    sort value - smaller is better, the number in words)."""
     m = choice.metrics
-    score = (m.identity_cosine or 0.0) - (m.blendshape_l1 or 0.0)
-    return (not passes(m, rule), not m.face_found, m.copy_suspected is True, m.expression_nearest is False,
-            m.expression_copied is True, -score, choice.candidate)
+    judged = reads_as_asked(m)
+    probability = m.judge_probability
+    floor = rule.identity_threshold if best_identity is None else max(
+        rule.identity_threshold, min(best_identity - IDENTITY_MARGIN, CERTAINLY_THE_PERSON))
+    return [
+        ("a face", not m.face_found, "a face" if m.face_found else "no face"),
+        ("identity", not (m.identity_cosine is not None and m.identity_cosine >= floor),
+         f"identity cosine {_number(m.identity_cosine)} (the person from {floor:.2f})"),
+        ("passing", not passes(m, rule), "; ".join(failures(m, rule)) or "passes"),
+        ("copy check", m.copy_suspected is True or m.expression_copied is True,
+         "copied" if m.copy_suspected else "the reference photo's expression" if m.expression_copied else "no copy"),
+        ("expression", judged is False,
+         (f"{m.judge} reads {m.judge_top}" if m.judge_top else "nearest its own target" if judged
+          else "nearer another target" if judged is False else "not read")),
+        ("judge probability", -round((probability or 0.0) / PROBABILITY_STEP),
+         f"{m.judge} p({'/'.join(m.asked_classes) or '?'}) {_number(probability)}"),
+        ("intensity distance", round((m.blendshape_l1 if m.blendshape_l1 is not None else 1.0) / DISTANCE_STEP),
+         f"blendshape L1 {_number(m.blendshape_l1)}"),
+        ("identity cosine", -(m.identity_cosine or 0.0), f"identity cosine {_number(m.identity_cosine)}"),
+        ("earlier candidate", choice.candidate, f"candidate {choice.candidate + 1}"),
+    ]
+
+
+def best_identity(choices: list[Choice]) -> float | None:
+    """The highest identity cosine of a pool's candidates, copies included (measured: leaving them out let a
+    stranger win where the person's only face was a copy)."""
+    cosines = [c.metrics.identity_cosine for c in choices if c.metrics.identity_cosine is not None]
+    return max(cosines) if cosines else None
+
+
+def rank_key(choice: Choice, rule: PassRule = PassRule(), best: float | None = None) -> tuple:
+    """Smaller is better: the steps of the module's docstring, in order, among a pool whose best identity cosine is
+    ``best``."""
+    return tuple(value for _, value, _ in _steps(choice, rule, best))
+
+
+def _verdict(chosen: Choice, runner_up: Choice | None, rule: PassRule, best: float | None) -> str:
+    if runner_up is None:
+        return "the only candidate"
+    for (name, mine, said), (_, theirs, their_said) in zip(_steps(chosen, rule, best), _steps(runner_up, rule, best)):
+        if mine != theirs:
+            return f"{name}: {said} vs {their_said} (candidate {runner_up.candidate + 1})"
+    return "identical scores"
 
 
 def mark_best(choices: list[Choice], expressions: int, rule: PassRule = PassRule()) -> list[Choice]:
-    """Mark the best candidate of each expression (that has one) as chosen; returns the chosen, by expression."""
+    """Mark the best candidate of each expression (that has one) as chosen, with its verdict; returns the chosen,
+    by expression."""
     chosen = []
     for expression in range(expressions):
-        mine = [c for c in choices if c.expression == expression]
+        pool = [c for c in choices if c.expression == expression]
+        best = best_identity(pool)
+        mine = sorted(pool, key=lambda c: rank_key(c, rule, best))
         for choice in mine:
-            choice.chosen = False
+            choice.chosen, choice.verdict = False, ""
         if mine:
-            best = min(mine, key=lambda c: rank_key(c, rule))
-            best.chosen = True
-            chosen.append(best)
+            mine[0].chosen = True
+            mine[0].verdict = _verdict(mine[0], mine[1] if len(mine) > 1 else None, rule, best)
+            chosen.append(mine[0])
     return chosen
 
 

@@ -44,6 +44,7 @@ class SamplingGuard:
     max_expression_error: float = 1.0
     reference_expression: ExpressionBatch | None = None  # the reference photo's own expression
     max_pose_error: float | None = None  # degrees (needs reference_expression's head pose); None: no limit
+    expression_network: object | None = None  # GA_EXPRESSION_NETWORK: the pixel judge, reported beside the landmark judge
 
     def rule(self, expression_measured: bool) -> PassRule:
         return PassRule(min_identity=self.min_identity, max_expression_error=self.max_expression_error,
@@ -106,7 +107,8 @@ def run_guarded(guard: SamplingGuard, sample_rows, latent: dict, images: int, se
             guard.analyzer, guard.identity.for_rows(rows), frames, [labels[r] for r in rows],
             per_image.rows(rows) if measured else None, guard.estimator if measured else None,
             comfy_host.progress_callback(len(frames)), held_out=guard.held_out,
-            reference_expression=guard.reference_expression if measured else None)
+            reference_expression=guard.reference_expression if measured else None,
+            expression_network=guard.expression_network)
         return metrics.images
 
     def on_round(number, rounds, round_seed, rows):

@@ -3,7 +3,8 @@
 They prove the plumbing (router, SCRFD decoding, NMS, alignment, embedding, our code), not accuracy.
 
 Detector (SCRFD layout, 9 outputs: scores/boxes/keypoints at strides 8, 16, 32, two anchors): at
-stride 8 a cell fires when its 8x8 window centred on the anchor is saturated red (R - B high). The
+stride 8 a cell fires when its 8x8 window centred on the anchor is saturated red (R - B high) and the 24x24
+window around it is not mostly red (a marker scaled up more than about 2x is missed, like a close-up). The
 box half-size grows with the window's green level (16..64 px); the 5 keypoints sit where ArcFace's
 template puts them inside that box, so alignment maps the box onto the 112x112 crop. Blue lowers
 the score. Strides 16 and 32 never fire.
@@ -28,6 +29,10 @@ ARCFACE_TEMPLATE = np.array(
 # Keypoint offsets in units of the box half-size: the template relative to the crop centre.
 KEYPOINT_OFFSETS = (ARCFACE_TEMPLATE - 56.0) / 56.0
 MIN_HALF, MAX_HALF = 16.0, 64.0  # box half-size range in pixels at stride 8
+# The (R - B) level of the 3x-stride window around an anchor above which the marker counts as too big: an 8-pixel
+# marker fills 1/9 of it (0.22); scaled up more than about 2x (a 256-pixel close-up at detection size 640) it
+# fills over half, and the detector misses it, as SCRFD misses a face far larger than its anchors.
+WIDE_REDNESS = 1.0
 OPSET = 13
 
 
@@ -82,7 +87,21 @@ def _stride_branch(stride: int, fires: bool) -> tuple[list, list[str]]:
         _const(p + "gain", np.array(10.0 if fires else 0.0, dtype=np.float32)),
         _const(p + "offset", np.array(-15.0 if fires else -20.0, dtype=np.float32)),
         helper.make_node("Mul", [p + "redness", p + "gain"], [p + "logit0"], name=p + "logit_scale"),
-        helper.make_node("Add", [p + "logit0", p + "offset"], [p + "logit"], name=p + "logit_shift"),
+        helper.make_node("Add", [p + "logit0", p + "offset"], [p + "logit_raw"], name=p + "logit_shift"),
+        # a marker much larger than the stride is no face: like SCRFD's biggest anchors, the detector misses a face
+        # scaled up far beyond them (a close-up upscaled to the detection size)
+        helper.make_node("AveragePool", ["input.1"], [p + "wide"], name=p + "wide_pool", kernel_shape=[3 * s, 3 * s],
+                         strides=[s, s], pads=[3 * s // 2, 3 * s // 2, 3 * s // 2 - 1, 3 * s // 2 - 1],
+                         count_include_pad=0),
+        helper.make_node("Gather", [p + "wide", p + "r_idx"], [p + "wide_r"], name=p + "gather_wide_r", axis=1),
+        helper.make_node("Gather", [p + "wide", p + "b_idx"], [p + "wide_b"], name=p + "gather_wide_b", axis=1),
+        helper.make_node("Sub", [p + "wide_r", p + "wide_b"], [p + "wide_redness"], name=p + "wide_redness"),
+        _const(p + "too_big", np.array(WIDE_REDNESS, dtype=np.float32)),
+        helper.make_node("Sub", [p + "wide_redness", p + "too_big"], [p + "excess0"], name=p + "excess0"),
+        helper.make_node("Relu", [p + "excess0"], [p + "excess"], name=p + "excess"),
+        _const(p + "penalty_gain", np.array(-40.0, dtype=np.float32)),
+        helper.make_node("Mul", [p + "excess", p + "penalty_gain"], [p + "penalty"], name=p + "penalty"),
+        helper.make_node("Add", [p + "logit_raw", p + "penalty"], [p + "logit"], name=p + "logit"),
         helper.make_node("Sigmoid", [p + "logit"], [p + "score_map"], name=p + "sigmoid"),
         # half-size in stride units: d = lo + (hi - lo) * (g + 1) / 2, with g in [-1, 1]
         _const(p + "d_scale", np.array((MAX_HALF - MIN_HALF) / 8.0 / 2.0, dtype=np.float32)),
@@ -210,14 +229,20 @@ def green_for_half_size(half: float) -> int:
     return int(np.clip(round(g_norm * 128.0 + 127.5), 0, 255))
 
 
-def paint_face(image: np.ndarray, cx: int, cy: int, half: float = 40.0, identity: int = 0, blue: int = 0) -> None:
+def paint_face(image: np.ndarray, cx: int, cy: int, half: float = 40.0, identity: int = 0, blue: int = 0,
+               photo: int = 0) -> None:
     """Paint, in place on an RGB uint8 image, a face the tiny detector finds at (cx, cy).
 
     ``cx``/``cy`` must be multiples of 8 (anchor centres) in detector-input pixels; ``identity``
-    seeds the texture the recognizer sees; ``blue`` > 0 lowers the detection score.
+    seeds the texture the recognizer sees; ``photo`` > 0 makes another photo of the same person (the texture
+    shifted a little: the recognizer scores it about 0.8 to photo 0, not the 1.0 of a copy); ``blue`` > 0 lowers
+    the detection score.
     """
     assert cx % 8 == 0 and cy % 8 == 0, "faces sit on stride-8 anchor centres"
     texture = np.random.default_rng(1000 + identity).integers(20, 200, size=(8, 8, 3))
+    if photo:
+        texture = np.clip(texture + np.random.default_rng(7000 + 31 * identity + photo).integers(-60, 61, (8, 8, 3)),
+                          20, 199)
     texture[..., 0] = np.minimum(texture[..., 0], texture[..., 2])  # R <= B: never looks like a marker
     size = int(round(2 * half))
     cells = np.kron(texture, np.ones((size // 8 + 1, size // 8 + 1, 1)))[:size, :size].astype(np.uint8)
