@@ -38,8 +38,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_expression_judge as T
+import train_expression_judge as T  # beside this script
 
 CLASSES = T.CLASSES
 

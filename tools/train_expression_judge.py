@@ -41,7 +41,6 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
 from pack_loader import PACK_DIR, import_pack
 
 CLASSES = ("neutral", "happy", "sad", "fearful", "angry", "surprised", "disgusted")
