@@ -172,6 +172,10 @@ def test_a_face_filling_a_256_pixel_frame_is_found_on_a_retry_and_every_node_rep
     assert metrics.images[0].detection == how and metrics.images[1].detection == ""
     assert "found only on a detection retry (close-ups): 1" in metrics.summary()
     assert analyzer.retry_attempts() == [(0.25, 640), (0.0, 320), (0.25, 320), (0.5, 320)]
+    from genaffect.models.face.face_listing import list_faces
+
+    listed = list_faces(analyzer, [close_up])  # Find Faces too
+    assert len(listed[0]) == 1 and np.allclose(listed[0][0].box, box)
 
 
 def test_a_photo_without_a_face_is_tried_every_way_before_no_face_is_said(analyzer):

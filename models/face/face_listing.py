@@ -17,7 +17,7 @@ from ..errors import GenAffectInputError, NoFaceFoundError
 from ..images import rgb_to_bgr
 from .face_analyzer import FaceAnalyzer
 from .face_choice import NO_FACE_POLICIES, SkippedImage, describe_skipped, skip_or_fail, too_small_reason
-from .identity import Identity, ReferenceFace, order_faces
+from .identity import Identity, ReferenceFace, ordered_faces
 
 ALL = "all"
 # ArcFace cosine above which two faces are taken for one person: different people measure up to ~0.26 with the
@@ -95,7 +95,7 @@ def list_faces(analyzer: FaceAnalyzer, images_rgb: list[np.ndarray], order: str 
         faces: list[ListedFace] = []
         if too_small_reason(rgb) is None:
             bgr = rgb_to_bgr(rgb)
-            detections = order_faces(analyzer.detect(bgr), order)
+            detections, _ = ordered_faces(analyzer, bgr, order)  # with the close-up retries
             if detections:
                 aligned = [analyzer.align(bgr, d.keypoints) for d in detections]
                 embeddings = analyzer.embed(aligned)
