@@ -62,6 +62,7 @@ MALFORMED = {
     "10 landmarks": (with_face("landmarks_xy", np.zeros((10, 2))), r"landmarks_xy have shape \[10, 2\]"),
     "landmarks as text": (with_face("landmarks_xy", [["a", "b"]] * 478), "landmarks_xy are not numbers"),
     "NaN landmarks": (with_face("landmarks_xy", np.full((478, 2), np.nan)), "landmarks_xy hold NaN"),
+    "landmarks all at one point": (with_face("landmarks_xy", np.zeros((478, 2))), "landmarks_xy lie on one line or point"),
     "2-column landmarks_3d": (with_face("landmarks_3d", np.zeros((478, 2))), r"landmarks_3d have shape \[478, 2\]"),
     "blendshapes a list": (with_face("blendshapes", [0.1] * 52), "0 blendshapes"),
     "a NaN score": (a_score("jawOpen", float("nan")), "blendshape jawOpen is nan, not a score in 0..1"),

@@ -163,6 +163,8 @@ def faces_from_core(faces: list[dict], image_size: tuple[int, int], where: str =
         if isinstance(presence, bool) or not isinstance(presence, (int, float, np.floating)) or not np.isfinite(presence):
             raise _core_error(at, f"its presence is {presence!r:.30}, not a number")
         face_width = float(np.ptp(xy[:, 0]))
+        if face_width == 0 or float(np.ptp(xy[:, 1])) == 0:  # every later measure divides by the face's size
+            raise _core_error(at, "its landmarks_xy lie on one line or point (no face spans them)")
         landmarks = np.stack([xy[:, 0] / width, xy[:, 1] / height,
                               depth / CORE_CANONICAL * face_width / width], axis=1).astype(np.float32)
         converted.append({
