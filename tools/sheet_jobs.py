@@ -27,7 +27,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 
