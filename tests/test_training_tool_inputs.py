@@ -198,3 +198,17 @@ def test_export_never_overwrites_a_file_unless_told_and_says_so_without_a_traceb
         export_adapter(source, str(tmp_path))
     with pytest.raises(GenAffectInputError, match="does not exist; give a training output folder"):
         export_adapter(str(tmp_path / "nothing"), str(tmp_path / "new.safetensors"))
+
+
+@pytest.mark.parametrize("command", ["build_dataset", "forge_dataset"])
+def test_the_data_set_commands_name_a_missing_pack_folder_without_a_traceback(command, tmp_path, capsys):
+    import importlib
+
+    sys.path.insert(0, os.path.join(REPO, "training"))
+    main = importlib.import_module(command).main  # the command's own entry, as `python training/<command>.py` runs it
+    given = ["--photos" if command == "build_dataset" else "--results", str(tmp_path), "--model", str(tmp_path),
+             "--output", str(tmp_path / "out"), "--insightface", str(tmp_path / "antelopev2"),
+             "--landmarker", str(tmp_path / "face_landmarker.task"), "--device", "cpu"]
+    assert run_command(main, given) == 2
+    assert f"the pack folder {tmp_path / 'antelopev2'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

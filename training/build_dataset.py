@@ -39,22 +39,14 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import_pack()
-    from genaffect.models.expression import expression_estimator
-    from genaffect.models.face import face_analyzer
-    from genaffect.models.files import onnx_providers
-    from genaffect.training import backbones, dataset
+    from genaffect.training import dataset
 
-    provider = "CUDA" if args.device.startswith("cuda") else "CPU"
-    analyzer = face_analyzer.load_face_analyzer("antelopev2", args.insightface,
-                                                onnx_providers.choose_providers(provider), det_size=640)
-    estimator = expression_estimator.load_estimator(args.landmarker, args.smirk, device=args.device)
-    family = backbones.family_of(args.model)
-    pipe = backbones.load_pipeline_without_transformer(args.model)
-    encode_images, encode_text, _ = backbones.encoders(pipe, family, args.device)
+    readers = dataset.shard_readers(args.insightface, args.landmarker, args.smirk, args.model, args.device)
     summary = dataset.build_dataset(
-        args.photos, args.output, analyzer, estimator, encode_images, encode_text, size=args.size,
+        args.photos, args.output, readers["analyzer"], readers["estimator"], readers["encode_images"],
+        readers["encode_text"], size=args.size,
         shard_size=args.shard_size, frame_step=args.frame_step, max_frames=args.max_frames,
-        default_caption=args.caption or dataset.DEFAULT_CAPTION, family=family,
+        default_caption=args.caption or dataset.DEFAULT_CAPTION, family=readers["family"],
         on_progress=lambda done, total: print(f"\r{done}/{total} files", end="", flush=True), overwrite=args.overwrite)
     print(f"\n{summary['faces']} faces of {len(summary['persons'])} persons in {len(summary['shards'])} shards "
           f"({len(summary['skipped'])} frames skipped, listed in {args.output}/dataset.json)")

@@ -214,6 +214,25 @@ def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def shard_readers(insightface: str, landmarker: str, smirk: str | None, model: str, device: str) -> dict:
+    """What the dataset builder and the forge read faces and write shards with, loaded as the nodes load them: the
+    face analyzer (antelopev2's files, detection at 640), the expression estimator, and the checkpoint's family with
+    its own VAE and text encoders: {analyzer, estimator, family, encode_images, encode_text}."""
+    from ..models.expression.expression_estimator import load_estimator
+    from ..models.face.face_analyzer import load_face_analyzer
+    from ..models.files.onnx_providers import choose_providers
+    from . import backbones
+
+    provider = "CUDA" if device.startswith("cuda") else "CPU"
+    analyzer = load_face_analyzer("antelopev2", insightface, choose_providers(provider), det_size=640)
+    estimator = load_estimator(landmarker, smirk, device=device)
+    family = backbones.family_of(model)
+    encode_images, encode_text, _ = backbones.encoders(backbones.load_pipeline_without_transformer(model), family,
+                                                       device)
+    return {"analyzer": analyzer, "estimator": estimator, "family": family, "encode_images": encode_images,
+            "encode_text": encode_text}
+
+
 class ShardWriter:
     """Faces -> ``shard-00000.safetensors``, ... of ``shard_size`` faces each, VAE-encoded as each fills, so a large
     data set is never held whole."""

@@ -37,28 +37,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import_pack()
-    from genaffect.models.errors import GenAffectInputError
-    from genaffect.models.expression import expression_estimator
-    from genaffect.models.face import face_analyzer
-    from genaffect.models.files import onnx_providers
-    from genaffect.training import backbones, dataset, sheet_forge
+    from genaffect.training import dataset, sheet_forge
 
-    provider = "CUDA" if args.device.startswith("cuda") else "CPU"
-    try:
-        analyzer = face_analyzer.load_face_analyzer("antelopev2", args.insightface,
-                                                    onnx_providers.choose_providers(provider), det_size=640)
-        estimator = expression_estimator.load_estimator(args.landmarker, args.smirk, device=args.device)
-        family = backbones.family_of(args.model)
-        pipe = backbones.load_pipeline_without_transformer(args.model)
-        encode_images, encode_text, _ = backbones.encoders(pipe, family, args.device)
-        summary = sheet_forge.forge(
-            args.results, args.output, analyzer, estimator, encode_images, encode_text, size=args.size,
-            shard_size=args.shard_size, caption=args.caption or dataset.DEFAULT_CAPTION, family=family,
-            overwrite=args.overwrite, on_progress=lambda done, total: print(f"\r{done}/{total} job reports", end="",
-                                                                            flush=True))
-    except GenAffectInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    readers = dataset.shard_readers(args.insightface, args.landmarker, args.smirk, args.model, args.device)
+    summary = sheet_forge.forge(
+        args.results, args.output, readers["analyzer"], readers["estimator"], readers["encode_images"],
+        readers["encode_text"], size=args.size, shard_size=args.shard_size,
+        caption=args.caption or dataset.DEFAULT_CAPTION, family=readers["family"], overwrite=args.overwrite,
+        on_progress=lambda done, total: print(f"\r{done}/{total} job reports", end="", flush=True))
     counts = summary["counts"]
     print(f"\n{counts['faces_in']} faces in, {counts['passed']} passed the guard, {counts['forged']} forged "
           f"(+{counts['references']} reference photos) into {len(summary['shards'])} shards; left out: "
@@ -68,4 +54,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import_pack()
+    from genaffect.models.errors import run_command
+
+    raise SystemExit(run_command(main))

@@ -218,6 +218,9 @@ def load_face_analyzer(
 ) -> FaceAnalyzer:
     """Route the pack's files, pick the detector and the recognizer, load both (cached)."""
     providers = provider_choice.providers
+    if not os.path.isdir(pack_dir):  # the commands take the folder as typed; ComfyUI only offers folders it found
+        raise ModelFileError(f"Face analyzer: the pack folder {pack_dir} does not exist; give the folder that holds "
+                             f"the {pack} pack's .onnx files (e.g. ComfyUI/models/insightface/models/{pack}).")
     tasks, fresh = route_pack(pack_dir, providers)
     files = list(tasks)
     detectors = [p for p, t in tasks.items() if t == "detection"]
