@@ -124,10 +124,12 @@ def test_without_a_guard_the_sampler_is_unchanged_and_a_guarded_run_stops_at_the
 def test_only_the_failures_are_re_sampled_and_the_same_seed_gives_the_same_latents(tiny_diffusion):
     comfy = tiny_diffusion
     probe = report_of(run_ok(comfy, guarded_graph("probe", {"retries": 0, "min_identity": 0.99})))
-    cosines = [c["identity_cosine"] for c in probe["candidates"]]
-    assert all(c is not None for c in cosines) and len(set(cosines)) == 3, cosines
-    top = max(range(3), key=cosines.__getitem__)
-    threshold = (sorted(cosines)[1] + sorted(cosines)[2]) / 2  # round 1: only the top image passes
+    # the random model's images hold whatever the tiny detector finds: a face or not, at random identities
+    cosines = {i: c["identity_cosine"] for i, c in enumerate(probe["candidates"]) if c["identity_cosine"] is not None}
+    assert cosines and len(set(cosines.values())) == len(cosines), probe["candidates"]
+    top = max(cosines, key=cosines.get)
+    others = sorted(c for i, c in cosines.items() if i != top)
+    threshold = (others[-1] + cosines[top]) / 2 if others else cosines[top] - 0.1  # round 1: only the top passes
     settings = {"retries": 2, "min_identity": threshold}
     first = report_of(run_ok(comfy, guarded_graph("partial", settings)))
     rest = [f"image {i + 1}" for i in range(3) if i != top]
