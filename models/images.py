@@ -16,6 +16,7 @@ from .errors import GenAffectInputError
 MIN_FACE_IMAGE_SIDE = 32
 # Pixels this far outside 0..1 are rounding (a resampler's overshoot) and clamped; beyond it the image is refused.
 RANGE_SLACK = 0.02
+CONVERSION_BLOCK = 1 << 16  # values converted at a time (256 KB of float32): they stay in the CPU's cache
 
 
 def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
@@ -102,12 +103,17 @@ def rgb_uint8_to_image_batch(frames: list[np.ndarray]) -> torch.Tensor:
     shapes = {frame.shape for frame in frames}
     if len(shapes) != 1:
         raise GenAffectInputError(f"images differ in size {sorted(shapes)}; resize them to one size first.")
-    # one pass per frame straight into the batch (no stacked uint8 copy, no second pass to scale)
-    batch = torch.empty((len(frames), *frames[0].shape), dtype=torch.float32)
-    view = batch.numpy()
+    # Held in NumPy's memory: NumPy asks Linux for huge pages for large arrays, and touching a fresh torch.empty
+    # batch 4 KiB page by page cost more than the conversion (8 previews, 40 MB: 29 ms -> 7 ms measured). Each block of
+    # rows is cast, then scaled while it is still in the cache (no stacked uint8 copy, no pass over the whole batch).
+    batch = np.empty((len(frames), *frames[0].shape), dtype=np.float32)
+    rows = max(1, CONVERSION_BLOCK // max(1, frames[0][0].size))
     for index, frame in enumerate(frames):
-        np.multiply(frame, np.float32(1.0 / 255.0), out=view[index])
-    return batch
+        for top in range(0, frame.shape[0], rows):
+            block = batch[index, top:top + rows]
+            block[...] = frame[top:top + rows]
+            np.multiply(block, np.float32(1.0 / 255.0), out=block)
+    return torch.from_numpy(batch)
 
 
 def too_small_for_a_face(image: np.ndarray) -> bool:
