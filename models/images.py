@@ -16,7 +16,6 @@ from .errors import GenAffectInputError
 MIN_FACE_IMAGE_SIDE = 32
 # Pixels this far outside 0..1 are rounding (a resampler's overshoot) and clamped; beyond it the image is refused.
 RANGE_SLACK = 0.02
-CONVERSION_BLOCK = 1 << 16  # values converted at a time (256 KB of float32): they stay in the CPU's cache
 
 
 def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
@@ -104,15 +103,12 @@ def rgb_uint8_to_image_batch(frames: list[np.ndarray]) -> torch.Tensor:
     if len(shapes) != 1:
         raise GenAffectInputError(f"images differ in size {sorted(shapes)}; resize them to one size first.")
     # Held in NumPy's memory: NumPy asks Linux for huge pages for large arrays, and touching a fresh torch.empty
-    # batch 4 KiB page by page cost more than the conversion (8 previews, 40 MB: 29 ms -> 7 ms measured). Each block of
-    # rows is cast, then scaled while it is still in the cache (no stacked uint8 copy, no pass over the whole batch).
+    # batch 4 KiB page by page cost more than the conversion (8 previews, 40 MB: 29 ms -> 7 ms measured). Each frame
+    # is cast, then scaled in place: two plain loops, faster than one mixed uint8 x float32 one.
     batch = np.empty((len(frames), *frames[0].shape), dtype=np.float32)
-    rows = max(1, CONVERSION_BLOCK // max(1, frames[0][0].size))
     for index, frame in enumerate(frames):
-        for top in range(0, frame.shape[0], rows):
-            block = batch[index, top:top + rows]
-            block[...] = frame[top:top + rows]
-            np.multiply(block, np.float32(1.0 / 255.0), out=block)
+        batch[index] = frame
+        np.multiply(batch[index], np.float32(1.0 / 255.0), out=batch[index])
     return torch.from_numpy(batch)
 
 
