@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 
-from ..models.drawing.pictures import draw_expression_preview
+from ..models.drawing.pictures import draw_expression_preview, expression_preview_shape
 from ..models.errors import ModelFileError
 from ..models.expression import expression_estimator, smirk_encoder
 from ..models.expression.batch import BLENDSHAPE_NAMES, split_list
 from ..models.face import face_choice
 from ..models.files.model_catalog import catalog_entry
-from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
+from ..models.images import image_batch_as_made, image_batch_to_rgb_uint8
 from . import comfy_host, sockets
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class GenAffectEstimateExpression:
             face_order=face_order, face_index=face_index, on_no_face=on_no_face, on_progress=on_progress,
             core_landmarks=face_landmarks,
         )
-        preview = rgb_uint8_to_image_batch(_previews(frames, estimation)) if draw_preview else images
+        preview = _previews(frames, estimation) if draw_preview else images
         report = estimation.report()
         log.info("GenAffect %s", report)
         return (estimation.expression, preview, report)
@@ -176,13 +176,19 @@ def _previews(frames, estimation: expression_estimator.Estimation):
     rows = {index: row for row, index in enumerate(estimation.image_indices)}
     reasons = {s.image_index: s.reason for s in estimation.skipped}
     batch = estimation.expression
-    pictures = []
-    for index, frame in enumerate(frames):
-        comfy_host.check_interrupted()  # a long video's previews take a while
-        row = rows.get(index)
-        if row is None:
-            pictures.append(draw_expression_preview(frame, None, None, BLENDSHAPE_NAMES, f"#{index} skipped: {reasons[index]}"))
-        else:
-            pictures.append(draw_expression_preview(frame, batch.landmarks[row], batch.blendshapes[row], BLENDSHAPE_NAMES,
-                                                    f"#{index} {batch.labels[row]}"))
-    return pictures
+    shape = expression_preview_shape(frames[0].shape)
+
+    def drawn():
+        canvas = None  # the first picture, drawn over for each next one: each is in the IMAGE before the next is drawn
+        for index, frame in enumerate(frames):
+            comfy_host.check_interrupted()  # a long video's previews take a while
+            row = rows.get(index)
+            if row is None:
+                canvas = draw_expression_preview(frame, None, None, BLENDSHAPE_NAMES, f"#{index} skipped: {reasons[index]}",
+                                                 out=canvas)
+            else:
+                canvas = draw_expression_preview(frame, batch.landmarks[row], batch.blendshapes[row], BLENDSHAPE_NAMES,
+                                                 f"#{index} {batch.labels[row]}", out=canvas)
+            yield canvas
+
+    return image_batch_as_made(len(frames), shape, drawn())

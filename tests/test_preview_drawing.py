@@ -93,3 +93,16 @@ def test_uint8_to_image_batch_gives_each_frame_scaled_at_once(height, width):
     assert batch.dtype.is_floating_point and batch.is_contiguous() and batch.shape == (3, height, width, 3)
     for frame, converted in zip(frames, batch.numpy()):
         assert np.array_equal(converted, np.multiply(frame, np.float32(1.0 / 255.0)))
+
+
+def test_a_preview_drawn_over_the_previous_one_is_the_same_as_one_drawn_fresh():
+    rng = np.random.default_rng(7)
+    photos = [rng.integers(0, 256, (256, 320, 3), dtype=np.uint8) for _ in range(3)]
+    marks, scores = rng.random((478, 3)).astype(np.float32), rng.random(52).astype(np.float32)
+    canvas = pictures.draw_expression_preview(photos[0], marks, scores, BLENDSHAPE_NAMES, "#0 " + "long label " * 20)
+    for photo, args in ((photos[1], (None, None, BLENDSHAPE_NAMES, "#1 skipped")), (photos[2], (marks[::-1], scores[::-1], BLENDSHAPE_NAMES, "#2"))):
+        fresh = pictures.draw_expression_preview(photo, *args)
+        assert pictures.draw_expression_preview(photo, *args, out=canvas) is canvas
+        assert np.array_equal(canvas, fresh)
+    with pytest.raises(ValueError, match="draws into"):
+        pictures.draw_expression_preview(photos[0], None, None, BLENDSHAPE_NAMES, out=np.empty((256, 320, 3), np.uint8))

@@ -69,17 +69,22 @@ def draw_expression_preview(
     names: tuple[str, ...],
     caption: str = "",
     strongest: int = 8,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The photo with the face's landmarks dotted, beside a bar chart of its strongest blendshapes.
 
     ``landmarks`` are normalised (x, y, z); with ``blendshapes`` None the panel only shows the
-    caption in red (the image was skipped). The output width is always 1.6 x the photo's, so a batch
-    of equal photos gives equal previews. Dots are set with NumPy and text masks are cached: a video
+    caption in red (the image was skipped). The output width is always 1.6 x the photo's
+    (:func:`expression_preview_shape`), so a batch of equal photos gives equal previews, and a batch
+    may draw each into the same ``out`` array. Dots are set with NumPy and texts drawn once: a video
     batch previews at a small fraction of MediaPipe's own time.
     """
     height, width = image_rgb.shape[:2]
-    panel_width = max(int(width * 0.6), 1)
-    canvas = np.empty((height, width + panel_width, 3), dtype=np.uint8)
+    shape = expression_preview_shape(image_rgb.shape)
+    panel_width = shape[1] - width
+    if out is not None and (out.shape != shape or out.dtype != np.uint8):
+        raise ValueError(f"draw_expression_preview draws into {shape} uint8, not {out.shape} {out.dtype}")
+    canvas = np.empty(shape, dtype=np.uint8) if out is None else out
     canvas[:, :width] = image_rgb
     canvas[:, width:] = np.full((panel_width, 3), BACKGROUND, np.uint8)  # whole rows: 3 values at a time is 20x slower
     if landmarks is not None:
@@ -111,6 +116,12 @@ def draw_expression_preview(
     for i, y in rows:  # after the bars, which a name's descenders may reach
         _put_text(canvas, (left, y), f"{names[i + 1]} {movements[i]:.2f}", TEXT, size)
     return canvas
+
+
+def expression_preview_shape(photo_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The shape of :func:`draw_expression_preview`'s picture of a photo: a panel 0.6 x its width beside it."""
+    height, width = photo_shape[:2]
+    return (height, width + max(int(width * 0.6), 1), 3)
 
 
 _MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))  # measures text for fit_text where nothing is drawn yet
