@@ -217,6 +217,20 @@ def test_a_copy_of_a_reference_photo_is_flagged_by_closeness_and_a_new_photo_of_
     assert new.copy_suspected is False and stranger.copy_suspected is False  # another expression; another person
 
 
+def test_a_mirrored_or_cropped_copy_of_a_reference_photo_is_flagged_by_its_aligned_pixels(analyzer):
+    """The copy check compares each face's aligned crop with the reference photos' (Extract Identity keeps them):
+    a mirrored or cropped photo is its photo's pixels again, a new photo of the person is not."""
+    photo = faces_image(dict(cx=128, cy=128, identity=0))
+    identity = extract_identity(analyzer, [photo, faces_image(dict(cx=120, cy=136, half=48, identity=0))])[0]
+    generated = [np.ascontiguousarray(photo[:, ::-1]), np.ascontiguousarray(photo[16:, 16:]),
+                 faces_image(dict(cx=128, cy=128, identity=0, photo=1))]
+    mirrored, cropped, new = face_metrics.measure(analyzer, identity, generated).images
+    for copy in (mirrored, cropped):
+        pixels = float(copy.copy_reason.split("pixel similarity ")[1].split(" ")[0])
+        assert copy.copy_suspected is True and pixels >= copy_checks.COPY_PIXELS, copy.copy_reason
+    assert new.copy_suspected is False and "pixel similarity" in new.copy_reason
+
+
 def test_head_pose_error_is_against_the_reference_photos_pose_plus_each_targets_turn_in_degrees(analyzer):
     from genaffect.nodes.expression_nodes import GenAffectHeadTurns
 

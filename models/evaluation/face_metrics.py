@@ -5,8 +5,8 @@ copy of a reference photo, and the expression that was asked for.
   AgeDB for its own generations);
 - consistency: mean and minimum cosine over all pairs of generated faces;
 - copies: a face so close to a reference photo - the same person *and* the same face shape, pose and expression,
-  or pixels that are nearly the same - that it was copied rather than generated (``copy_checks.py``, thresholds
-  measured on real photos);
+  or an aligned crop that is nearly the photo's pixels, or their mirror image - that it was copied rather than
+  generated (``copy_checks.py``, thresholds measured on real photos);
 - the expression, read by judges: GenAffect's landmark classifier (``expression_judge.py``: the class
   probabilities of each face, judged relative to the person's reference photo when its expression is given) and,
   when one is loaded, a pixel network (``expression/expression_network.py``), an independent second opinion whose
@@ -35,7 +35,7 @@ from ..expression.expression_network import ExpressionNetwork
 from ..face.face_analyzer import FaceAnalyzer
 from ..face.face_choice import no_face_reason, too_small_reason
 from ..face.identity import Identity, ordered_faces
-from ..images import rgb_to_bgr
+from ..images import bgr_to_rgb, rgb_to_bgr
 from . import copy_checks, expression_judge
 
 NODE = "GenAffect Face Metrics"
@@ -300,9 +300,11 @@ def measure(
                                                          reference_expression)
     if expression_network is not None:
         _pixel_judge(results, images_rgb, detections, expression_network)
-    for index in kept:
+    for index, crop in zip(kept, crops):  # the aligned crops' pixels against each reference photo's, and mirrored
+        pixels = max(copy_checks.pixel_similarity(bgr_to_rgb(crop), reference.crop_rgb)
+                     for reference in identity.references)
         results[index].copy_suspected, results[index].copy_reason = copy_checks.copied(
-            results[index].nearest_reference_cosine, shapes.get(index))
+            results[index].nearest_reference_cosine, shapes.get(index), pixels)
     judged = [r.expression_copied for r in results if r.expression_copied is not None]
 
     people = [identity.person_of_image[i % len(identity.person_of_image)] for i in kept] if identity.several_people \
