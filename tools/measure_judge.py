@@ -326,8 +326,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="judge_measurements.json")
     args = parser.parse_args(argv)
     genaffect = T.import_pack()
+    # the posed heads only: the far head needs the wild source's training people (train_expression_judge.py --far)
     settings = SimpleNamespace(C=args.C, mirror=args.mirror, refs=3, hidden=args.hidden, pca=args.pca,
-                               alpha=args.alpha)
+                               alpha=args.alpha, far=False, wild_sources=[], gate_percentile=90.0)
     trainer = T.Trainer(genaffect, settings)
     posed = args.posed.split(",")
     wild = [s for s in args.wild.split(",") if s]

@@ -38,6 +38,7 @@ import argparse
 import datetime
 import json
 import sys
+import zlib
 
 import numpy as np
 
@@ -48,6 +49,12 @@ OUTPUT = os.path.join(PACK_DIR, "models", "data", "expression_judge.npz")
 RIGID_COUNT = 60
 MESH = 468  # the face mesh; the 10 iris points follow the gaze, not the expression
 DECIMALS = 5
+HELD_OUT_FOLDS = 5  # a wild source's people with crc32("source:person") % 5 == 0 are never trained on nor tuned on
+
+
+def held_out(person: str) -> bool:
+    """The wild source's held-out people (about a fifth): never trained on, never looked at to choose a setting."""
+    return zlib.crc32(person.encode()) % HELD_OUT_FOLDS == 0
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -152,22 +159,24 @@ class Trainer:
         if mirror:
             faces = judge.mirrored(faces)
             references = None if references is None else judge.mirrored(references)
-        return judge.features(head, faces, references)
+        return judge.features("relative" if head == self.J.FAR_HEAD else head, faces, references)  # same parts
 
-    def fit_head(self, judge, head: str, d: dict, pair: np.ndarray, labels: np.ndarray):
+    def fit_head(self, judge, head: str, d: dict, pair: np.ndarray, labels: np.ndarray, groups=None):
+        """``groups`` (bool per pair, e.g. the wild photos): the two groups weigh the same, each class-balanced."""
         x = self.features(judge, head, d, pair)
         y = labels
+        groups = np.zeros(len(y), bool) if groups is None else groups
         if self.args.mirror:
             x = np.vstack([x, self.features(judge, head, d, pair, mirror=True)])
-            y = np.concatenate([y, y])
+            y, groups = np.concatenate([y, y]), np.concatenate([groups, groups])
         mean, scale = x.mean(axis=0), x.std(axis=0)
         scale[scale < 1e-9] = 1.0
         x = (x - mean) / scale
-        if head == "relative" and self.args.hidden:
-            layers = self.fit_network(x, y)
+        if head != "alone" and self.args.hidden:
+            layers = self.fit_network(x, y, balanced_weights(y, groups))
         else:
             layers = self.fit_linear(x, y)
-        return self.J.Head(judge.heads[head].parts, mean, scale, layers)
+        return self.J.Head(judge.heads["relative" if head == self.J.FAR_HEAD else head].parts, mean, scale, layers)
 
     def fit_linear(self, x: np.ndarray, y: np.ndarray):
         """Multinomial logistic regression, class-balanced: one dense layer."""
@@ -180,15 +189,13 @@ class Trainer:
         bias[model.classes_] = model.intercept_
         return ((weights, bias),)
 
-    def fit_network(self, x: np.ndarray, y: np.ndarray):
+    def fit_network(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray):
         """PCA to ``--pca`` components, then one ReLU layer of ``--hidden`` units (class-balanced sample weights,
         L2 ``--alpha``); the PCA folded into the first layer, so the runtime sees two dense layers."""
         from sklearn.decomposition import PCA
         from sklearn.neural_network import MLPClassifier
 
         pca = PCA(self.args.pca, random_state=0).fit(x)
-        counts = np.bincount(y, minlength=len(CLASSES)).astype(float)
-        weight = (len(y) / (len(np.unique(y)) * counts))[y]
         model = MLPClassifier((self.args.hidden,), alpha=self.args.alpha, max_iter=800, random_state=0)
         model.fit(pca.transform(x), y, sample_weight=weight)
         (w1, w2), (b1, b2) = model.coefs_, model.intercepts_
@@ -200,18 +207,39 @@ class Trainer:
         return (first, (weights, bias))
 
     def train(self, d: dict, rows: np.ndarray):
-        """A judge trained on ``rows`` (both heads)."""
+        """A judge trained on ``rows``: the geometry, the relative and the alone heads on the posed photos among them;
+        with ``--far``, the far head on all of them (the wild photos too) and the gate from the posed pairs."""
         rng = np.random.default_rng(0)
-        template, rigid = self.geometry(d, rows)
+        wild = np.isin(d["source"][rows], self.args.wild_sources)
+        posed = rows[~wild]
+        template, rigid = self.geometry(d, posed)
         judge = self.empty_judge(template, rigid)
         labels = np.array([CLASSES.index(c) if c in CLASSES else -1 for c in d["label"]])
-        relative = pairs(d, rows, self.args.refs, rng, evaluation=False)
+        relative = pairs(d, posed, self.args.refs, rng, evaluation=False)
         relative = relative[labels[relative[:, 0]] >= 0]
-        alone = np.stack([rows, rows], axis=1)
+        alone = np.stack([posed, posed], axis=1)
         alone = alone[labels[alone[:, 0]] >= 0]
         heads = {"relative": self.fit_head(judge, "relative", d, relative, labels[relative[:, 0]]),
                  "alone": self.fit_head(judge, "alone", d, alone, labels[alone[:, 0]])}
-        return self.J.LandmarkJudge(judge.meta, template, rigid, judge.subset, heads)
+        meta = dict(judge.meta)
+        if self.args.far and wild.any():
+            turned = self.turned(judge, d, relative)
+            faces = judge.canonical(d["landmarks"][relative[:, 0]], d["image_hw"][relative[:, 0]])
+            references = judge.canonical(d["landmarks"][relative[:, 1]], d["image_hw"][relative[:, 1]])
+            meta["gate"] = {"turned_degrees": round(float(np.percentile(turned, self.args.gate_percentile)), 2),
+                            "misfit": round(float(np.percentile(judge.misfit(faces, references),
+                                                                self.args.gate_percentile)), 5)}
+            every = pairs(d, rows, self.args.refs, rng, evaluation=False)
+            every = every[labels[every[:, 0]] >= 0]
+            groups = np.isin(d["source"][every[:, 0]], self.args.wild_sources)
+            heads[self.J.FAR_HEAD] = self.fit_head(judge, self.J.FAR_HEAD, d, every, labels[every[:, 0]], groups)
+        return self.J.LandmarkJudge(meta, template, rigid, judge.subset, heads)
+
+    def turned(self, judge, d: dict, pair: np.ndarray) -> np.ndarray:
+        """Degrees each photo's head is turned from its reference photo's (the runtime's measure)."""
+        return self.J.turned_degrees(self.J.to_pixels(d["landmarks"][pair[:, 0]], d["image_hw"][pair[:, 0]]),
+                                     self.J.to_pixels(d["landmarks"][pair[:, 1]], d["image_hw"][pair[:, 1]]),
+                                     judge.rigid)
 
     def predict(self, judge, d: dict, rows: np.ndarray, head: str) -> tuple[np.ndarray, np.ndarray]:
         """(photo rows judged, predicted class indices): relative pairs each photo with its person's first other
@@ -228,8 +256,21 @@ class Trainer:
             probabilities = judge.heads["alone"].probabilities(judge.features("alone", faces, None))
         else:  # as the pack reads a face relative to a photo (the head chosen by the photo's own reading)
             references = judge.canonical(d["landmarks"][pair[:, 1]], d["image_hw"][pair[:, 1]])
-            probabilities = judge.relative_probabilities(faces, references)
+            probabilities = judge.relative_probabilities(faces, references, self.turned(judge, d, pair))
         return pair[:, 0], probabilities.argmax(axis=1)
+
+
+def balanced_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Sample weights: within each group every class weighs the same; the groups weigh the same."""
+    weight = np.ones(len(y))
+    present = np.unique(groups)
+    for group in present:
+        members = groups == group
+        classes = np.unique(y[members])
+        for c in classes:
+            weight[members & (y == c)] = members.sum() / (len(classes) * (members & (y == c)).sum())
+        weight[members] *= len(y) / (len(present) * members.sum())
+    return weight
 
 
 def nearest_target(genaffect, blendshapes: np.ndarray) -> np.ndarray:
@@ -270,21 +311,23 @@ def evaluate(trainer: Trainer, genaffect, d: dict, train_rows: np.ndarray, test_
     return out
 
 
-def score_all(d: dict, predictions: dict, source: str | None = None) -> dict:
+def score_all(d: dict, predictions: dict, source=None) -> dict:
+    """Scores of the judged photos (of ``source``: a name, or a list of names pooled; None: all)."""
     out = {}
     for labels, suffix in (("label", ""), ("rated", " (observers)")):
         for head, (judged, predicted) in predictions.items():
             keep = np.isin(d[labels][judged], CLASSES)
             if source is not None:
-                keep &= d["source"][judged] == source
+                keep &= np.isin(d["source"][judged], source)
             if suffix and np.array_equal(d["rated"][judged][keep], d["label"][judged][keep]):
                 continue
             out[head + suffix] = scores(list(d[labels][judged][keep]), predicted[keep])
     return out
 
 
-def cross_validate(trainer, genaffect, d, rows, folds=5) -> dict:
-    """Person-disjoint folds: every photo judged by a model that never saw its person."""
+def cross_validate(trainer, genaffect, d, rows, pooled: list[str], folds=5) -> dict:
+    """Person-disjoint folds: every photo judged by a model that never saw its person; scored over the ``pooled``
+    sources together ("all") and per source."""
     from sklearn.model_selection import GroupKFold
 
     collected = {head: ([], []) for head in (*trainer.heads, "nearest_target")}
@@ -299,7 +342,7 @@ def cross_validate(trainer, genaffect, d, rows, folds=5) -> dict:
                 collected["nearest_target"][1].append(nearest_target(genaffect, d["blendshapes"][judged]))
     predictions = {head: (np.concatenate(a), np.concatenate(b)) for head, (a, b) in collected.items()}
     return {source: {"what": f"person-disjoint {folds}-fold, {source}",
-                     **score_all(d, predictions, None if source == "all" else source)}
+                     **score_all(d, predictions, pooled if source == "all" else source)}
             for source in ["all", *sorted(set(d["source"][rows]))]}
 
 
@@ -329,7 +372,12 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", help="print the evaluation stored in a judge file as Markdown tables, and stop")
     parser.add_argument("--posed", default="jaffe,taiwan,kdef", help="posed sources: trained on, each also left out")
     parser.add_argument("--unseen", default="yale", help="posed sources never trained on (any subset of the classes)")
-    parser.add_argument("--wild", default="muxspace", help="an in-the-wild source, never trained on")
+    parser.add_argument("--wild", default="muxspace", help="an in-the-wild source: never trained on, or with --far "
+                        "trained on but for its held-out people (crc32 of 'source:person' % 5 == 0)")
+    parser.add_argument("--far", action="store_true", help="train the far head (faces turned from their reference "
+                        "photo beyond the gate) on the posed and the wild source's photo pairs, the two weighing the same")
+    parser.add_argument("--gate-percentile", type=float, default=90.0, help="the gate: this percentile of how far "
+                        "the heads turn, and of the rigid landmarks' misfit, in the posed training pairs")
     parser.add_argument("--provenance", help="a JSON file describing the sources (copied into the judge file)")
     parser.add_argument("--C", type=float, default=0.1)
     parser.add_argument("--refs", type=int, default=3, help="reference photos per training photo")
@@ -359,34 +407,44 @@ def main(argv=None) -> int:
         parser.error("--readings is needed to train or evaluate")
 
     genaffect = import_pack()
+    args.wild_sources = [args.wild] if args.far and args.wild else []
     trainer = Trainer(genaffect, args)
     posed = [s for s in args.posed.split(",") if s]
     others = [s for s in (args.unseen.split(",") + [args.wild]) if s and os.path.exists(
         os.path.join(args.readings, f"readings_{s}.npz"))]
     d = concatenate([load_source(args.readings, s) for s in posed + others])
     posed_rows = np.flatnonzero(np.isin(d["source"], posed))
+    # with --far the wild source's people are trained on too, all but its held-out fifth (the wild test)
+    wild_rows = np.flatnonzero(np.isin(d["source"], args.wild_sources))
+    wild_test = np.array([held_out(p) for p in d["person"][wild_rows]], dtype=bool)
+    wild_train, wild_rows = wild_rows[~wild_test], wild_rows[wild_test]
+    trained_rows = np.concatenate([posed_rows, wild_train])
+    also = f" and {args.wild} (but its held-out people)" if len(wild_train) else ""
     skip = set(args.skip.split(","))
     evaluation: dict = {}
     if "cv" not in skip:
-        evaluation["person_disjoint"] = cross_validate(trainer, genaffect, d, posed_rows)
+        evaluation["person_disjoint"] = cross_validate(trainer, genaffect, d, trained_rows, posed)
         for entry in evaluation["person_disjoint"].values():
             print(markdown(entry), flush=True)
     if "loso" not in skip:
         evaluation["source_left_out"] = {}
         for source in posed:
             test = np.flatnonzero(d["source"] == source)
-            train = np.setdiff1d(posed_rows, test)
+            train = np.setdiff1d(trained_rows, test)
             entry = evaluate(trainer, genaffect, d, train, test, f"trained on {', '.join(p for p in posed if p != source)}"
-                             f", tested on {source}")
+                             f"{also}, tested on {source}")
             evaluation["source_left_out"][source] = entry
             print(markdown(entry), flush=True)
-    final = trainer.train(d, posed_rows)
+    final = trainer.train(d, trained_rows)
     for source in others:
         if ("wild" if source == args.wild else "unseen") in skip:
             continue
         test = np.flatnonzero(d["source"] == source)
-        entry = evaluate(trainer, genaffect, d, posed_rows, test, f"trained on {', '.join(posed)}, tested on "
-                         f"{source}" + (" (in the wild)" if source == args.wild else ""), judge=final)
+        if source in args.wild_sources:
+            test = wild_rows
+        entry = evaluate(trainer, genaffect, d, trained_rows, test, f"trained on {', '.join(posed)}{also}, tested on "
+                         f"{source}" + (" (in the wild)" if source == args.wild else "")
+                         + (", its held-out people" if source in args.wild_sources else ""), judge=final)
         evaluation.setdefault("never_trained_on", {})[source] = entry
         print(markdown(entry), flush=True)
     if args.evaluate_only:
@@ -398,7 +456,7 @@ def main(argv=None) -> int:
             evaluation.setdefault(protocol, {})
             for name, entry in entries.items():
                 evaluation[protocol].setdefault(name, entry)
-    write(final, d, posed_rows, posed, args, evaluation)
+    write(final, d, trained_rows, posed + args.wild_sources, args, evaluation)
     final = trainer.J.LandmarkJudge.from_file(args.output)  # what ships, read back as the pack reads it
     if args.golden:
         source, _, people = args.golden.partition(":")
@@ -444,9 +502,16 @@ def write(judge, d: dict, rows: np.ndarray, posed: list[str], args, evaluation: 
                                         "class-balanced" if args.hidden else
                                         f"multinomial logistic regression, class-balanced, C {args.C}"),
                      "alone_model": f"multinomial logistic regression, class-balanced, C {args.C}",
+                     **({"far_model": f"as the relative head, trained on the posed and {', '.join(args.wild_sources)}'s "
+                                      "photo pairs, the two weighing the same, each class-balanced; used beyond the "
+                                      f"gate: the {args.gate_percentile:g}th percentile of how far the heads turn, or "
+                                      "of the rigid landmarks' misfit, in the posed training pairs"} if args.wild_sources else {}),
                      "references_per_photo": args.refs, "mirror": args.mirror,
                      "labels": "performed (the sources' own labels)"},
+        **({"gate": judge.meta["gate"]} if "gate" in judge.meta else {}),
         "trained_on": trained,
+        **({"held_out": f"{', '.join(args.wild_sources)}: the people with crc32('source:person') % "
+                        f"{HELD_OUT_FOLDS} == 0, never trained on (the wild test)"} if args.wild_sources else {}),
         "provenance": provenance,
         "evaluation": evaluation,
         "written_by": "tools/train_expression_judge.py",

@@ -5,7 +5,10 @@ GenAffect always has the person's photo, so the judge reads the *change* from it
 pose-normalised (a 3-D similarity onto a template, fitted on the landmarks that move least with expression),
 moved onto the reference photo's the same way, and the difference is classified. Photos of one person differ by
 expression; photos of different people differ by face shape, which this removes. Without the reference photo's
-landmarks the face is read alone (a second head of the same file, less accurate across sources).
+landmarks the face is read alone (a second head of the same file, less accurate across sources). Where the face and
+its reference photo look taken apart - the head turned from the photo's by more than the file's gate
+(``meta["gate"]``), or the landmarks that move least with expression not fitting the photo's (another lens, another
+year) - a third head reads it, trained on in-the-wild photo pairs too.
 
 The classifier is data, ``models/data/expression_judge.npz`` (numpy arrays and a JSON ``meta`` string: classes,
 settings, provenance of the labelled photos it was trained on, its evaluation), written by
@@ -35,6 +38,9 @@ FORMAT = "genaffect.expression_judge"
 MAX_BYTES = 4_000_000  # a judge file is well under 1 MB; a bigger one is not ours
 NUM_LANDMARKS = 478
 HEADS = ("relative", "alone")
+# optional: the head for faces taken apart from their reference photo, beyond meta["gate"]: "turned_degrees" (the
+# head's turn from the photo's) or "misfit" (RMS of the rigid landmarks after alignment, in template units)
+FAR_HEAD = "relative_far"
 PARTS = ("delta", "shape", "reference_shape")
 # PixelSmile's category names -> the judge's class names (presets name their categories PixelSmile's way).
 PIXELSMILE_CLASS = {"angry": "angry", "contempt": "contempt", "disgust": "disgusted", "fear": "fearful",
@@ -76,6 +82,14 @@ def align(points: np.ndarray, target: np.ndarray, rigid: np.ndarray) -> np.ndarr
     ``target``'s ((478, 3), or one target per face)."""
     scale, rotation, translation = similarity(points[:, rigid], np.asarray(target)[..., rigid, :])
     return scale[:, None, None] * np.einsum("npj,nij->npi", points, rotation) + translation[:, None]
+
+
+def turned_degrees(points: np.ndarray, references: np.ndarray, rigid: np.ndarray) -> np.ndarray:
+    """(N,) how far each face's head is turned from its reference photo's, out of the image plane, in degrees: the
+    tilt of the view axis under the rotation that best maps its ``rigid`` landmarks onto the photo's (both
+    (N, 478, 3) in pixels). A roll within the image plane does not count: the alignment undoes it exactly."""
+    _, rotation, _ = similarity(points[:, rigid], np.asarray(references)[:, rigid])
+    return np.degrees(np.arccos(np.clip(rotation[:, 2, 2], -1.0, 1.0)))
 
 
 # ------------------------------------------------------------------------------------------------------ model
@@ -123,6 +137,9 @@ class LandmarkJudge:
         self.meta, self.template, self.rigid, self.subset, self.heads = meta, template, rigid, subset, heads
         self.classes = tuple(meta["classes"])
         self.path = path
+        # beyond this turn of the head from the reference photo, or this misfit, the far head reads the face
+        self.gate = float(meta["gate"]["turned_degrees"]) if FAR_HEAD in heads else None
+        self.misfit_gate = float(meta["gate"]["misfit"]) if FAR_HEAD in heads else None
 
     @classmethod
     def from_file(cls, path: str) -> LandmarkJudge:
@@ -151,18 +168,42 @@ class LandmarkJudge:
                        reference_size: np.ndarray | None = None) -> Reading:
         """Probabilities of N faces, relative to one reference photo (its (478, 3) landmarks and image size) when
         given, else each face alone."""
-        faces = self.canonical(landmarks, image_size)
+        points = to_pixels(landmarks, image_size)
+        faces = align(points, self.template, self.rigid)
         if reference_landmarks is None:
             return Reading(self.describe("alone"), self.classes,
                            self.heads["alone"].probabilities(self.features("alone", faces, None)))
-        reference = self.canonical(np.asarray(reference_landmarks)[None], np.asarray(reference_size)[None])
-        references = np.repeat(reference, len(faces), axis=0)
-        return Reading(self.describe("relative"), self.classes, self.relative_probabilities(faces, references))
+        photo = to_pixels(np.asarray(reference_landmarks)[None], np.asarray(reference_size)[None])
+        photos = np.repeat(photo, len(faces), axis=0)
+        references = align(photos, self.template, self.rigid)
+        turned = turned_degrees(points, photos, self.rigid)
+        probabilities = self.relative_probabilities(faces, references, turned)
+        far = int(self.far(faces, references, turned).sum())
+        return Reading(self.describe("relative", far, len(faces)), self.classes, probabilities)
 
-    def relative_probabilities(self, faces: np.ndarray, references: np.ndarray) -> np.ndarray:
-        """(N, classes) for canonical faces, each relative to its canonical reference photo (the "relative" head,
-        trained on neutral reference photos: a face like its photo reads as neutral)."""
-        return self.heads["relative"].probabilities(self.features("relative", faces, references))
+    def misfit(self, faces: np.ndarray, references: np.ndarray) -> np.ndarray:
+        """(N,) RMS distance of the rigid landmarks of canonical faces aligned onto their canonical reference
+        photos (template units): small between photos of one session, large between photos taken apart."""
+        moved = align(faces, references, self.rigid)
+        return np.sqrt(((moved - references)[:, self.rigid] ** 2).sum(axis=-1).mean(axis=1))
+
+    def far(self, faces: np.ndarray, references: np.ndarray, turned: np.ndarray | None) -> np.ndarray:
+        """Which faces the far head reads: turned from their reference photo, or misfitting it, beyond the gate."""
+        if self.gate is None:
+            return np.zeros(len(faces), bool)
+        far = self.misfit(faces, references) > self.misfit_gate
+        return far if turned is None else far | (np.asarray(turned) > self.gate)
+
+    def relative_probabilities(self, faces: np.ndarray, references: np.ndarray,
+                               turned: np.ndarray | None = None) -> np.ndarray:
+        """(N, classes) for canonical faces, each relative to its canonical reference photo (trained on neutral
+        reference photos: a face like its photo reads as neutral). ``turned`` (N,): degrees each face's head is
+        turned from its photo (:func:`turned_degrees`); beyond the gate (or misfitting) the far head reads it."""
+        probabilities = self.heads["relative"].probabilities(self.features("relative", faces, references))
+        far = self.far(faces, references, turned)
+        if far.any():
+            probabilities[far] = self.heads[FAR_HEAD].probabilities(self.features(FAR_HEAD, faces[far], references[far]))
+        return probabilities
 
     def read(self, faces: ExpressionBatch, reference: ExpressionBatch | None = None) -> Reading:
         """The judge's reading of estimated faces (Estimate Expression's batch, with landmarks and image sizes),
@@ -173,7 +214,8 @@ class LandmarkJudge:
             return self.read_landmarks(landmarks, size)
         ref_landmarks, ref_sizes = _landmarks_of(reference, "reference_expression")
         readings = [self.read_landmarks(landmarks, size, ref_landmarks[i], ref_sizes[i]) for i in range(len(reference))]
-        return Reading(readings[0].judge, self.classes, np.mean([r.probabilities for r in readings], axis=0))
+        judge = readings[0].judge if len({r.judge for r in readings}) == 1 else self.describe("relative", -1, 0)
+        return Reading(judge, self.classes, np.mean([r.probabilities for r in readings], axis=0))
 
     def reference_class(self, reference: ExpressionBatch | None) -> str | None:
         """The class the judge reads on the reference photo(s) themselves, the way it reads the faces: relative to
@@ -220,9 +262,16 @@ class LandmarkJudge:
     def midline_x(self) -> float:
         return self._twins[1]
 
-    def describe(self, head: str) -> str:
-        return ("landmark judge, relative to the reference photo" if head == "relative"
-                else "landmark judge, face alone (connect reference_expression to read it relative to the photo)")
+    def describe(self, head: str, far: int = 0, faces: int = 0) -> str:
+        """The judge in words; ``far``: how many of the ``faces`` the far head read (-1: some, against some photos)."""
+        if head != "relative":
+            return "landmark judge, face alone (connect reference_expression to read it relative to the photo)"
+        text = "landmark judge, relative to the reference photo"
+        if far:
+            which = "some faces" if far < 0 else f"{far} of {faces} faces"
+            text += (f" ({which} turned more than {self.gate:.0f} degrees from the photo or not fitting its face: "
+                     "read by the head trained on photos taken elsewhere too)")
+        return text
 
 
 def mirror_twins(template: np.ndarray) -> tuple[np.ndarray, float]:
@@ -287,7 +336,13 @@ def _read(path: str):
             fail(f"'{name}' must be at least {least} landmark indices in 0..{NUM_LANDMARKS - 1}")
     widths = {"delta": 3 * len(subset), "shape": 3 * len(subset), "reference_shape": 3 * len(subset)}
     heads = {}
-    for head in HEADS:
+    names = HEADS + ((FAR_HEAD,) if FAR_HEAD in meta.get("heads", {}) else ())
+    if FAR_HEAD in names:
+        gate = meta.get("gate") if isinstance(meta.get("gate"), dict) else {}
+        if not isinstance(gate.get("turned_degrees"), (int, float)) or not 0 < gate["turned_degrees"] < 180 \
+                or not isinstance(gate.get("misfit"), (int, float)) or not gate["misfit"] > 0:
+            fail(f"head '{FAR_HEAD}' needs meta['gate']: 'turned_degrees' in (0, 180) and a positive 'misfit'")
+    for head in names:
         spec = meta.get("heads", {}).get(head)
         if not isinstance(spec, dict) or not spec.get("parts") or any(p not in PARTS for p in spec["parts"]):
             fail(f"head '{head}' names no parts or unknown ones (known: {PARTS})")
