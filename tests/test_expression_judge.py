@@ -134,6 +134,7 @@ def _damaged(tmp_path, change):
     (lambda a, m: a.update(template=a["template"][:100]), r"template of shape \(100, 3\)"),
     (lambda a, m: a.pop("alone_w0"), "must end in 7 outputs"),
     (lambda a, m: m["heads"].update(alone={"parts": ["delta"]}), "'alone' head can only read"),
+    (lambda a, m: m.pop("gate"), r"'relative_far' needs meta\['gate'\]"),
 ])
 def test_a_damaged_judge_file_is_refused_with_the_reason(tmp_path, change, message):
     with pytest.raises(ModelFileError, match=message):
@@ -146,3 +147,46 @@ def test_a_file_that_is_not_a_judge_is_refused(tmp_path):
         LandmarkJudge.from_file(str(tmp_path / "judge.npz"))
     with pytest.raises(ModelFileError, match="data file is missing"):
         LandmarkJudge.from_file(str(tmp_path / "nothing.npz"))
+
+
+def _turned(landmarks: np.ndarray, size: np.ndarray, degrees: float) -> np.ndarray:
+    """The same face with its head turned (yawed) by ``degrees`` about its own centre, in the same photo."""
+    height, width = size
+    points = landmarks.astype(np.float64) * [width, height, width]
+    centre = points.mean(axis=0)
+    a = np.radians(degrees)
+    rotation = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    return (((points - centre) @ rotation.T + centre) / [width, height, width]).astype(np.float32)
+
+
+def test_the_turn_from_the_reference_photo_is_measured_in_degrees_and_a_roll_in_the_image_plane_is_not_one():
+    readings, judge = golden(), landmark_judge()
+    landmarks, sizes = readings["landmarks"], readings["image_size"]
+    photo = expression_judge.to_pixels(landmarks[[0]], sizes[[0]])
+    for degrees in (0.0, 10.0, 30.0):
+        turned = expression_judge.to_pixels(_turned(landmarks[0], sizes[0], degrees)[None], sizes[[0]])
+        assert expression_judge.turned_degrees(turned, photo, judge.rigid)[0] == pytest.approx(degrees, abs=0.01)
+    rolled = _similar_photo(landmarks[0], sizes[0], 0.3, 1.2, (10.0, 5.0), sizes[0])  # a roll in the image plane
+    rolled = expression_judge.to_pixels(rolled[None], sizes[[0]])
+    assert expression_judge.turned_degrees(rolled, photo, judge.rigid)[0] == pytest.approx(0.0, abs=0.01)
+
+
+def test_a_face_turned_from_its_reference_photo_beyond_the_gate_is_read_by_the_far_head():
+    readings, judge = golden(), landmark_judge()
+    assert judge.gate is not None and 5 < judge.gate < 45  # the shipped judge has the far head
+    photo = int(readings["reference"][readings["reference"] >= 0][0])  # a neutral photo
+    landmarks, sizes = readings["landmarks"], readings["image_size"]
+    # the photo's own face, its head turned a little less and a little more than the gate
+    faces = np.stack([_turned(landmarks[photo], sizes[photo], judge.gate - 2),
+                      _turned(landmarks[photo], sizes[photo], judge.gate + 2)])
+    reading = judge.read_landmarks(faces, sizes[[photo, photo]], landmarks[photo], sizes[photo])
+    assert f"1 of 2 faces turned more than {judge.gate:.0f} degrees" in reading.judge
+    canonical = judge.canonical(faces, sizes[[photo, photo]])
+    reference = np.repeat(judge.canonical(landmarks[[photo]], sizes[[photo]]), 2, axis=0)
+    assert np.all(judge.misfit(canonical, reference) < 1e-6)  # the same face: only the turn differs
+    near = judge.heads["relative"].probabilities(judge.features("relative", canonical, reference))
+    far = judge.heads[expression_judge.FAR_HEAD].probabilities(
+        judge.features(expression_judge.FAR_HEAD, canonical, reference))
+    np.testing.assert_allclose(reading.probabilities, [near[0], far[1]], atol=1e-12)
+    assert not np.allclose(near[1], far[1], atol=1e-3)  # two different heads
+    assert reading.top(0)[0] == reading.top(1)[0] == "neutral"  # both read the photo's own face as unchanged
