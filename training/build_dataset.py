@@ -20,26 +20,17 @@ from pack_loader import import_pack  # noqa: E402  (the pack imported as a packa
 
 
 def main(argv=None) -> None:
+    import_pack()  # the options shared with the other shard writer come from the pack
+    from genaffect.training import dataset
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", required=True, help="folder with one sub-folder of photos/videos per person")
-    parser.add_argument("--model", required=True, help="diffusers folder of the checkpoint you will train on "
-                        "(FLUX.1 / Kontext, FLUX.2, Qwen-Image / Edit, SD3)")
-    parser.add_argument("--output", required=True, help="folder for the shards")
-    parser.add_argument("--insightface", required=True, help="the antelopev2 folder (with its .onnx files)")
-    parser.add_argument("--landmarker", required=True, help="MediaPipe's face_landmarker.task")
-    parser.add_argument("--smirk", help="SMIRK_em1.pt: also store FLAME-55 expressions")
-    parser.add_argument("--size", type=int, default=512, help="side of the aligned face images (default 512)")
-    parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--frame-step", type=int, default=10, help="keep every n-th video frame")
     parser.add_argument("--max-frames", type=int, default=200, help="frames kept per video at most")
     parser.add_argument("--caption", default=None, help="caption of files without a .txt beside them")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--overwrite", action="store_true", help="replace a data set already in --output")
+    dataset.add_shard_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-
-    import_pack()
-    from genaffect.training import dataset
 
     readers = dataset.shard_readers(args.insightface, args.landmarker, args.smirk, args.model, args.device)
     summary = dataset.build_dataset(

@@ -214,6 +214,21 @@ def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def add_shard_arguments(parser) -> None:
+    """The command-line options of every command that writes shards (build_dataset.py, forge_dataset.py): where
+    they go, the checkpoint whose VAE and text encoders encode them, the face readers, the face size."""
+    parser.add_argument("--model", required=True, help="diffusers folder of the checkpoint you will train on "
+                        "(FLUX.1 / Kontext, FLUX.2, Qwen-Image / Edit, SD3)")
+    parser.add_argument("--output", required=True, help="folder for the shards")
+    parser.add_argument("--insightface", required=True, help="the antelopev2 folder (with its .onnx files)")
+    parser.add_argument("--landmarker", required=True, help="MediaPipe's face_landmarker.task")
+    parser.add_argument("--smirk", help="SMIRK_em1.pt: also store FLAME-55 expressions")
+    parser.add_argument("--size", type=int, default=512, help="side of the aligned face images (default 512)")
+    parser.add_argument("--shard-size", type=int, default=256)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--overwrite", action="store_true", help="replace a data set already in --output")
+
+
 def shard_readers(insightface: str, landmarker: str, smirk: str | None, model: str, device: str) -> dict:
     """What the dataset builder and the forge read faces and write shards with, loaded as the nodes load them: the
     face analyzer (antelopev2's files, detection at 640), the expression estimator, and the checkpoint's family with

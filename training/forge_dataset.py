@@ -20,24 +20,18 @@ from pack_loader import import_pack  # noqa: E402  (the pack imported as a packa
 
 
 def main(argv=None) -> int:
+    import_pack()  # the options shared with the other shard writer come from the pack
+    from genaffect.training import dataset
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", required=True, nargs="+", help="the folders the jobs saved into (each "
                         "machine's output/genaffect_jobs/<run>, copied together or each named)")
-    parser.add_argument("--model", required=True, help="diffusers folder of the checkpoint you will train on")
-    parser.add_argument("--output", required=True, help="folder for the shards")
-    parser.add_argument("--insightface", required=True, help="the antelopev2 folder (with its .onnx files)")
-    parser.add_argument("--landmarker", required=True, help="MediaPipe's face_landmarker.task")
-    parser.add_argument("--smirk", help="SMIRK_em1.pt: also store FLAME-55 expressions")
-    parser.add_argument("--size", type=int, default=512, help="side of the aligned face images (default 512)")
-    parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--caption", default=None, help="the caption of every face")
-    parser.add_argument("--overwrite", action="store_true", help="replace a data set already in --output")
-    parser.add_argument("--device", default="cuda")
+    dataset.add_shard_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    import_pack()
-    from genaffect.training import dataset, sheet_forge
+    from genaffect.training import sheet_forge
 
     readers = dataset.shard_readers(args.insightface, args.landmarker, args.smirk, args.model, args.device)
     summary = sheet_forge.forge(
