@@ -20,13 +20,9 @@ MIN_FACE_IMAGE_SIDE = 32
 RANGE_SLACK = 0.02
 
 
-def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
-    """IMAGE tensor -> list of contiguous ``H x W x 3`` RGB uint8 arrays, one per batch item.
-
-    Accepts grayscale (1 channel), grayscale+alpha (2) and RGBA (4) tensors from other packs:
-    gray is repeated to RGB and alpha is dropped. NaN or infinite pixels, an empty batch or an
-    unknown layout raise :class:`GenAffectInputError` naming ``what`` and the fix.
-    """
+def checked_image_layout(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """The IMAGE as a 4-D batch, its layout checked (a tensor, not empty, 1-4 channels, floating point) without
+    reading its pixels; :class:`GenAffectInputError` naming ``what`` and the fix otherwise."""
     if not isinstance(images, torch.Tensor):
         raise GenAffectInputError(f"{what}: expected an IMAGE tensor, got {type(images).__name__}.")
     if images.ndim == 3:  # a single H x W x C image
@@ -42,10 +38,9 @@ def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list
             f"{what}: the images are {images.shape[2]}x{images.shape[1]} pixels, empty. The node that made them "
             "produced no pixels (a crop or resize to 0?); give it a size of at least one pixel."
         )
-    channels = images.shape[-1]
-    if channels not in (1, 2, 3, 4):
+    if images.shape[-1] not in (1, 2, 3, 4):
         raise GenAffectInputError(
-            f"{what}: images have {channels} channels; expected RGB (3), RGBA (4) or grayscale (1). "
+            f"{what}: images have {images.shape[-1]} channels; expected RGB (3), RGBA (4) or grayscale (1). "
             "If this came from a MASK or latent, convert it to an IMAGE first."
         )
     if not torch.is_floating_point(images):
@@ -53,6 +48,18 @@ def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list
             f"{what}: the IMAGE tensor holds {images.dtype} values; ComfyUI's IMAGE is float 0..1. The node that "
             "made it should divide its 0..255 pixels by 255."
         )
+    return images
+
+
+def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list[np.ndarray]:
+    """IMAGE tensor -> list of contiguous ``H x W x 3`` RGB uint8 arrays, one per batch item.
+
+    Accepts grayscale (1 channel), grayscale+alpha (2) and RGBA (4) tensors from other packs:
+    gray is repeated to RGB and alpha is dropped. NaN or infinite pixels, an empty batch or an
+    unknown layout raise :class:`GenAffectInputError` naming ``what`` and the fix.
+    """
+    images = checked_image_layout(images, what)
+    channels = images.shape[-1]
     pixels = images.detach().to("cpu", torch.float32)
     if channels in (1, 2):
         pixels = pixels[..., :1].expand(*pixels.shape[:-1], 3)

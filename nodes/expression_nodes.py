@@ -7,7 +7,7 @@ import numpy as np
 from ..models.errors import GenAffectInputError
 from ..models.expression import expression_edit, expression_library, expression_text
 from ..models.expression.batch import NUM_BLENDSHAPES, ExpressionBatch, split_list
-from ..models.images import image_batch_to_rgb_uint8
+from ..models.images import checked_image_layout
 from . import sockets
 
 EXPRESSION_INPUT = (sockets.EXPRESSION, {"tooltip": "Expressions from a preset, editor, estimator or transition."})
@@ -17,10 +17,10 @@ PHOTO_INPUT = ("IMAGE", {"tooltip": "Optional: a photo (from Load Image) to see 
 
 
 def check_preview_photo(photo) -> None:
-    """Only the browser's preview shows the photo, but an empty or broken one is a mistake upstream that the
-    user should hear of here, not find as a blank preview."""
+    """Only the browser's preview shows the photo (its pixels are not read here), but an empty or malformed one is
+    a mistake upstream that the user should hear of here, not find as a blank preview."""
     if photo is not None:
-        image_batch_to_rgb_uint8(photo, "photo")
+        checked_image_layout(photo, "photo")
 
 
 class _ExpressionNode:
