@@ -63,7 +63,8 @@ def _widget_values(cls, inputs) -> dict:
         inputs = {}
     if not isinstance(inputs, dict):
         raise GenAffectInputError(f"inputs must be an object of widget values, got a {type(inputs).__name__}.")
-    declared = {**cls.INPUT_TYPES().get("required", {}), **cls.INPUT_TYPES().get("optional", {})}
+    types = cls.INPUT_TYPES()
+    declared = {**types.get("required", {}), **types.get("optional", {})}
     widgets = {name: spec for name, spec in declared.items() if spec[0] in ("FLOAT", "INT", "STRING")}
     return {name: inputs[name] if inputs.get(name) is not None else spec[1].get("default")
             for name, spec in widgets.items()}
