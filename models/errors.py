@@ -9,6 +9,10 @@ class GenAffectInputError(ValueError):
     """An input (image, batch, option) cannot be used; the message names it and the fix."""
 
 
+class PhotoTooLargeError(GenAffectInputError):
+    """A photo has more pixels than the reader was asked to decode."""
+
+
 class ModelFileError(FileNotFoundError):
     """A model file or folder is missing, misplaced or unreadable; the message says where it belongs."""
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .errors import GenAffectInputError
+from .errors import GenAffectInputError, PhotoTooLargeError
 
 # Below this many pixels on a side no detector can find a face; such images are reported, not run.
 MIN_FACE_IMAGE_SIDE = 32
@@ -134,18 +134,24 @@ def too_small_for_a_face(image: np.ndarray) -> bool:
     return min(image.shape[0], image.shape[1]) < MIN_FACE_IMAGE_SIDE
 
 
-def read_photo(path: str) -> np.ndarray:
-    """An image file as RGB uint8 (grayscale, palette and RGBA become RGB). A file that is not a readable image -
-    damaged, truncated, not an image, or a decompression bomb (more pixels than PIL's limit, ~89 million) - raises
-    :class:`GenAffectInputError` naming it, so tools over folders of photos can report it and go on."""
+def read_photo(path: str, max_pixels: int | None = None) -> np.ndarray:
+    """An image file as RGB uint8, turned upright by its EXIF orientation as ComfyUI's Load Image and browsers show it
+    (grayscale, palette and RGBA become RGB). A file that is not a readable image - damaged, truncated, not an image,
+    or a decompression bomb (more pixels than PIL's limit, ~89 million) - raises :class:`GenAffectInputError` naming
+    it, so tools over folders of photos can report it and go on; one of more than ``max_pixels`` pixels raises
+    :class:`PhotoTooLargeError` before it is decoded."""
     import warnings
 
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # decoding it could take gigabytes
             with Image.open(path) as image:
-                return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+                width, height = image.size
+                if max_pixels is None or width * height <= max_pixels:
+                    upright = ImageOps.exif_transpose(image)
+                    return np.ascontiguousarray(np.asarray(upright.convert("RGB"), dtype=np.uint8))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise GenAffectInputError(f"{path} is not a readable image ({type(error).__name__}: {error})") from None
+    raise PhotoTooLargeError(f"{path} is {width}x{height} pixels; at most {max_pixels:,} are read.")

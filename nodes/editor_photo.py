@@ -10,10 +10,11 @@ import threading
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from ..models.errors import GenAffectInputError, ModelFileError
+from ..models.errors import GenAffectInputError, ModelFileError, PhotoTooLargeError
 from ..models.expression import expression_estimator, face_landmarks
+from ..models.images import read_photo
 from . import comfy_host
 
 MAX_NAME = 512  # characters of a file name
@@ -59,15 +60,12 @@ def photo_path(payload) -> tuple[str, dict]:
 def load_photo(path: str) -> np.ndarray:
     """RGB uint8, turned upright by its EXIF orientation (as Load Image and the browser show it)."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise PhotoError(f"the photo is {width}x{height} pixels; the live preview reads photos of at most "
-                                 f"{MAX_PIXELS // 1_000_000} megapixels.", 413)
-            image = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, Image.DecompressionBombError) as error:
-        raise PhotoError(f"{os.path.basename(path)} is not a readable image ({error}).", 422) from error
-    return np.asarray(image, dtype=np.uint8)
+        return read_photo(path, max_pixels=MAX_PIXELS)
+    except PhotoTooLargeError as error:
+        raise PhotoError(f"{os.path.basename(path)}: the live preview reads photos of at most "
+                         f"{MAX_PIXELS // 1_000_000} megapixels ({error}).", 413) from None
+    except GenAffectInputError as error:
+        raise PhotoError(f"{os.path.basename(path)}: {error}", 422) from None
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,11 @@ import numpy as np
 from ..models.errors import GenAffectInputError
 from ..models.evaluation.guard_report import SheetJob, parse, save_job
 from ..models.files.packaged_data import EXAMPLE_PHOTO
-from ..models.images import image_batch_to_rgb_uint8, rgb_uint8_to_image_batch
+from ..models.images import (
+    image_batch_to_rgb_uint8,
+    read_photo,
+    rgb_uint8_to_image_batch,
+)
 from . import comfy_host, sockets
 from .sampling.inputs import MAX_SEED
 
@@ -21,16 +25,13 @@ ENGINES = ("ComfyUI-Distributed's Distributed Value (one value per worker), the 
            "or of an API wrapper such as comfyui-api")
 
 
-def read_photo(path: str) -> np.ndarray:
+def read_job_photo(path: str) -> np.ndarray:
     """A photo as RGB uint8, turned upright by its EXIF orientation as Load Image does."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
-        with Image.open(path) as image:
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-        raise GenAffectInputError(f"the job's photo {path} cannot be read as an image ({error}); replace it with a "
-                                  "PNG or JPEG photo.") from None
+        return read_photo(path)
+    except GenAffectInputError as error:
+        raise GenAffectInputError(f"the job's photo cannot be used: {error}; replace it with a PNG or JPEG photo.") \
+            from None
 
 
 class GenAffectSheetJob:
@@ -90,7 +91,7 @@ class GenAffectSheetJob:
             raise GenAffectInputError(f"job {job}: the photo {image!r} is not in ComfyUI's input folder; put the "
                                       "person's photo there (on every machine that runs jobs) or upload it.")
         sheet_job = SheetJob.of(job, person, image, expressions, seed)
-        photo = rgb_uint8_to_image_batch([read_photo(path)])
+        photo = rgb_uint8_to_image_batch([read_job_photo(path)])
         return (photo, ", ".join(sheet_job.expressions), sheet_job.seed, sheet_job)
 
 

@@ -121,3 +121,32 @@ def test_a_photo_file_that_cannot_be_read_is_refused_naming_it(tmp_path):
             read_photo(str(tmp_path / name))
     Image.fromarray(data.astronaut()).save(tmp_path / "good.png")
     assert np.array_equal(read_photo(str(tmp_path / "good.png")), data.astronaut())
+
+
+def test_a_photo_is_read_upright_by_its_exif_orientation_as_load_image_shows_it(tmp_path):
+    from genaffect.models.images import read_photo
+    from PIL import Image
+
+    wide = np.zeros((40, 60, 3), np.uint8)
+    wide[:, :20] = 255  # white on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to show": a phone photo taken upright
+    Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    upright = read_photo(str(tmp_path / "phone.jpg"))
+    assert upright.shape == (60, 40, 3)
+    assert upright[:20].mean() > 200 and upright[25:].mean() < 50  # the stored left edge is now the top
+
+
+def test_a_photo_over_the_pixel_cap_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    from genaffect.models.errors import PhotoTooLargeError
+    from genaffect.models.images import read_photo
+    from PIL import Image
+
+    Image.new("1", (3000, 2000)).save(tmp_path / "big.png")
+    decoded = []
+    original = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1) or original(self))
+    with pytest.raises(PhotoTooLargeError, match=r"big.png is 3000x2000 pixels; at most 5,000,000 are read"):
+        read_photo(str(tmp_path / "big.png"), max_pixels=5_000_000)
+    assert not decoded
+    assert read_photo(str(tmp_path / "big.png"), max_pixels=6_000_000).shape == (2000, 3000, 3)

@@ -156,6 +156,10 @@ def test_the_job_node_reads_the_photo_only_inside_the_input_folder(tmp_path, mon
             node.load(bad, "Ann", "ann.png", "happy", 9)
     with pytest.raises(GenAffectInputError, match="appear"):
         node.load("j-1", "Ann", "ann.png", "happy, happy", 9)
+    (tmp_path / "input" / "damaged.png").write_bytes(b"\x89PNG\r\n\x1a\n not the rest")
+    with pytest.raises(GenAffectInputError, match=r"job's photo cannot be used: .*damaged.png is not a readable image"
+                                                  r".*replace it with a PNG or JPEG photo"):
+        node.load("j-1", "Ann", "damaged.png", "happy", 9)
 
     save = GenAffectSaveSheetJob()
     images = torch.rand(2, 16, 16, 3)

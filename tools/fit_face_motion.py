@@ -43,7 +43,6 @@ import time
 import zipfile
 
 import numpy as np
-from PIL import Image
 
 from pack_loader import PACK_DIR, import_pack
 
@@ -185,11 +184,6 @@ def find_photos(root: str) -> list[tuple[str, str, str]]:
     return [(photo.expression, photo.person, photo.path) for photo in calibration.find_photos(root, preset_names())]
 
 
-def load_rgb(path: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.uint8)
-
-
 class Reader:
     """The pack's estimator: MediaPipe's face landmarker, the largest face."""
 
@@ -210,7 +204,7 @@ def read_photos(photos, reader: Reader) -> dict:
     skipped, start = 0, time.time()
     for n, (expression, person, path) in enumerate(photos):
         try:
-            rgb = load_rgb(path)
+            rgb = pack.models.images.read_photo(path)
         except OSError:
             skipped += 1
             continue
@@ -452,7 +446,7 @@ def calibrate(model: dict, data: dict, split: dict, reader: Reader, photos: int 
     donors = [i for i in fitted if data["person"][i] not in seen and data["expression"][i] != "neutral"]
     asked, seen_back = [], []
     for n, i in enumerate(rows):
-        rgb, face = load_rgb(data["path"][i]), posed(data, i, motion.mesh)
+        rgb, face = pack.models.images.read_photo(data["path"][i]), posed(data, i, motion.mesh)
         for _ in range(per_photo):
             target = data["blendshapes"][donors[rng.integers(len(donors))]].astype(np.float64)
             read = warp_and_read(motion, reader, rgb, face, target)
@@ -519,7 +513,7 @@ def held_out_round_trip(model: dict, data: dict, split: dict, reader: Reader, ph
             seen.add(data["person"][i])
             rows.append(i)
     labels = {str(k): int(v) for k, v in zip(*np.unique(data["expression"][rows], return_counts=True))}
-    chosen = [(data["expression"][i], load_rgb(data["path"][i]), posed(data, i, motion.mesh)) for i in rows]
+    chosen = [(data["expression"][i], pack.models.images.read_photo(data["path"][i]), posed(data, i, motion.mesh)) for i in rows]
     return {"source": "people held out of the fit (sha1(person) % 5 == 0), one photo each", "labels": labels,
             **round_trip(motion, reader, chosen)}
 
@@ -562,7 +556,7 @@ def command_evaluate(args) -> None:
     for expression, person, path in find_photos(args.photos):
         if expression != "neutral" or person in people or len(chosen) >= args.people:
             continue
-        rgb = load_rgb(path)
+        rgb = pack.models.images.read_photo(path)
         read = reader.read(rgb)
         if read is None or np.any(np.abs(read["head_pose"][:2]) >= MAX_TURN):
             continue

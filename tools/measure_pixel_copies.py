@@ -73,8 +73,7 @@ class Photos:
 
     def rgb(self, source: str, stored_path: str) -> np.ndarray:
         relative = str(stored_path).replace("\\", "/").split(f"/{source}/", 1)[-1]
-        with Image.open(os.path.join(self.root, source, relative)) as image:
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        return self.images.read_photo(os.path.join(self.root, source, relative))
 
     def crop(self, d: dict, i: int) -> np.ndarray:
         key = (d["source"], i)

@@ -17,7 +17,6 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image
 
 from pack_loader import import_pack
 
@@ -65,8 +64,7 @@ def main(argv=None) -> int:
            "image_hw": np.zeros((count, 2), np.int32), "det_box": np.full((count, 4), np.nan, np.float32),
            "det_kps": np.full((count, 5, 2), np.nan, np.float32), "embedding": np.full((count, 512), np.nan, np.float32)}
     for i, (path, _, _) in enumerate(photos):
-        with Image.open(path) as image:
-            rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        rgb = genaffect.models.images.read_photo(path)  # upright by its EXIF orientation, as Load Image reads it
         out["image_hw"][i] = rgb.shape[:2]
         try:
             found = estimate_expressions(estimator, [rgb]).expression
