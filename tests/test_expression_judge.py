@@ -109,10 +109,12 @@ def test_targets_ask_for_classes_by_name_or_through_their_presets():
 
 def test_expression_copied_is_the_judge_reading_the_photos_class_where_another_was_asked():
     assert expression_copied("neutral", 0.8, "neutral", ["happy"]) is True
-    assert expression_copied("neutral", 0.4, "neutral", ["happy"]) is False  # not sure enough
+    assert expression_copied("neutral", 0.7, "neutral", ["happy"]) is False  # not sure enough
     assert expression_copied("happy", 0.9, "neutral", ["happy"]) is False
     assert expression_copied("neutral", 0.9, "neutral", ["neutral"]) is None  # asked for the photo's own class
     assert expression_copied("neutral", 0.9, None, ["happy"]) is None  # no reference reading
+    # a face turned from the photo, or not fitting it: the far head cannot say it is unchanged from the photo
+    assert expression_copied("neutral", 0.99, "neutral", ["happy"], taken_apart=True) is None
 
 
 def _damaged(tmp_path, change):
@@ -190,3 +192,7 @@ def test_a_face_turned_from_its_reference_photo_beyond_the_gate_is_read_by_the_f
     np.testing.assert_allclose(reading.probabilities, [near[0], far[1]], atol=1e-12)
     assert not np.allclose(near[1], far[1], atol=1e-3)  # two different heads
     assert reading.top(0)[0] == reading.top(1)[0] == "neutral"  # both read the photo's own face as unchanged
+    # only the face read near its photo can be judged "expression copied"; the turned one is not judged
+    assert [reading.taken_apart(0), reading.taken_apart(1)] == [False, True]
+    copied = [expression_copied(*reading.top(row), "neutral", ["happy"], reading.taken_apart(row)) for row in (0, 1)]
+    assert copied[1] is None and copied[0] is (reading.top(0)[1] >= expression_judge.COPIED_PROBABILITY)

@@ -15,7 +15,8 @@ source the judge never saw. Printed as Markdown (docs/judge.md) and written as J
   the reference photo's landmarks;
 - **expression copied** (``expression_judge.expression_copied``): false positives on genuine photos of an
   expression, judged relative to the person's neutral photo (the reference); hits on another neutral photo of the
-  person standing in for a face that kept the reference's expression;
+  person standing in for a face that kept the reference's expression (the posed sources' measured half of the
+  people: ``COPIED_PROBABILITY`` was chosen on the other half);
 - **Select Best** (``models/evaluation/select_best.py``) on pools of real photos for one asked-for expression: the
   person showing it, the person showing another, a stranger (same source) showing it, a stranger showing another;
   and pools of three people all showing it. The identity is the mean of two other photos of the person; the
@@ -46,15 +47,16 @@ CLASSES = T.CLASSES
 def load(directory: str, source: str) -> dict:
     d = T.load_source(directory, source)
     with np.load(os.path.join(directory, f"readings_{source}.npz"), allow_pickle=False) as data:
-        embedding = data["embedding"][np.isfinite(data["landmarks"][:, 0, 0])]
-    d["embedding"] = embedding
+        read = np.isfinite(data["landmarks"][:, 0, 0])
+        for key in ("embedding", "det_box", "det_kps"):  # the face analyzer's reading of each photo
+            d[key] = data[key][read]
     return d
 
 
 def measured_half(person: str) -> bool:
     """People are split in halves by a hash of their id ("source:person"): the copy thresholds of
-    copy_checks.py were chosen on the other half; copy rates are measured on this one (and copies were made of
-    this half's photos only)."""
+    copy_checks.py and expression_judge.COPIED_PROBABILITY were chosen on the other half; their rates are measured
+    on this one (and copies were made of this half's photos only)."""
     return zlib.crc32(person.encode()) % 2 == 1
 
 
@@ -162,38 +164,36 @@ def expression_copied(genaffect, judge, d: dict, rows: np.ndarray) -> dict:
             top, p = reading.top(row)
             if d["label"][i] == "neutral":  # a face that kept the photo's expression, asked for another
                 asked = "happy" if reference_class != "happy" else "sad"
-                kept.append(bool(J.expression_copied(top, p, reference_class, [asked])))
+                kept.append(J.expression_copied(top, p, reference_class, [asked], reading.taken_apart(row)))
             elif d["label"][i] in CLASSES:
-                flag = J.expression_copied(top, p, reference_class, [d["label"][i]])
-                genuine.append(bool(flag))
+                flag = J.expression_copied(top, p, reference_class, [d["label"][i]], reading.taken_apart(row))
+                genuine.append(flag)
                 per_class.setdefault(d["label"][i], []).append(bool(flag))
-    return {"false positives on genuine expression photos": rate(genuine),
+    # not judged (None: taken apart from the photo) counts as not flagged; how many were judged is given too
+    return {"false positives on genuine expression photos": {**rate(map(bool, genuine)),
+                                                             "judged": sum(f is not None for f in genuine)},
             "per class": {k: rate(v) for k, v in per_class.items()},
-            "hits on another neutral photo of the person": rate(kept)}
+            "hits on another neutral photo of the person": {**rate(map(bool, kept)),
+                                                            "judged": sum(f is not None for f in kept)}}
 
 
 # ------------------------------------------------------------------------------------------------ pixel judge
-def pixel_judge(genaffect, judge, d: dict, network_path: str, readings_dir: str, source: str) -> dict:
+def pixel_judge(genaffect, judge, d: dict, network_path: str) -> dict:
     """The expression network (the pack's runner, its card) on each photo's face (the detector's box and keypoints
     in the readings), against the labels and against the landmark judge reading the photo relative to the
     person's neutral photo: accuracy, agreement, and each judge's accuracy where they agree and where not."""
-    from PIL import Image
-
     from genaffect.models.expression.expression_network import load_expression_network
     from genaffect.models.files.onnx_providers import choose_providers
 
     network = load_expression_network(network_path, choose_providers("CPU"))
-    with np.load(os.path.join(readings_dir, f"readings_{source}.npz"), allow_pickle=False) as data:
-        read = np.isfinite(data["landmarks"][:, 0, 0])
-        boxes, keypoints = data["det_box"][read], data["det_kps"][read]
+    boxes, keypoints = d["det_box"], d["det_kps"]
     references = neutral_reference(d, np.arange(len(d["label"])))
     truth, pixel, landmark = [], [], []
     for i in range(len(d["label"])):
         reference = references.get(d["person"][i])
         if d["label"][i] not in CLASSES or reference is None or reference == i or not np.isfinite(keypoints[i, 0, 0]):
             continue
-        with Image.open(d["photo"][i]) as image:
-            rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        rgb = genaffect.models.images.read_photo(d["photo"][i])
         probabilities = network.classify(rgb, boxes[i], keypoints[i])
         reading = judge.read(genaffect_batch(d, np.array([i])), genaffect_batch(d, np.array([reference])))
         truth.append(d["label"][i])
@@ -235,7 +235,7 @@ def image_metrics(genaffect, judge, d: dict, row: int, identity: np.ndarray, ref
     m.judge_probability = reading.probability(0, [asked])
     m.judge_correct = m.judge_top == asked
     m.expression_copied = J.expression_copied(m.judge_top, m.judge_top_probability,
-                                              judge.reference_class(ref_batch), [asked])
+                                              judge.reference_class(ref_batch), [asked], reading.taken_apart(0))
     m.blendshape_l1 = float(fm.blendshape_l1(d["blendshapes"][[row]], library.estimator_target(asked)[None])[0])
     return m
 
@@ -318,6 +318,9 @@ def main(argv=None) -> int:
     parser.add_argument("--C", type=float, default=0.1)
     parser.add_argument("--mirror", action="store_true")
     parser.add_argument("--hidden", type=int, default=0)
+    parser.add_argument("--far", action="store_true", help="judges as shipped (train_expression_judge.py --far): the "
+                        "far head trained on the --wild sources' people too, but their held-out fifth, the only ones "
+                        "a wild source is then measured on")
     parser.add_argument("--pca", type=int, default=100)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--pools", type=int, default=600, help="Select Best pools per source")
@@ -326,33 +329,39 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="judge_measurements.json")
     args = parser.parse_args(argv)
     genaffect = T.import_pack()
-    # the posed heads only: the far head needs the wild source's training people (train_expression_judge.py --far)
-    settings = SimpleNamespace(C=args.C, mirror=args.mirror, refs=3, hidden=args.hidden, pca=args.pca,
-                               alpha=args.alpha, far=False, wild_sources=[], gate_percentile=90.0)
-    trainer = T.Trainer(genaffect, settings)
     posed = args.posed.split(",")
     wild = [s for s in args.wild.split(",") if s]
+    # without --far the posed heads only; with it the far head too, trained as train_expression_judge.py --far does
+    settings = SimpleNamespace(C=args.C, mirror=args.mirror, refs=3, hidden=args.hidden, pca=args.pca,
+                               alpha=args.alpha, far=args.far, wild_sources=wild if args.far else [],
+                               gate_percentile=90.0)
+    trainer = T.Trainer(genaffect, settings)
     d = T.concatenate([load(args.readings, s) for s in posed + wild])
     posed_rows = np.flatnonzero(np.isin(d["source"], posed))
+    wild_held_out = np.isin(d["source"], wild) & np.array([T.held_out(p) for p in d["person"]], dtype=bool)
+    trainable = np.flatnonzero(~wild_held_out) if args.far else posed_rows
     only = set(args.only.split(","))
     out = {"copy checks": {}, "expression copied": {}, "select best": {}, "pixel judge": {}}
     rng = np.random.default_rng(0)
     for source in posed + wild if only & {"copies", "copied", "pools", "network"} else []:
-        test = np.flatnonzero(d["source"] == source)
-        judge = trainer.train(d, np.setdiff1d(posed_rows, test))
+        test = np.flatnonzero((d["source"] == source) & (wild_held_out | (not args.far) | (source in posed)))
+        judge = trainer.train(d, np.setdiff1d(trainable, np.flatnonzero(d["source"] == source) if source in posed
+                                              else test))
         part = T.take(d, test)
         if "copies" in only:
             out["copy checks"][source] = copy_checks(genaffect, judge, part, rng)
         if "copied" in only:
-            out["expression copied"][source] = expression_copied(genaffect, judge, part, np.arange(len(test)))
+            # COPIED_PROBABILITY was chosen on the posed sources' other half of the people
+            measured = np.array([source not in posed or measured_half(p) for p in part["person"]], dtype=bool)
+            out["expression copied"][source] = expression_copied(genaffect, judge, part, np.flatnonzero(measured))
         if "pools" in only:
             out["select best"][source] = select_best_pools(genaffect, judge, part, np.arange(len(test)), rng,
                                                            args.pools, half=source in posed)
         if "network" in only and args.network:
-            out["pixel judge"][source] = pixel_judge(genaffect, judge, part, args.network, args.readings, source)
+            out["pixel judge"][source] = pixel_judge(genaffect, judge, part, args.network)
         print(source, json.dumps({k: out[k].get(source) for k in out}, indent=1), flush=True)
     if args.copies:
-        out["copy hits"] = copy_hits(genaffect, trainer.train(d, posed_rows), args.copies)
+        out["copy hits"] = copy_hits(genaffect, trainer.train(d, trainable), args.copies)
         print(json.dumps(out["copy hits"], indent=1))
     with open(args.json, "w") as handle:
         json.dump(out, handle, indent=1)

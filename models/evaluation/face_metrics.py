@@ -392,7 +392,8 @@ def _measure_expression(results: list[ImageMetrics], images_rgb, target: Express
             result.judge_probability = reading.probability(row, result.asked_classes)
             result.judge_correct = result.judge_top in result.asked_classes
             result.expression_copied = expression_judge.expression_copied(
-                result.judge_top, result.judge_top_probability, reference_class, result.asked_classes)
+                result.judge_top, result.judge_top_probability, reference_class, result.asked_classes,
+                reading.taken_apart(row))
     return measured, expected, judge.shape_distances(found, reference, estimation.image_indices)
 
 
