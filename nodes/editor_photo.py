@@ -59,13 +59,14 @@ def photo_path(payload) -> tuple[str, dict]:
 
 def load_photo(path: str) -> np.ndarray:
     """RGB uint8, turned upright by its EXIF orientation (as Load Image and the browser show it)."""
+    name = os.path.basename(path)  # the browser is told the file's name, never where the server keeps it
     try:
         return read_photo(path, max_pixels=MAX_PIXELS)
     except PhotoTooLargeError as error:
-        raise PhotoError(f"{os.path.basename(path)}: the live preview reads photos of at most "
-                         f"{MAX_PIXELS // 1_000_000} megapixels ({error}).", 413) from None
+        raise PhotoError(f"{str(error).replace(path, name)} The live preview reads photos of at most "
+                         f"{MAX_PIXELS // 1_000_000} megapixels.", 413) from None
     except GenAffectInputError as error:
-        raise PhotoError(f"{os.path.basename(path)}: {error}", 422) from None
+        raise PhotoError(str(error).replace(path, name), 422) from None
 
 
 @lru_cache(maxsize=1)

@@ -61,7 +61,8 @@ def test_names_outside_comfyuis_folders_missing_files_and_non_images_are_refused
     assert status == 404 and "upload it first" in answer["error"]
     (comfy_folders["input"] / "notes.png").write_text("not a picture")
     answer, status = web_routes.photo({"image": "notes.png"})
-    assert status == 422 and "not a readable image" in answer["error"]
+    assert status == 422 and answer["error"].startswith("notes.png is not a readable image")
+    assert str(comfy_folders["input"]) not in answer["error"]  # the server's folders are not told to the browser
 
 
 def test_a_huge_photo_is_refused_from_its_header_before_it_is_decoded(comfy_folders, monkeypatch):
@@ -71,6 +72,7 @@ def test_a_huge_photo_is_refused_from_its_header_before_it_is_decoded(comfy_fold
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1) or original(self))
     answer, status = web_routes.photo({"image": "huge.png"})
     assert status == 413 and "50 megapixels" in answer["error"] and not decoded
+    assert answer["error"].startswith("huge.png is 8000x7000 pixels")
 
 
 def test_without_the_landmarker_file_the_answer_says_where_to_download_it(comfy_folders):

@@ -513,7 +513,8 @@ def held_out_round_trip(model: dict, data: dict, split: dict, reader: Reader, ph
             seen.add(data["person"][i])
             rows.append(i)
     labels = {str(k): int(v) for k, v in zip(*np.unique(data["expression"][rows], return_counts=True))}
-    chosen = [(data["expression"][i], pack.models.images.read_photo(data["path"][i]), posed(data, i, motion.mesh)) for i in rows]
+    chosen = [(data["expression"][i], pack.models.images.read_photo(data["path"][i]), posed(data, i, motion.mesh))
+              for i in rows]
     return {"source": "people held out of the fit (sha1(person) % 5 == 0), one photo each", "labels": labels,
             **round_trip(motion, reader, chosen)}
 

@@ -402,8 +402,8 @@ def expression_copied(top: str | None, probability: float | None, reference_clas
     """Does a face show the reference photo's expression instead of its target? The judge reads the photo's class
     on it (at least :data:`COPIED_PROBABILITY` sure) where the target asks for another. None: not judged (no
     reference class, the target asks for the photo's own class, or the face is ``taken_apart`` from the photo - the
-    far head says what such a face shows, not whether it is unchanged from the photo: on real photos of one person
-    taken elsewhere it read 20 % of genuine expressions as the photo's)."""
+    far head says what such a face shows, not whether it is unchanged from the photo: judged, it flagged 20 % of
+    genuine expressions on real photos of one person taken elsewhere, docs/judge.md)."""
     if reference_class is None or top is None or not asked or reference_class in asked or taken_apart:
         return None
     return top == reference_class and (probability or 0.0) >= COPIED_PROBABILITY
