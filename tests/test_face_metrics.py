@@ -181,6 +181,29 @@ def test_the_judge_reads_each_face_relative_to_the_photo_and_flags_one_that_kept
         face_metrics.measure(analyzer, identity, [image], reference_expression=photo)
 
 
+def test_a_face_turned_from_the_photo_is_read_by_the_far_head_and_not_judged_expression_copied(analyzer):
+    from genaffect.models.evaluation.expression_judge import landmark_judge
+
+    readings, neutral, right = _person_photos()
+    identity = _identity(analyzer)
+    image = faces_image(dict(cx=128, cy=128, photo=1))
+    photo_shape = square_shape(readings, neutral)
+    photo = estimate_expressions(ExpressionEstimator(MarkerLandmarker(shapes=[photo_shape]), "face_landmarker.task"),
+                                 [image]).expression
+    a = np.radians(landmark_judge().gate + 5)  # the photo's own face, its head turned past the gate
+    yaw = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    centre = photo_shape.mean(axis=0)
+    turned = ((photo_shape - centre) @ yaw.T + centre).astype(np.float32)
+    shapes = [photo_shape, turned]  # both kept the photo's neutral face, asked for another expression
+    estimator = ExpressionEstimator(MarkerLandmarker(shapes=shapes), "face_landmarker.task")
+    metrics = face_metrics.measure(analyzer, identity, [image] * 2, target=presets([sorted(right)[0]] * 2),
+                                   estimator=estimator, reference_expression=photo)
+    near, far = metrics.images
+    assert near.expression_copied is True and far.expression_copied is None
+    assert "1 of 2 faces turned more than" in far.judge and "'expression copied' is not judged" in far.judge
+    assert metrics.expression_copies == 1  # of the one face judged
+
+
 def test_one_target_for_all_images_has_no_accuracy_to_report(analyzer):
     identity = _identity(analyzer)
     estimator = ExpressionEstimator(MarkerLandmarker(scores=[np.full(52, 0.2, np.float32)]), "face_landmarker.task")

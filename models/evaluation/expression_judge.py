@@ -278,7 +278,8 @@ class LandmarkJudge:
         if far:
             which = "some faces" if far < 0 else f"{far} of {faces} faces"
             text += (f" ({which} turned more than {self.gate:.0f} degrees from the photo or not fitting its face: "
-                     "read by the head trained on photos taken elsewhere too)")
+                     "read by the head trained on photos taken elsewhere too; 'expression copied' is not judged "
+                     "for them)")
         return text
 
 
