@@ -68,7 +68,8 @@ class GenAffectSamplingGuard:
                                                         "and the target. 0: no limit."}),
                 "expression_network": (sockets.EXPRESSION_NETWORK, {
                     "tooltip": "A pixel judge (Expression Network Loader): its reading of every face is reported "
-                               "beside the landmark judge's."}),
+                               "beside the landmark judge's, and a face passes when both judges averaged read "
+                               "the asked-for expression."}),
             },
         }
 

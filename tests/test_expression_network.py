@@ -115,6 +115,16 @@ def test_face_metrics_reports_the_pixel_judge_beside_the_landmark_judge_and_thei
         assert m.pixel_top in CARD["classes"] and m.pixel_correct == (m.pixel_top in m.asked_classes)
         assert m.judges_agree == (m.pixel_top == m.judge_top)
     assert metrics.judges_agreement is not None and "the two judges agree" in metrics.summary()
+    for m in metrics.images:  # both judges averaged: each renormalised over the classes both read
+        shared = [c for c in m.judge_probabilities if c in m.pixel_probabilities]
+        landmark = np.array([m.judge_probabilities[c] for c in shared])
+        pixel = np.array([m.pixel_probabilities[c] for c in shared])
+        expected = (landmark / landmark.sum() + pixel / pixel.sum()) / 2
+        np.testing.assert_allclose([m.both_probabilities[c] for c in shared], expected, atol=1e-4)
+        assert m.both_top == shared[int(np.argmax(expected))] and m.both_correct == (m.both_top in m.asked_classes)
+        assert m.both_probability == pytest.approx(sum(m.both_probabilities[c] for c in m.asked_classes), abs=1e-3)
+    assert metrics.both_accuracy == np.mean([m.both_correct for m in metrics.images])
+    assert "both judges averaged" in metrics.summary()
     assert json.loads(metrics.to_json())["images"][0]["pixel_probabilities"]
 
 

@@ -143,3 +143,25 @@ def test_a_stranger_never_wins_where_the_persons_only_face_is_a_copy():
     assert [c.chosen for c in choices] == [True, False]
     assert choices[0].verdict.startswith("identity: identity cosine 0.900 (the person from 0.55)")
     assert not passes(copy)
+
+
+def test_with_an_expression_network_both_judges_averaged_decide_and_the_verdict_and_failures_say_so():
+    from genaffect.models.evaluation.select_best import deciding_reading
+
+    def both(metrics: ImageMetrics, top: str, probability: float) -> ImageMetrics:
+        metrics.pixel_judge = "fer.onnx"
+        metrics.both_top, metrics.both_top_probability = top, max(probability, 0.5)
+        metrics.both_probability, metrics.both_correct = probability, top == "happy"
+        return metrics
+
+    # the landmark judge alone prefers the first face; averaged with the pixel judge, the second reads happy
+    landmark_sure = both(_judged(0, identity=0.70, probability=0.90), top="sad", probability=0.30)
+    both_sure = both(_judged(1, identity=0.70, probability=0.55), top="happy", probability=0.80)
+    assert deciding_reading(landmark_sure).judge == "both judges (the landmark judge and fer.onnx, averaged)"
+    assert deciding_reading(_judged(2, identity=0.7, probability=0.9)).judge == "landmark judge"  # no network
+    choices = choose(_metrics(landmark_sure, both_sure), 1, 2)
+    assert [c.chosen for c in choices] == [False, True]
+    assert choices[1].verdict.startswith("passing: passes vs both judges (the landmark judge and fer.onnx, averaged) "
+                                         "reads sad (0.500), not happy (0.300)")
+    assert failures(landmark_sure) == ["both judges (the landmark judge and fer.onnx, averaged) reads sad (0.500), "
+                                       "not happy (0.300)"]

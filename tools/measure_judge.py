@@ -178,17 +178,15 @@ def expression_copied(genaffect, judge, d: dict, rows: np.ndarray) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ pixel judge
-def pixel_judge(genaffect, judge, d: dict, network_path: str) -> dict:
+def pixel_judge(genaffect, judge, d: dict, network) -> dict:
     """The expression network (the pack's runner, its card) on each photo's face (the detector's box and keypoints
     in the readings), against the labels and against the landmark judge reading the photo relative to the
-    person's neutral photo: accuracy, agreement, and each judge's accuracy where they agree and where not."""
-    from genaffect.models.expression.expression_network import load_expression_network
-    from genaffect.models.files.onnx_providers import choose_providers
-
-    network = load_expression_network(network_path, choose_providers("CPU"))
+    person's neutral photo: accuracy, agreement, each judge's accuracy where they agree and where not, and both
+    judges averaged (Face Metrics' ``combine_judges``)."""
+    fm = genaffect.models.evaluation.face_metrics
     boxes, keypoints = d["det_box"], d["det_kps"]
     references = neutral_reference(d, np.arange(len(d["label"])))
-    truth, pixel, landmark = [], [], []
+    truth, pixel, landmark, both = [], [], [], []
     for i in range(len(d["label"])):
         reference = references.get(d["person"][i])
         if d["label"][i] not in CLASSES or reference is None or reference == i or not np.isfinite(keypoints[i, 0, 0]):
@@ -199,7 +197,11 @@ def pixel_judge(genaffect, judge, d: dict, network_path: str) -> dict:
         truth.append(d["label"][i])
         pixel.append(max(probabilities, key=probabilities.get))
         landmark.append(reading.top(0)[0])
-    truth, pixel, landmark = map(np.array, (truth, pixel, landmark))
+        metrics = fm.ImageMetrics(0, d["label"][i], True, judge_probabilities=reading.probabilities_of(0),
+                                  pixel_probabilities=probabilities)
+        fm.combine_judges(metrics)
+        both.append(metrics.both_top)
+    truth, pixel, landmark, both = map(np.array, (truth, pixel, landmark, both))
     agree = pixel == landmark
 
     def macro(predicted, keep):
@@ -208,7 +210,8 @@ def pixel_judge(genaffect, judge, d: dict, network_path: str) -> dict:
 
     everything = np.ones(len(truth), bool)
     return {"photos": int(len(truth)), "pixel macro": macro(pixel, everything),
-            "landmark macro": macro(landmark, everything), "agreement": round(float(agree.mean()), 4),
+            "landmark macro": macro(landmark, everything), "both judges averaged macro": macro(both, everything),
+            "agreement": round(float(agree.mean()), 4),
             "landmark accuracy where they agree": round(float((landmark[agree] == truth[agree]).mean()), 4),
             "landmark accuracy where they disagree": round(float((landmark[~agree] == truth[~agree]).mean()), 4),
             "pixel accuracy where they disagree": round(float((pixel[~agree] == truth[~agree]).mean()), 4)}
@@ -231,6 +234,7 @@ def image_metrics(genaffect, judge, d: dict, row: int, identity: np.ndarray, ref
     reading = judge.read(genaffect_batch(d, np.array([row])), ref_batch)
     m.asked_classes = [asked]
     m.judge = reading.judge
+    m.judge_probabilities = reading.probabilities_of(0)
     m.judge_top, m.judge_top_probability = reading.top(0)
     m.judge_probability = reading.probability(0, [asked])
     m.judge_correct = m.judge_top == asked
@@ -249,8 +253,35 @@ def outcome(sb, pool: list, metrics: list, best) -> str:
     return what
 
 
-def select_best_pools(genaffect, judge, d: dict, rows: np.ndarray, rng, pools: int = 600, half: bool = True) -> dict:
+def with_pixel_judge(genaffect, metrics, name: str, probabilities: dict[str, float]):
+    """A copy of a candidate's metrics with the pixel judge's reading and both judges averaged, as Face Metrics
+    gives them when an expression network is connected."""
+    import dataclasses
+
+    m = dataclasses.replace(metrics, pixel_judge=name, pixel_probabilities=probabilities)
+    genaffect.models.evaluation.face_metrics.combine_judges(m)
+    return m
+
+
+def select_best_pools(genaffect, judge, d: dict, rows: np.ndarray, rng, pools: int = 600, half: bool = True,
+                      network=None) -> dict:
+    """Select Best's choices on pools of real photos; with an expression ``network`` also with both judges averaged,
+    on the same pools ("..., both judges")."""
     sb = genaffect.models.evaluation.select_best
+    pixel_readings: dict[int, dict[str, float]] = {}
+
+    def choose(kind: str, pool: list, metrics: list) -> None:
+        best = sb.mark_best([sb.Choice(0, k, k, m) for k, m in enumerate(metrics)], 1)[0]
+        results[kind].append(outcome(sb, pool, metrics, best))
+        if network is not None:
+            for i, _ in pool:
+                if i not in pixel_readings:
+                    rgb = genaffect.models.images.read_photo(d["photo"][i])
+                    pixel_readings[i] = network.classify(rgb, d["det_box"][i], d["det_kps"][i])
+            both = [with_pixel_judge(genaffect, m, network.name, pixel_readings[i]) for (i, _), m in zip(pool, metrics)]
+            best = sb.mark_best([sb.Choice(0, k, k, m) for k, m in enumerate(both)], 1)[0]
+            results[kind + ", both judges"].append(outcome(sb, pool, both, best))
+
     ok = [int(i) for i in rows if np.isfinite(d["embedding"][i, 0]) and d["label"][i] in CLASSES
           and (not half or measured_half(d["person"][i]))]  # the identity margin was chosen on the other half
     by_person: dict[str, list[int]] = {}
@@ -258,7 +289,7 @@ def select_best_pools(genaffect, judge, d: dict, rows: np.ndarray, rng, pools: i
         by_person.setdefault(d["person"][i], []).append(i)
     references = neutral_reference(d, np.array(ok))
     people = [p for p in by_person if p in references and len(by_person[p]) >= 5]
-    results = {"mixed": [], "three people": []}
+    results = {kind: [] for kind in ("mixed", "three people", "mixed, both judges", "three people, both judges")}
     for _ in range(pools):
         person = people[rng.integers(len(people))]
         mine = by_person[person]
@@ -287,24 +318,20 @@ def select_best_pools(genaffect, judge, d: dict, rows: np.ndarray, rng, pools: i
             pool.append((int(rng.choice(s_wrong)), "stranger"))
         order = rng.permutation(len(pool))
         pool = [pool[k] for k in order]
-        metrics = [image_metrics(genaffect, judge, d, i, identity, refs, reference, asked) for i, _ in pool]
-        choices = [sb.Choice(0, k, k, m) for k, m in enumerate(metrics)]
-        best = sb.mark_best(choices, 1)[0]
-        results["mixed"].append(outcome(sb, pool, metrics, best))
+        choose("mixed", pool, [image_metrics(genaffect, judge, d, i, identity, refs, reference, asked) for i, _ in pool])
         # three people, all showing the asked-for expression
         trio = [(right, "right person, right expression")]
         for other_person in rng.choice(strangers, min(len(strangers), 6), replace=False):
             theirs = [i for i in by_person[other_person] if d["label"][i] == asked]
             if theirs and len(trio) < 3:
                 trio.append((int(rng.choice(theirs)), "stranger"))
-        metrics = [image_metrics(genaffect, judge, d, i, identity, refs, reference, asked) for i, _ in trio]
-        best = sb.mark_best([sb.Choice(0, k, k, m) for k, m in enumerate(metrics)], 1)[0]
-        results["three people"].append(outcome(sb, trio, metrics, best))
+        choose("three people", trio, [image_metrics(genaffect, judge, d, i, identity, refs, reference, asked)
+                                      for i, _ in trio])
     return {kind: {"pools": len(outcomes), **{what: round(outcomes.count(what) / max(len(outcomes), 1), 4)
                                               for what in ("right person, right expression",
                                                            "right person, another expression", "stranger",
                                                            "no candidate is the person")}}
-            for kind, outcomes in results.items()}
+            for kind, outcomes in results.items() if outcomes}
 
 
 def main(argv=None) -> int:
@@ -341,6 +368,12 @@ def main(argv=None) -> int:
     wild_held_out = np.isin(d["source"], wild) & np.array([T.held_out(p) for p in d["person"]], dtype=bool)
     trainable = np.flatnonzero(~wild_held_out) if args.far else posed_rows
     only = set(args.only.split(","))
+    network = None
+    if args.network:
+        from genaffect.models.expression.expression_network import load_expression_network
+        from genaffect.models.files.onnx_providers import choose_providers
+
+        network = load_expression_network(args.network, choose_providers("CPU"))
     out = {"copy checks": {}, "expression copied": {}, "select best": {}, "pixel judge": {}}
     rng = np.random.default_rng(0)
     for source in posed + wild if only & {"copies", "copied", "pools", "network"} else []:
@@ -356,9 +389,9 @@ def main(argv=None) -> int:
             out["expression copied"][source] = expression_copied(genaffect, judge, part, np.flatnonzero(measured))
         if "pools" in only:
             out["select best"][source] = select_best_pools(genaffect, judge, part, np.arange(len(test)), rng,
-                                                           args.pools, half=source in posed)
+                                                           args.pools, half=source in posed, network=network)
         if "network" in only and args.network:
-            out["pixel judge"][source] = pixel_judge(genaffect, judge, part, args.network)
+            out["pixel judge"][source] = pixel_judge(genaffect, judge, part, network)
         print(source, json.dumps({k: out[k].get(source) for k in out}, indent=1), flush=True)
     if args.copies:
         out["copy hits"] = copy_hits(genaffect, trainer.train(d, trainable), args.copies)

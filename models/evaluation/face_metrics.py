@@ -76,6 +76,13 @@ class ImageMetrics:
     pixel_probability: float | None = None
     pixel_correct: bool | None = None
     judges_agree: bool | None = None  # the two judges' top classes are the same
+    # the two judges' probabilities averaged over the classes both read (what Select Best and the guard decide by
+    # when an expression network is connected: on real photos it read better than either judge alone, docs/judge.md)
+    both_probabilities: dict[str, float] | None = None
+    both_top: str | None = None
+    both_top_probability: float | None = None
+    both_probability: float | None = None
+    both_correct: bool | None = None
 
 
 @dataclass
@@ -95,6 +102,7 @@ class SetMetrics:
     expression_copies: int | None = None  # faces that show the reference photo's expression, not their target
     judge_accuracy: float | None = None  # share of judged faces whose top class is the asked-for one
     pixel_accuracy: float | None = None
+    both_accuracy: float | None = None  # the two judges averaged
     judges_agreement: float | None = None  # share of faces both judges read where their top classes agree
     pose_error_mean: list[float] | None = None  # mean |error| of yaw, pitch, roll over the measured faces (degrees)
     gaze_error_mean: float | None = None
@@ -129,6 +137,8 @@ class SetMetrics:
                              f"{m.label}: {m.judge_top} ({m.judge_top_probability:.2f})" for m in judged[:12]))
         if self.pixel_accuracy is not None:
             lines.append(f"pixel judge ({self.images[0].pixel_judge}): {self.pixel_accuracy:.0%} read as asked")
+        if self.both_accuracy is not None:
+            lines.append(f"both judges averaged: {self.both_accuracy:.0%} read as asked")
         if self.judges_agreement is not None:
             lines.append(f"the two judges agree on {self.judges_agreement:.0%} of faces (where they disagree, "
                          "look at the face yourself)")
@@ -327,6 +337,7 @@ def measure(
         expression_copies=sum(judged) if judged else None,
         judge_accuracy=_mean([float(r.judge_correct) for r in results if r.judge_correct is not None]),
         pixel_accuracy=_mean([float(r.pixel_correct) for r in results if r.pixel_correct is not None]),
+        both_accuracy=_mean([float(r.both_correct) for r in results if r.both_correct is not None]),
         judges_agreement=_mean([float(r.judges_agree) for r in results if r.judges_agree is not None]),
         pose_error_mean=_mean_rows([r.pose_error for r in results]),
         gaze_error_mean=_mean([r.gaze_error for r in results]),
@@ -440,6 +451,25 @@ def _pixel_judge(results: list[ImageMetrics], images_rgb, detections: dict, netw
             result.pixel_correct = result.pixel_top in result.asked_classes
         if result.judge_top is not None and result.judge_top in network.classes:
             result.judges_agree = result.pixel_top == result.judge_top
+        combine_judges(result)
+
+
+def combine_judges(result: ImageMetrics) -> None:
+    """The landmark and pixel judges' probabilities, each renormalised over the classes both read, averaged."""
+    if result.judge_probabilities is None or result.pixel_probabilities is None:
+        return
+    shared = [c for c in result.judge_probabilities if c in result.pixel_probabilities]
+    landmark = np.array([result.judge_probabilities[c] for c in shared])
+    pixel = np.array([result.pixel_probabilities[c] for c in shared])
+    if not shared or landmark.sum() <= 0 or pixel.sum() <= 0:
+        return
+    both = (landmark / landmark.sum() + pixel / pixel.sum()) / 2
+    result.both_probabilities = {c: round(float(p), 4) for c, p in zip(shared, both)}
+    best = int(np.argmax(both))
+    result.both_top, result.both_top_probability = shared[best], float(both[best])
+    if any(c in shared for c in result.asked_classes):
+        result.both_probability = float(sum(result.both_probabilities.get(c, 0.0) for c in result.asked_classes))
+        result.both_correct = result.both_top in result.asked_classes
 
 
 def _mean(values) -> float | None:

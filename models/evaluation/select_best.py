@@ -17,7 +17,8 @@ by these steps, in order; the first step where two candidates differ decides, an
    expression error and head pose error);
 4. not a copy of a reference photo, and not showing the reference photo's expression instead of its target;
 5. the judge reads the asked-for expression (its top class is one of the target's classes; for targets the
-   judge has no class for, the face is nearest its own target of the set's);
+   judge has no class for, the face is nearest its own target of the set's). "The judge" is the landmark judge,
+   or, where an expression network read the face too, both judges averaged (:func:`deciding_reading`);
 6. the judge's probability of the asked-for class (in steps of :data:`PROBABILITY_STEP`: smaller differences
    are no evidence), then the intensity distance (Face Metrics' blendshape L1 to the target, in steps of
    :data:`DISTANCE_STEP`), then the identity cosine, then the earlier candidate.
@@ -62,6 +63,26 @@ class PassRule:
         return SAME_PERSON_COSINE if self.min_identity is None else self.min_identity
 
 
+@dataclass(frozen=True)
+class JudgeReading:
+    """The expression reading a candidate is ranked and passed by."""
+
+    judge: str  # which, in words
+    top: str | None
+    top_probability: float | None
+    probability: float | None  # of the asked-for class
+    correct: bool | None  # the top class is one the target asks for (None: not judged)
+
+
+def deciding_reading(m: ImageMetrics) -> JudgeReading:
+    """Both judges averaged where an expression network read the face (measured: on real photos it chose the right
+    expression more often than the landmark judge alone in every source, docs/judge.md), else the landmark judge."""
+    if m.both_correct is not None:
+        return JudgeReading(f"both judges (the landmark judge and {m.pixel_judge}, averaged)", m.both_top,
+                            m.both_top_probability, m.both_probability, m.both_correct)
+    return JudgeReading(m.judge, m.judge_top, m.judge_top_probability, m.judge_probability, m.judge_correct)
+
+
 def is_person(metrics: ImageMetrics, rule: PassRule = PassRule()) -> bool:
     return metrics.identity_cosine is not None and metrics.identity_cosine >= rule.identity_threshold
 
@@ -69,8 +90,9 @@ def is_person(metrics: ImageMetrics, rule: PassRule = PassRule()) -> bool:
 def reads_as_asked(metrics: ImageMetrics) -> bool | None:
     """Does the expression judge read the asked-for expression? Its top class where the target has classes,
     else the nearest-target rule; None where neither was measured."""
-    if metrics.judge_correct is not None:
-        return metrics.judge_correct
+    reading = deciding_reading(metrics)
+    if reading.correct is not None:
+        return reading.correct
     return metrics.expression_nearest
 
 
@@ -88,10 +110,11 @@ def failures(metrics: ImageMetrics, rule: PassRule = PassRule()) -> list[str]:
     if m.expression_copied is True:
         reasons.append("shows the reference photo's expression instead of its target"
                        + (f" ({m.judge} reads {m.judge_top})" if m.judge_top else ""))
-    if m.judge_correct is False:
-        reasons.append(f"{m.judge} reads {m.judge_top} ({_number(m.judge_top_probability)}), not "
-                       f"{'/'.join(m.asked_classes)} ({_number(m.judge_probability)})")
-    elif m.judge_correct is None and m.expression_nearest is False:
+    reading = deciding_reading(m)
+    if reading.correct is False:
+        reasons.append(f"{reading.judge} reads {reading.top} ({_number(reading.top_probability)}), not "
+                       f"{'/'.join(m.asked_classes)} ({_number(reading.probability)})")
+    elif reading.correct is None and m.expression_nearest is False:
         reasons.append("nearer another expression's target than its own")
     if rule.expression_measured and m.blendshape_l1 is None:
         reasons.append("expression not read (the estimator found no face)")
@@ -140,7 +163,7 @@ def _steps(choice: Choice, rule: PassRule, best_identity: float | None = None) -
     sort value - smaller is better, the number in words)."""
     m = choice.metrics
     judged = reads_as_asked(m)
-    probability = m.judge_probability
+    reading = deciding_reading(m)
     floor = rule.identity_threshold if best_identity is None else max(
         rule.identity_threshold, min(best_identity - IDENTITY_MARGIN, CERTAINLY_THE_PERSON))
     return [
@@ -151,10 +174,10 @@ def _steps(choice: Choice, rule: PassRule, best_identity: float | None = None) -
         ("copy check", m.copy_suspected is True or m.expression_copied is True,
          "copied" if m.copy_suspected else "the reference photo's expression" if m.expression_copied else "no copy"),
         ("expression", judged is False,
-         (f"{m.judge} reads {m.judge_top}" if m.judge_top else "nearest its own target" if judged
+         (f"{reading.judge} reads {reading.top}" if reading.top else "nearest its own target" if judged
           else "nearer another target" if judged is False else "not read")),
-        ("judge probability", -round((probability or 0.0) / PROBABILITY_STEP),
-         f"{m.judge} p({'/'.join(m.asked_classes) or '?'}) {_number(probability)}"),
+        ("judge probability", -round((reading.probability or 0.0) / PROBABILITY_STEP),
+         f"{reading.judge} p({'/'.join(m.asked_classes) or '?'}) {_number(reading.probability)}"),
         ("intensity distance", round((m.blendshape_l1 if m.blendshape_l1 is not None else 1.0) / DISTANCE_STEP),
          f"blendshape L1 {_number(m.blendshape_l1)}"),
         ("identity cosine", -(m.identity_cosine or 0.0), f"identity cosine {_number(m.identity_cosine)}"),
