@@ -58,6 +58,9 @@ def test_the_scores_add_up_hand_built_readings():
     assert score.pair_confusion == {"fearful/surprised": pytest.approx((0.5 + 0.0) / 2), "sad/fearful": 0.0}
     assert score.structural_confusion == pytest.approx(0.125) and score.copies == 0.0
     assert "Acc-6 (six basic categories): 75.0% of 4" in score.summary()
+    metrics.pixel_accuracy, metrics.judges_agreement, metrics.both_accuracy = 0.5, 0.25, 0.75  # with a network
+    with_network = expression_score.score(metrics, [t for _, t in reads])
+    assert "pixel judge accuracy 50.0%, judges agree on 25.0%, both judges averaged 75.0%" in with_network.summary()
 
 
 @pytest.fixture

@@ -71,6 +71,7 @@ class ExpressionScore:
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # target class -> read class -> faces
     pixel_accuracy: float | None = None
     judges_agreement: float | None = None
+    both_accuracy: float | None = None  # the two judges averaged
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -91,7 +92,7 @@ class ExpressionScore:
             lines.append(f"not scored (the judge has no class for them): {', '.join(self.not_scored)}")
         if self.pixel_accuracy is not None:
             lines.append(f"pixel judge accuracy {percent(self.pixel_accuracy)}, judges agree on "
-                         f"{percent(self.judges_agreement)}")
+                         f"{percent(self.judges_agreement)}, both judges averaged {percent(self.both_accuracy)}")
         return "\n".join(lines)
 
 
@@ -130,6 +131,7 @@ def score(metrics: SetMetrics, targets: list[str]) -> ExpressionScore:
         structural_confusion=float(np.mean(list(pairs.values()))) if pairs else None,
         pair_confusion=pairs, confusion=confusion,
         pixel_accuracy=metrics.pixel_accuracy, judges_agreement=metrics.judges_agreement,
+        both_accuracy=metrics.both_accuracy,
     )
 
 
