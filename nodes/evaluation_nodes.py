@@ -315,7 +315,7 @@ class GenAffectSelectBest:
                 "expression_network": (sockets.EXPRESSION_NETWORK, {
                     "tooltip": "A pixel judge (Expression Network Loader): its reading is reported beside the "
                                "landmark judge's, and the choice follows both judges averaged (on real photos they "
-                               "chose the right expression more often than the landmark judge alone)."}),
+                               "read expressions better than the landmark judge alone)."}),
             },
         }
 
