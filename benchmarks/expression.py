@@ -26,15 +26,17 @@ import numpy as np
 from face_analysis import import_pack, save_result
 
 
-def benchmark_images(count: int) -> list[np.ndarray]:
+def benchmark_images(count: int, size: int = 512) -> list[np.ndarray]:
     from PIL import Image
     from skimage import data
 
     photo = Image.fromarray(data.astronaut())
+    if size != 512:  # a camera photo's size: MediaPipe's work stays the same, the pack's grows with the pixels
+        photo = photo.resize((size, size), Image.BICUBIC)
     frames = []
     for i in range(count):
-        frame = np.asarray(photo.rotate(4 * (i - count // 2), center=(225, 120)))
-        frame = np.roll(frame if i % 2 == 0 else frame[:, ::-1], 8 * i, axis=1)
+        frame = np.asarray(photo.rotate(4 * (i - count // 2), center=(225 * size // 512, 120 * size // 512)))
+        frame = np.roll(frame if i % 2 == 0 else frame[:, ::-1], 8 * i * size // 512, axis=1)
         frames.append(np.ascontiguousarray(frame))
     return frames
 
@@ -44,6 +46,7 @@ def main() -> int:
     parser.add_argument("--models-dir", required=True, help="a ComfyUI models folder with mediapipe/face_landmarker.task")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--size", type=int, default=512, help="the photos' side in pixels (the astronaut, resized)")
     args = parser.parse_args()
 
     task = os.path.join(args.models_dir, "mediapipe", "face_landmarker.task")
@@ -60,7 +63,7 @@ def main() -> int:
     from genaffect.nodes.estimation_nodes import GenAffectEstimateExpression
 
     estimator = expression_estimator.load_estimator(task)
-    frames = benchmark_images(args.images)
+    frames = benchmark_images(args.images, args.size)
     tensor = torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0)
     node = GenAffectEstimateExpression()
 

@@ -14,6 +14,7 @@ import torch
 
 from .errors import GenAffectInputError, PhotoTooLargeError
 
+CONVERSION_BAND_BYTES = 1 << 20  # float32 rows converted at a time (fits a core's cache)
 # Below this many pixels on a side no detector can find a face; such images are reported, not run.
 MIN_FACE_IMAGE_SIDE = 32
 # Pixels this far outside 0..1 are rounding (a resampler's overshoot) and clamped; beyond it the image is refused.
@@ -65,22 +66,30 @@ def image_batch_to_rgb_uint8(images: torch.Tensor, what: str = "images") -> list
         pixels = pixels[..., :1].expand(*pixels.shape[:-1], 3)
     else:
         pixels = pixels[..., :3]
-    # One image at a time, so the scaled copy stays in the cache for rounding and the cast (3-5x faster than whole-
-    # batch passes on large frames); min and max propagate NaN and inf, so they check the range and the values at once.
+    # A band of rows at a time (about CONVERSION_BAND_BYTES of float32), so the scaled copy stays in the cache for
+    # rounding and the cast: whole-image passes are 1.8x slower on 2048 px frames (benchmarks/expression.py --size);
+    # min and max propagate NaN and inf, so they check the range and the values at once.
     array = pixels.numpy()
-    scratch = np.empty(array.shape[1:], dtype=np.float32)
+    height, width = array.shape[1:3]
+    rows = max(1, CONVERSION_BAND_BYTES // (width * 3 * 4))
+    scratch = np.empty((min(rows, height), width, 3), dtype=np.float32)
     frames, bad, low, high = [], [], np.inf, -np.inf
     for index, image in enumerate(array):
-        image_low, image_high = float(image.min()), float(image.max())
-        if not (np.isfinite(image_low) and np.isfinite(image_high)):
-            bad.append(index)
-            continue
-        low, high = min(low, image_low), max(high, image_high)
-        np.multiply(image, np.float32(255.0), out=scratch)
-        np.rint(scratch, out=scratch)  # round half to even, as torch.round
-        if image_low < 0.0 or image_high > 1.0:
-            np.clip(scratch, 0.0, 255.0, out=scratch)
-        frames.append(scratch.astype(np.uint8))
+        frame = np.empty((height, width, 3), dtype=np.uint8)
+        for top in range(0, height, rows):
+            band, scaled = image[top:top + rows], scratch[:min(rows, height - top)]
+            band_low, band_high = float(band.min()), float(band.max())
+            if not (np.isfinite(band_low) and np.isfinite(band_high)):
+                bad.append(index)
+                break
+            low, high = min(low, band_low), max(high, band_high)
+            np.multiply(band, np.float32(255.0), out=scaled)
+            np.rint(scaled, out=scaled)  # round half to even, as torch.round
+            if band_low < 0.0 or band_high > 1.0:
+                np.clip(scaled, 0.0, 255.0, out=scaled)
+            frame[top:top + rows] = scaled  # the cast
+        else:
+            frames.append(frame)
     if bad:
         raise GenAffectInputError(
             f"{what}: image(s) {bad} contain NaN or infinite pixel values; the node that produced "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..models.drawing.pictures import draw_expression_preview, expression_preview_shape
+from ..models.drawing.pictures import draw_expression_preview, expression_preview_shape, preview_photo, preview_size
 from ..models.errors import ModelFileError
 from ..models.expression import expression_estimator, smirk_encoder
 from ..models.expression.batch import BLENDSHAPE_NAMES, split_list
@@ -151,8 +151,11 @@ class GenAffectEstimateExpression:
                                       "tooltip": "One label per image, separated by commas or new lines. "
                                                  "Empty: 'image 0', 'image 1', ..."}),
                 "draw_preview": ("BOOLEAN", {"default": True,
-                                             "tooltip": "Off: the preview output passes the images through "
-                                                        "undrawn, which saves time on long videos."}),
+                                             "tooltip": "On: each photo with its landmarks and strongest "
+                                                        "blendshapes (a photo over 1024 px is shown scaled down to "
+                                                        "1024 on its longer side). Off: the preview output passes "
+                                                        "the images through undrawn, which saves time on long "
+                                                        "videos."}),
             },
         }
 
@@ -176,13 +179,13 @@ def _previews(frames, estimation: expression_estimator.Estimation):
     rows = {index: row for row, index in enumerate(estimation.image_indices)}
     reasons = {s.image_index: s.reason for s in estimation.skipped}
     batch = estimation.expression
-    shape = expression_preview_shape(frames[0].shape)
+    shape = expression_preview_shape(preview_size(frames[0].shape))  # a batch's frames are one size
 
     def drawn():
         canvas = None  # the first picture, drawn over for each next one: each is in the IMAGE before the next is drawn
         for index, frame in enumerate(frames):
             comfy_host.check_interrupted()  # a long video's previews take a while
-            row = rows.get(index)
+            row, frame = rows.get(index), preview_photo(frame)
             if row is None:
                 canvas = draw_expression_preview(frame, None, None, BLENDSHAPE_NAMES, f"#{index} skipped: {reasons[index]}",
                                                  out=canvas)

@@ -118,6 +118,26 @@ def draw_expression_preview(
     return canvas
 
 
+# A larger photo is previewed scaled down to this on its longer side: a 12-megapixel photo's full-size preview is a
+# 230 MB IMAGE that takes a fifth of a second to draw, and a preview is looked at, not used downstream.
+PREVIEW_MAX_SIDE = 1024
+
+
+def preview_size(photo_shape: tuple[int, ...], max_side: int = PREVIEW_MAX_SIDE) -> tuple[int, int]:
+    """(height, width) of a photo of ``photo_shape`` in its preview: at most ``max_side`` on its longer side."""
+    height, width = photo_shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def preview_photo(photo_rgb: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> np.ndarray:
+    """The photo as its preview shows it: scaled down to :func:`preview_size`, or as it is."""
+    height, width = preview_size(photo_rgb.shape, max_side)
+    if (height, width) == photo_rgb.shape[:2]:
+        return photo_rgb
+    return np.asarray(Image.fromarray(photo_rgb).resize((width, height), Image.BILINEAR, reducing_gap=2.0))
+
+
 def expression_preview_shape(photo_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The shape of :func:`draw_expression_preview`'s picture of a photo: a panel 0.6 x its width beside it."""
     height, width = photo_shape[:2]
