@@ -152,10 +152,10 @@ class GenAffectEstimateExpression:
                                                  "Empty: 'image 0', 'image 1', ..."}),
                 "draw_preview": ("BOOLEAN", {"default": True,
                                              "tooltip": "On: each photo with its landmarks and strongest "
-                                                        "blendshapes (a photo over 1024 px is shown scaled down to "
-                                                        "1024 on its longer side). Off: the preview output passes "
-                                                        "the images through undrawn, which saves time on long "
-                                                        "videos."}),
+                                                        "blendshapes (a photo over 1024 px is shown scaled down by "
+                                                        "a whole factor to at most 1024 on its longer side). Off: "
+                                                        "the preview output passes the images through undrawn, "
+                                                        "which saves time on long videos."}),
             },
         }
 
