@@ -17,7 +17,9 @@ prediction, so the numbers are the shipped judge's:
   over the 468 mesh points, in 3-D; trained on each photo with up to ``--refs`` of the person's neutral photos;
 - **alone head**: the face's own pose-normalised shape minus the template, for when no reference is known;
 - a multinomial logistic regression (class-balanced, L2 ``--C``) on standardised features, trained on the
-  posed sources (``--posed``) together, left-right mirrored copies of every pair added (``--mirror``).
+  posed sources (``--posed``) together, left-right mirrored copies of every pair added (``--mirror``);
+- ``--read-mirrored``: the judge reads every face relative to its photo as seen and in a mirror, and averages the
+  two (a setting of the file, so the evaluation below reads that way too).
 
 Evaluation (written into the file's ``meta`` and printed as Markdown for docs/judge.md), always on people never
 used for training, beside the nearest-target rule (Face Metrics' old rule: nearest calibrated estimator-space
@@ -147,7 +149,7 @@ class Trainer:
         return fit_template(self.J, pixels[neutral], rigid), rigid
 
     def empty_judge(self, template, rigid):
-        meta = {"format": self.J.FORMAT, "classes": list(CLASSES)}
+        meta = {"format": self.J.FORMAT, "classes": list(CLASSES), "read_mirrored": self.args.read_mirrored}
         heads = {"relative": self.J.Head(("delta",), None, None, ()), "alone": self.J.Head(("shape",), None, None, ())}
         return self.J.LandmarkJudge(meta, template, rigid, np.arange(MESH), heads)
 
@@ -253,7 +255,7 @@ class Trainer:
             return np.zeros(0, int), np.zeros(0, int)
         faces = judge.canonical(d["landmarks"][pair[:, 0]], d["image_hw"][pair[:, 0]])
         if head == "alone":
-            probabilities = judge.heads["alone"].probabilities(judge.features("alone", faces, None))
+            probabilities = judge.head_probabilities("alone", faces, None)
         else:  # as the pack reads a face relative to a photo (the head chosen by the photo's own reading)
             references = judge.canonical(d["landmarks"][pair[:, 1]], d["image_hw"][pair[:, 1]])
             probabilities = judge.relative_probabilities(faces, references, self.turned(judge, d, pair))
@@ -382,6 +384,9 @@ def main(argv=None) -> int:
     parser.add_argument("--C", type=float, default=0.1)
     parser.add_argument("--refs", type=int, default=3, help="reference photos per training photo")
     parser.add_argument("--mirror", action="store_true", help="add left-right mirrored copies to training")
+    parser.add_argument("--read-mirrored", action="store_true", help="the judge reads every face relative to its "
+                        "photo as seen and in a mirror, and averages the two (written into the file; the evaluation "
+                        "reads that way too)")
     parser.add_argument("--hidden", type=int, default=0, help="relative head: a ReLU layer of this many units after "
                         "a PCA (0: logistic regression)")
     parser.add_argument("--pca", type=int, default=100)
@@ -509,6 +514,7 @@ def write(judge, d: dict, rows: np.ndarray, posed: list[str], args, evaluation: 
                      "references_per_photo": args.refs, "mirror": args.mirror,
                      "labels": "performed (the sources' own labels)"},
         **({"gate": judge.meta["gate"]} if "gate" in judge.meta else {}),
+        "read_mirrored": judge.read_mirrored,
         "trained_on": trained,
         **({"held_out": f"{', '.join(args.wild_sources)}: the people with crc32('source:person') % "
                         f"{HELD_OUT_FOLDS} == 0, never trained on (the wild test)"} if args.wild_sources else {}),

@@ -8,7 +8,10 @@ expression; photos of different people differ by face shape, which this removes.
 landmarks the face is read alone (a second head of the same file, less accurate across sources). Where the face and
 its reference photo look taken apart - the head turned from the photo's by more than the file's gate
 (``meta["gate"]``), or the landmarks that move least with expression not fitting the photo's (another lens, another
-year) - a third head reads it, trained on in-the-wild photo pairs too.
+year) - a third head reads it, trained on in-the-wild photo pairs too. Where the file says so
+(``meta["read_mirrored"]``) the heads that read the change from the photo read each pair as seen and in a mirror and
+average the two: an expression reads the same either way, and the average evens out the left-right slant a few
+training people leave in a head.
 
 The classifier is data, ``models/data/expression_judge.npz`` (numpy arrays and a JSON ``meta`` string: classes,
 settings, provenance of the labelled photos it was trained on, its evaluation), written by
@@ -147,6 +150,7 @@ class LandmarkJudge:
         # beyond this turn of the head from the reference photo, or this misfit, the far head reads the face
         self.gate = float(meta["gate"]["turned_degrees"]) if FAR_HEAD in heads else None
         self.misfit_gate = float(meta["gate"]["misfit"]) if FAR_HEAD in heads else None
+        self.read_mirrored = bool(meta.get("read_mirrored", False))
 
     @classmethod
     def from_file(cls, path: str) -> LandmarkJudge:
@@ -170,6 +174,18 @@ class LandmarkJudge:
                 columns.append((references - self.template)[:, self.subset].reshape(len(faces), -1))
         return np.hstack(columns)
 
+    def head_probabilities(self, head: str, faces: np.ndarray, references: np.ndarray | None) -> np.ndarray:
+        """(N, classes) of one head for canonical faces (and their canonical reference photos); with
+        ``read_mirrored`` and reference photos, the mean of the pairs as seen and as seen in a mirror. The face alone
+        is not: its features compare it with the template, whose mirror image is not itself (MediaPipe's twins are
+        matched in the image plane, so a flip moves a few points in depth; read mirrored, the alone head lost 10
+        points on real photos)."""
+        probabilities = self.heads[head].probabilities(self.features(head, faces, references))
+        if self.read_mirrored and references is not None:
+            mirrored = self.features(head, self.mirrored(faces), self.mirrored(references))
+            probabilities = (probabilities + self.heads[head].probabilities(mirrored)) / 2
+        return probabilities
+
     # ------------------------------------------------------------------ reading
     def read_landmarks(self, landmarks: np.ndarray, image_size: np.ndarray, reference_landmarks: np.ndarray | None = None,
                        reference_size: np.ndarray | None = None) -> Reading:
@@ -178,8 +194,7 @@ class LandmarkJudge:
         points = to_pixels(landmarks, image_size)
         faces = align(points, self.template, self.rigid)
         if reference_landmarks is None:
-            return Reading(self.describe("alone"), self.classes,
-                           self.heads["alone"].probabilities(self.features("alone", faces, None)))
+            return Reading(self.describe("alone"), self.classes, self.head_probabilities("alone", faces, None))
         photo = to_pixels(np.asarray(reference_landmarks)[None], np.asarray(reference_size)[None])
         photos = np.repeat(photo, len(faces), axis=0)
         references = align(photos, self.template, self.rigid)
@@ -206,10 +221,10 @@ class LandmarkJudge:
         """(N, classes) for canonical faces, each relative to its canonical reference photo (trained on neutral
         reference photos: a face like its photo reads as neutral). ``turned`` (N,): degrees each face's head is
         turned from its photo (:func:`turned_degrees`); beyond the gate (or misfitting) the far head reads it."""
-        probabilities = self.heads["relative"].probabilities(self.features("relative", faces, references))
+        probabilities = self.head_probabilities("relative", faces, references)
         far = self.far(faces, references, turned)
         if far.any():
-            probabilities[far] = self.heads[FAR_HEAD].probabilities(self.features(FAR_HEAD, faces[far], references[far]))
+            probabilities[far] = self.head_probabilities(FAR_HEAD, faces[far], references[far])
         return probabilities
 
     def read(self, faces: ExpressionBatch, reference: ExpressionBatch | None = None) -> Reading:
@@ -343,6 +358,8 @@ def _read(path: str):
         if indices.ndim != 1 or indices.dtype.kind not in "iu" or len(indices) < least \
                 or indices.min() < 0 or indices.max() >= NUM_LANDMARKS:
             fail(f"'{name}' must be at least {least} landmark indices in 0..{NUM_LANDMARKS - 1}")
+    if not isinstance(meta.get("read_mirrored", False), bool):
+        fail(f"meta['read_mirrored'] is {meta['read_mirrored']!r}; it must be true or false")
     widths = {"delta": 3 * len(subset), "shape": 3 * len(subset), "reference_shape": 3 * len(subset)}
     heads = {}
     names = HEADS + ((FAR_HEAD,) if FAR_HEAD in meta.get("heads", {}) else ())
