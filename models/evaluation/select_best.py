@@ -76,8 +76,8 @@ class JudgeReading:
 
 def deciding_reading(m: ImageMetrics) -> JudgeReading:
     """Both judges averaged where an expression network read the face, else the landmark judge. Measured with the
-    CI's weak network (docs/judge.md): the average read real photos better than the landmark judge on every source,
-    and in pools of real photos chose the right face more often on three sources of four (JAFFE within a point)."""
+    CI's weak network (docs/judge.md): the average read real photos better than the landmark judge on three sources
+    of four and in pools of real photos chose the right face more often on the same three (JAFFE within 2 points)."""
     if m.both_correct is not None:
         return JudgeReading(f"both judges (the landmark judge and {m.pixel_judge}, averaged)", m.both_top,
                             m.both_top_probability, m.both_probability, m.both_correct)
