@@ -345,8 +345,8 @@ def main(argv=None) -> int:
     parser.add_argument("--C", type=float, default=0.1)
     parser.add_argument("--mirror", action="store_true")
     parser.add_argument("--hidden", type=int, default=0)
-    parser.add_argument("--read-mirrored", action="store_true", help="judges that read every face as seen and in a "
-                        "mirror (train_expression_judge.py --read-mirrored)")
+    parser.add_argument("--read-mirrored", action="store_true", help="judges that read every face relative to its photo "
+                        "as seen and in a mirror (train_expression_judge.py --read-mirrored)")
     parser.add_argument("--far", action="store_true", help="judges as shipped (train_expression_judge.py --far): the "
                         "far head trained on the --wild sources' people too, but their held-out fifth, the only ones "
                         "a wild source is then measured on")
@@ -362,9 +362,8 @@ def main(argv=None) -> int:
     wild = [s for s in args.wild.split(",") if s]
     # without --far the posed heads only; with it the far head too, trained as train_expression_judge.py --far does
     settings = SimpleNamespace(C=args.C, mirror=args.mirror, read_mirrored=args.read_mirrored, refs=3,
-                               hidden=args.hidden, pca=args.pca,
-                               alpha=args.alpha, far=args.far, wild_sources=wild if args.far else [],
-                               gate_percentile=90.0)
+                               hidden=args.hidden, pca=args.pca, alpha=args.alpha, far=args.far,
+                               wild_sources=wild if args.far else [], gate_percentile=90.0)
     trainer = T.Trainer(genaffect, settings)
     d = T.concatenate([load(args.readings, s) for s in posed + wild])
     posed_rows = np.flatnonzero(np.isin(d["source"], posed))
