@@ -198,9 +198,8 @@ class LandmarkJudge:
         photo = to_pixels(np.asarray(reference_landmarks)[None], np.asarray(reference_size)[None])
         photos = np.repeat(photo, len(faces), axis=0)
         references = align(photos, self.template, self.rigid)
-        turned = turned_degrees(points, photos, self.rigid)
-        probabilities = self.relative_probabilities(faces, references, turned)
-        far = self.far(faces, references, turned)
+        far = self.far(faces, references, turned_degrees(points, photos, self.rigid))
+        probabilities = self._pair_probabilities(faces, references, far)
         return Reading(self.describe("relative", int(far.sum()), len(faces)), self.classes, probabilities, far)
 
     def misfit(self, faces: np.ndarray, references: np.ndarray) -> np.ndarray:
@@ -221,10 +220,14 @@ class LandmarkJudge:
         """(N, classes) for canonical faces, each relative to its canonical reference photo (trained on neutral
         reference photos: a face like its photo reads as neutral). ``turned`` (N,): degrees each face's head is
         turned from its photo (:func:`turned_degrees`); beyond the gate (or misfitting) the far head reads it."""
-        probabilities = self.head_probabilities("relative", faces, references)
-        far = self.far(faces, references, turned)
-        if far.any():
-            probabilities[far] = self.head_probabilities(FAR_HEAD, faces[far], references[far])
+        return self._pair_probabilities(faces, references, self.far(faces, references, turned))
+
+    def _pair_probabilities(self, faces: np.ndarray, references: np.ndarray, far: np.ndarray) -> np.ndarray:
+        """Each pair read by one head: the far head where ``far``, the relative head elsewhere."""
+        probabilities = np.empty((len(faces), len(self.classes)))
+        for head, rows in (("relative", ~far), (FAR_HEAD, far)):
+            if rows.any():
+                probabilities[rows] = self.head_probabilities(head, faces[rows], references[rows])
         return probabilities
 
     def read(self, faces: ExpressionBatch, reference: ExpressionBatch | None = None) -> Reading:

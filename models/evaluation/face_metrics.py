@@ -77,8 +77,8 @@ class ImageMetrics:
     pixel_correct: bool | None = None
     judges_agree: bool | None = None  # the two judges' top classes are the same
     # the two judges' probabilities averaged over the classes both read (what Select Best and the guard decide by
-    # when an expression network is connected: on real photos it read better than the landmark judge alone on every
-    # source, docs/judge.md)
+    # when an expression network is connected: on real photos it read better than the landmark judge alone on three
+    # sources of four, docs/judge.md)
     both_probabilities: dict[str, float] | None = None
     both_top: str | None = None
     both_top_probability: float | None = None
